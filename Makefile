@@ -1,0 +1,34 @@
+# Two commands: `make run` (set up, then run a video through the pipeline)
+# and `make test` (set up, then run the whole test suite).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+VIDEO ?= ../shared/media/vid.mp4
+ARGS ?=
+
+.PHONY: setup run test bench clean
+
+$(VENV)/.installed: pyproject.toml Makefile clients/node/package.json
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# CPU build from the local wheel; an unpinned torch would pull CUDA wheels.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[blazepose,hmr2,dev]'
+	# --no-deps: mediapipe's declared deps add opencv-contrib (a second cv2) and jax.
+	$(BIN)/pip install -q --no-deps mediapipe==0.10.14
+	cd clients/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(BIN)/python launch.py $(VIDEO) $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) clients/node/node_modules

@@ -1,0 +1,194 @@
+"""Every message on the bus: its fields, their checks, and how to build it.
+
+This module is the message contract; docs/protocol.md describes the same
+thing for people and a test keeps the two in step. A message is a map with
+``type``, ``schema`` (``SCHEMA``) and ``job``; the rest depends on the type.
+
+Public (published to backends on the results socket): ``job_start``,
+``frame``, ``job_end``. Internal (between posebus processes): ``job``
+(launcher → decode), ``image`` (decode → detect), ``detections``
+(detect → track), ``progress`` (track → launcher).
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+
+from bus.schema import Array, Enum, ListOf, MapOf, Optional, SchemaError, Struct, check
+from pose.angles import ANGLE_KEYS, joint_angles
+from pose.detection import Detection, FrameDetections
+from pose.skeleton import CANONICAL_JOINTS
+
+SCHEMA = 1
+JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+STATES = ("observed", "predicted", "interpolated", "held")
+
+_J = len(CANONICAL_JOINTS)
+_KEYPOINTS = Array("<f4", (_J, 3))
+_BBOX = Array("<f4", (4,))
+
+# Detector-specific per-person fields, carried through from the detector.
+PERSON_EXTRAS = {
+    "smpl": Struct({
+        "global_orient": Array("<f4", (1, 3, 3)),
+        "body_pose": Array("<f4", (23, 3, 3)),
+        "betas": Array("<f4", (10,)),
+    }),
+    "camera": Struct({"translation": Array("<f4", (3,)), "focal_length": float,
+                      "principal_point": Array("<f4", (2,))}),
+    "vertices": Array("<f4", (6890, 3)),
+    "keypoints_3d_native": Array("<f4", (None, 3), max_items=1000),
+    "appearance": Array("<f4", (None,), max_items=4096),
+}
+
+DETECTION = Struct(
+    {"score": float, "bbox": _BBOX, "keypoints_2d": _KEYPOINTS, "keypoints_3d": Optional(_KEYPOINTS)},
+    {"extras": Struct({}, PERSON_EXTRAS)},
+)
+
+PERSON = Struct(
+    {
+        "track_id": int,
+        "state": Enum(STATES),
+        "confidence": float,
+        "frames_since_seen": int,
+        "bbox": _BBOX,
+        "keypoints_2d": _KEYPOINTS,
+        "keypoints_3d": Optional(_KEYPOINTS),
+        "joint_angles": Struct({}, {key: Optional(float) for key in ANGLE_KEYS}),
+    },
+    PERSON_EXTRAS,
+)
+
+_HEADER = {"type": str, "schema": int, "job": str}
+
+SPECS: dict[str, Struct] = {
+    "job": Struct({**_HEADER, "source": str}, {"options": MapOf(object)}),
+    "job_start": Struct(
+        {
+            **_HEADER,
+            "source": str,
+            "fps": float,
+            "width": int,
+            "height": int,
+            "frame_count": Optional(int),
+        },
+        {
+            "detector": str,
+            "joints": MapOf(ListOf(str, 1000)),
+            "angles": ListOf(str),
+            "intrinsics": Struct({"fx": float, "fy": float, "cx": float, "cy": float}),
+            "options": object,
+        },
+    ),
+    "image": Struct(
+        {**_HEADER, "index": int, "pts_ms": float, "width": int, "height": int},
+        {"image": Array("|u1", (None, None, 3), max_items=8192 * 8192 * 3), "jpeg": bytes},
+    ),
+    "detections": Struct(
+        {**_HEADER, "index": int, "pts_ms": float, "people": ListOf(DETECTION, 1000)},
+        {"error": Optional(str), "worker": str},
+    ),
+    "frame": Struct(
+        {**_HEADER, "index": int, "pts_ms": float, "people": ListOf(PERSON, 1000)},
+    ),
+    "job_end": Struct({**_HEADER, "frames": int, "status": Enum(("ok", "error"))}, {"error": Optional(str)}),
+    "progress": Struct({**_HEADER, "frames": int, "with_person": int}),
+}
+PUBLIC_TYPES = ("job_start", "frame", "job_end")
+
+
+def validate(message: dict, expected: tuple[str, ...] | None = None) -> dict:
+    """Check a decoded message against its type's spec; returns it, or raises SchemaError."""
+    kind = message.get("type")
+    if kind not in SPECS:
+        raise SchemaError(f"unknown message type {kind!r}")
+    if expected is not None and kind not in expected:
+        raise SchemaError(f"unexpected message type {kind!r} here (want {', '.join(expected)})")
+    if message.get("schema") != SCHEMA:
+        raise SchemaError(f"schema version {message.get('schema')!r} is not {SCHEMA}")
+    check(message, SPECS[kind], kind)
+    if not JOB_ID.match(message["job"]):
+        raise SchemaError(f"{kind}.job {message['job']!r} is not a valid job id")
+    if kind == "image" and ("image" in message) == ("jpeg" in message):
+        raise SchemaError("image must carry exactly one of image or jpeg")
+    return message
+
+
+def topic(message: dict) -> bytes:
+    """Results-socket topic: ``<type>/<job>``, so subscribers filter by kind or kind and job."""
+    return f"{message['type']}/{message['job']}".encode()
+
+
+def _header(kind: str, job: str) -> dict:
+    return {"type": kind, "schema": SCHEMA, "job": job}
+
+
+# --- builders ---------------------------------------------------------------
+
+def job_request(job: str, source: str, options: dict | None = None) -> dict:
+    return {**_header("job", job), "source": source, "options": options or {}}
+
+
+def job_start(job: str, source: str, fps: float, width: int, height: int, frame_count: int | None,
+              **extra: Any) -> dict:
+    return {**_header("job_start", job), "source": source, "fps": float(fps), "width": int(width),
+            "height": int(height), "frame_count": frame_count, **extra}
+
+
+def job_end(job: str, frames: int, error: str | None = None) -> dict:
+    return {**_header("job_end", job), "frames": frames, "status": "error" if error else "ok", "error": error}
+
+
+def image(job: str, index: int, pts_ms: float, pixels: np.ndarray | None = None,
+          jpeg: bytes | None = None, width: int = 0, height: int = 0) -> dict:
+    message = {**_header("image", job), "index": index, "pts_ms": float(pts_ms)}
+    if pixels is not None:
+        height, width = pixels.shape[:2]
+        message["image"] = pixels
+    else:
+        message["jpeg"] = jpeg
+    return {**message, "width": int(width), "height": int(height)}
+
+
+def detections(job: str, index: int, pts_ms: float, people: list[Detection],
+               error: str | None = None, worker: str = "") -> dict:
+    return {**_header("detections", job), "index": index, "pts_ms": float(pts_ms),
+            "people": [detection_to_wire(p) for p in people], "error": error, "worker": worker}
+
+
+def progress(job: str, frames: int, with_person: int) -> dict:
+    return {**_header("progress", job), "frames": frames, "with_person": with_person}
+
+
+def frame(job: str, index: int, pts_ms: float, people: list[dict]) -> dict:
+    return {**_header("frame", job), "index": index, "pts_ms": float(pts_ms), "people": people}
+
+
+# --- people -------------------------------------------------------------------
+
+def detection_to_wire(d: Detection) -> dict:
+    return {"score": float(d.score), "bbox": d.bbox, "keypoints_2d": d.keypoints_2d,
+            "keypoints_3d": d.keypoints_3d, "extras": d.extras}
+
+
+def detection_from_wire(message: dict) -> Detection:
+    return Detection(bbox=message["bbox"], score=message["score"], keypoints_2d=message["keypoints_2d"],
+                     keypoints_3d=message["keypoints_3d"], extras=dict(message.get("extras", {})))
+
+
+def frame_detections(message: dict) -> FrameDetections:
+    """A validated ``detections`` message -> the tracker's input."""
+    return FrameDetections(index=message["index"], pts_ms=message["pts_ms"],
+                           people=[detection_from_wire(p) for p in message["people"]],
+                           detection_failed=message.get("error") is not None)
+
+
+def person(track_id: int, state: str, confidence: float, frames_since_seen: int, d: Detection) -> dict:
+    """One person of a ``frame`` message; joint angles are measured on its 3D keypoints."""
+    angles = joint_angles(d.keypoints_3d) if d.keypoints_3d is not None else {k: None for k in ANGLE_KEYS}
+    return {"track_id": int(track_id), "state": state, "confidence": float(confidence),
+            "frames_since_seen": int(frames_since_seen), "bbox": d.bbox, "keypoints_2d": d.keypoints_2d,
+            "keypoints_3d": d.keypoints_3d, "joint_angles": angles, **d.extras}

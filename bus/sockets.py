@@ -1,0 +1,128 @@
+"""Every socket of the pipeline: who binds, who connects, and how it is tuned.
+
+::
+
+    launcher --jobs(PUSH→PULL)--> decode --frames(PUSH→PULL)--> detect ×N
+                                    |                             |
+                                    +--events(PUSH→PULL)--+  detections(PUSH→PULL)
+                                                          v       v
+    backend <--results(XPUB→SUB)------------------------- track --status(PUSH→PULL)--> launcher
+
+The stable end of each link binds: decode binds ``frames`` (workers come and
+go), track binds ``detections``, ``events`` and ``results``, the launcher
+binds ``jobs``, ``status`` and ``control``. High-water marks are small for
+frames (a raw 1080p frame is 6 MB; ZeroMQ's default of 1000 queues 6 GB per
+pipe) and generous for small messages.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import sys
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import zmq
+
+from bus import codec, messages
+
+log = logging.getLogger("posebus.bus")
+
+
+@dataclass(frozen=True)
+class Link:
+    bind_type: int
+    connect_type: int
+    binder: str  # the process that binds
+    default: str  # endpoint when a stage runs on its own
+    hwm: int
+    linger_ms: int
+
+
+LINKS: dict[str, Link] = {
+    "jobs": Link(zmq.PUSH, zmq.PULL, "launcher", "tcp://127.0.0.1:5560", hwm=100, linger_ms=0),
+    "frames": Link(zmq.PUSH, zmq.PULL, "decode", "tcp://127.0.0.1:5557", hwm=2, linger_ms=0),
+    "events": Link(zmq.PUSH, zmq.PULL, "track", "tcp://127.0.0.1:5559", hwm=1000, linger_ms=2000),
+    "detections": Link(zmq.PUSH, zmq.PULL, "track", "tcp://127.0.0.1:5558", hwm=100, linger_ms=2000),
+    "results": Link(zmq.XPUB, zmq.SUB, "track", "tcp://127.0.0.1:5555", hwm=1000, linger_ms=2000),
+    "status": Link(zmq.PUSH, zmq.PULL, "launcher", "tcp://127.0.0.1:5561", hwm=1000, linger_ms=500),
+    "control": Link(zmq.REP, zmq.REQ, "launcher", "tcp://127.0.0.1:5556", hwm=100, linger_ms=0),
+}
+
+
+def is_loopback(endpoint: str) -> bool:
+    """True for ipc/inproc endpoints and tcp on a loopback address."""
+    parts = urlsplit(endpoint)
+    if parts.scheme in ("ipc", "inproc"):
+        return True
+    host = parts.hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _tune(sock: zmq.Socket, link: Link) -> zmq.Socket:
+    sock.setsockopt(zmq.SNDHWM, link.hwm)
+    sock.setsockopt(zmq.RCVHWM, link.hwm)
+    sock.setsockopt(zmq.LINGER, link.linger_ms)
+    return sock
+
+
+def bind(ctx: zmq.Context, name: str, endpoint: str | None = None) -> zmq.Socket:
+    """Create and bind the binding end of link ``name``."""
+    link = LINKS[name]
+    endpoint = endpoint or link.default
+    if not is_loopback(endpoint):
+        print(f"posebus: warning: {name} binds {endpoint}, reachable from other machines "
+              "without encryption", file=sys.stderr)
+    sock = _tune(ctx.socket(link.bind_type), link)
+    if link.bind_type == zmq.XPUB:
+        # Block instead of silently dropping when a subscriber's queue is full,
+        # and pass every subscription up so the publisher can count subscribers.
+        sock.setsockopt(zmq.XPUB_NODROP, 1)
+        sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+    sock.bind(endpoint)
+    return sock
+
+
+def connect(ctx: zmq.Context, name: str, endpoint: str | None = None,
+            topics: tuple[bytes, ...] = (b"",)) -> zmq.Socket:
+    """Create and connect the connecting end of link ``name`` (``topics`` for SUB)."""
+    link = LINKS[name]
+    sock = _tune(ctx.socket(link.connect_type), link)
+    if link.connect_type == zmq.SUB:
+        for t in topics:
+            sock.setsockopt(zmq.SUBSCRIBE, t)
+    sock.connect(endpoint or link.default)
+    return sock
+
+
+def send(sock: zmq.Socket, message: dict, flags: int = 0) -> None:
+    """Send one message; on the results socket it is prefixed with its topic."""
+    parts = codec.encode(message)
+    if sock.socket_type == zmq.XPUB:
+        parts = [messages.topic(message), *parts]
+    sock.send_multipart(parts, flags=flags, copy=False)
+
+
+def receive(sock: zmq.Socket, expected: tuple[str, ...], flags: int = 0) -> dict:
+    """Receive, decode and validate one message (raises CodecError/SchemaError)."""
+    parts = sock.recv_multipart(flags=flags, copy=False)
+    if sock.socket_type == zmq.SUB:
+        parts = parts[1:]
+    return messages.validate(codec.decode(parts), expected)
+
+
+class Counter:
+    """Counts messages dropped as malformed, logging one line for each."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+        self.dropped = 0
+
+    def drop(self, error: Exception) -> None:
+        self.dropped += 1
+        log.warning("%s: dropped a bad message (%d so far): %s", self.stage, self.dropped, error)

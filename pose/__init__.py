@@ -1,0 +1,1 @@
+"""Pure pose maths and data: skeletons, joint angles, cameras. No sockets, no models."""
