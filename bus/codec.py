@@ -103,7 +103,7 @@ def decode(parts: Sequence, max_bytes: int = MAX_MESSAGE_BYTES) -> dict:
 
     try:
         message = msgpack.unpackb(
-            buffers[0], raw=False, ext_hook=ext_hook, strict_map_key=True, max_buffer_size=max_bytes
+            buffers[0], raw=False, ext_hook=ext_hook, strict_map_key=True
         )
     except CodecError:
         raise
