@@ -112,3 +112,21 @@ def decode(parts: Sequence, max_bytes: int = MAX_MESSAGE_BYTES) -> dict:
     if not isinstance(message, dict):
         raise CodecError(f"payload is a {type(message).__name__}, not a map")
     return message
+
+
+def to_json_compatible(value: Any) -> Any:
+    """Arrays -> nested lists, NaN -> None, bytes -> length note; for JSON output files."""
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind == "f":
+            return [to_json_compatible(v) for v in value] if value.ndim > 1 else [
+                None if np.isnan(v) else float(v) for v in value.tolist()]
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: to_json_compatible(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json_compatible(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -63,6 +63,8 @@ PERSON = Struct(
 )
 
 _HEADER = {"type": str, "schema": int, "job": str}
+# Wall-clock seconds (time.time()) at which a frame passed each stage, for latency figures.
+_TIMESTAMPS = {"timestamps": MapOf(float, 8)}
 
 SPECS: dict[str, Struct] = {
     "job": Struct({**_HEADER, "source": str}, {"options": MapOf(object)}),
@@ -85,19 +87,29 @@ SPECS: dict[str, Struct] = {
     ),
     "image": Struct(
         {**_HEADER, "index": int, "pts_ms": float, "width": int, "height": int},
-        {"image": Array("|u1", (None, None, 3), max_items=8192 * 8192 * 3), "jpeg": bytes},
+        {"image": Array("|u1", (None, None, 3), max_items=8192 * 8192 * 3), "jpeg": bytes, **_TIMESTAMPS},
     ),
     "detections": Struct(
         {**_HEADER, "index": int, "pts_ms": float, "people": ListOf(DETECTION, 1000)},
-        {"error": Optional(str), "worker": str},
+        {"error": Optional(str), "worker": str, **_TIMESTAMPS},
     ),
     "frame": Struct(
         {**_HEADER, "index": int, "pts_ms": float, "people": ListOf(PERSON, 1000)},
+        {"detection_failed": bool, **_TIMESTAMPS},
     ),
     "job_end": Struct({**_HEADER, "frames": int, "status": Enum(("ok", "error"))}, {"error": Optional(str)}),
     "progress": Struct({**_HEADER, "frames": int, "with_person": int}),
 }
 PUBLIC_TYPES = ("job_start", "frame", "job_end")
+
+# Requests on the control socket (REQ/REP): a map with ``cmd``; every reply has
+# ``ok`` and, when ``ok`` is false, ``error``.
+CONTROL_REQUESTS: dict[str, Struct] = {
+    "submit": Struct({"cmd": str, "source": str}, {"job": str, "options": MapOf(object, 32)}),
+    "status": Struct({"cmd": str, "job": str}),
+    "list": Struct({"cmd": str}),
+    "health": Struct({"cmd": str}),
+}
 
 
 def validate(message: dict, expected: tuple[str, ...] | None = None) -> dict:
@@ -115,6 +127,17 @@ def validate(message: dict, expected: tuple[str, ...] | None = None) -> dict:
     if kind == "image" and ("image" in message) == ("jpeg" in message):
         raise SchemaError("image must carry exactly one of image or jpeg")
     return message
+
+
+def validate_request(request: dict) -> dict:
+    """Check a decoded control request; returns it, or raises SchemaError."""
+    command = request.get("cmd")
+    if command not in CONTROL_REQUESTS:
+        raise SchemaError(f"unknown command {command!r} (known: {', '.join(CONTROL_REQUESTS)})")
+    check(request, CONTROL_REQUESTS[command], command)
+    if "job" in request and not JOB_ID.match(request["job"]):
+        raise SchemaError(f"{command}.job {request['job']!r} is not a valid job id")
+    return request
 
 
 def topic(message: dict) -> bytes:

@@ -2,11 +2,20 @@
 
 ::
 
-    launcher --jobs(PUSH→PULL)--> decode --frames(PUSH→PULL)--> detect ×N
-                                    |                             |
-                                    +--events(PUSH→PULL)--+  detections(PUSH→PULL)
-                                                          v       v
-    backend <--results(XPUB→SUB)------------------------- track --status(PUSH→PULL)--> launcher
+    launcher --jobs--> decode --frames--> detect ×N
+                         |                    |
+                         +--events--+    detections
+                                    v         v
+    backend <--results------------- track --status--> launcher
+
+    link        binds (type)        connects (type)
+    jobs        launcher (PUSH)     decode (PULL)
+    frames      decode (PUSH)       detect workers (PULL)
+    events      track (PULL)        decode (PUSH)
+    detections  track (PULL)        detect workers (PUSH)
+    results     track (XPUB)        backends (SUB)
+    status      launcher (PULL)     track (PUSH)
+    control     launcher (REP)      backends (REQ)
 
 The stable end of each link binds: decode binds ``frames`` (workers come and
 go), track binds ``detections``, ``events`` and ``results``, the launcher
@@ -31,7 +40,7 @@ log = logging.getLogger("posebus.bus")
 
 @dataclass(frozen=True)
 class Link:
-    bind_type: int
+    bind_type: int  # socket type of the binding end
     connect_type: int
     binder: str  # the process that binds
     default: str  # endpoint when a stage runs on its own
@@ -42,10 +51,10 @@ class Link:
 LINKS: dict[str, Link] = {
     "jobs": Link(zmq.PUSH, zmq.PULL, "launcher", "tcp://127.0.0.1:5560", hwm=100, linger_ms=0),
     "frames": Link(zmq.PUSH, zmq.PULL, "decode", "tcp://127.0.0.1:5557", hwm=2, linger_ms=0),
-    "events": Link(zmq.PUSH, zmq.PULL, "track", "tcp://127.0.0.1:5559", hwm=1000, linger_ms=2000),
-    "detections": Link(zmq.PUSH, zmq.PULL, "track", "tcp://127.0.0.1:5558", hwm=100, linger_ms=2000),
+    "events": Link(zmq.PULL, zmq.PUSH, "track", "tcp://127.0.0.1:5559", hwm=1000, linger_ms=2000),
+    "detections": Link(zmq.PULL, zmq.PUSH, "track", "tcp://127.0.0.1:5558", hwm=100, linger_ms=2000),
     "results": Link(zmq.XPUB, zmq.SUB, "track", "tcp://127.0.0.1:5555", hwm=1000, linger_ms=2000),
-    "status": Link(zmq.PUSH, zmq.PULL, "launcher", "tcp://127.0.0.1:5561", hwm=1000, linger_ms=500),
+    "status": Link(zmq.PULL, zmq.PUSH, "launcher", "tcp://127.0.0.1:5561", hwm=1000, linger_ms=500),
     "control": Link(zmq.REP, zmq.REQ, "launcher", "tcp://127.0.0.1:5556", hwm=100, linger_ms=0),
 }
 

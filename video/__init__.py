@@ -1,0 +1,1 @@
+"""Reading frames from files, image folders, cameras and stream URLs."""

@@ -1,0 +1,276 @@
+"""posebus launcher: runs the decode, detect and track stages as processes.
+
+    python launch.py VIDEO [options]   run one job end to end, exit 0 when its job_end is published
+    python launch.py serve [options]   keep running and take jobs on the control socket
+
+Internal links are ipc sockets in a private temporary folder; the results
+socket (default tcp://127.0.0.1:5555) and the control socket (serve,
+default tcp://127.0.0.1:5556) are for backends.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import logging
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+
+import detectors
+from bus import codec, messages, sockets
+
+log = logging.getLogger("posebus.launch")
+STOP_GRACE_S = 3.0
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Run in each child before exec: the kernel sends it SIGTERM if the launcher dies."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass  # not Linux: the launcher's own clean-up still stops the stages
+
+
+@dataclass
+class JobRecord:
+    id: str
+    source: str
+    state: str = "queued"  # queued | running | done | failed
+    frames: int = 0
+    with_person: int = 0
+    error: str | None = None
+
+
+class Pipeline:
+    """The stage processes and the launcher's ends of the jobs and status links."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.folder = Path(tempfile.mkdtemp(prefix="posebus-"))
+        self.endpoints = {name: f"ipc://{self.folder / name}" for name in
+                          ("jobs", "frames", "events", "detections", "status")}
+        self.ctx = zmq.Context()
+        self.jobs_out = sockets.bind(self.ctx, "jobs", self.endpoints["jobs"])
+        self.status_in = sockets.bind(self.ctx, "status", self.endpoints["status"])
+        self.records: dict[str, JobRecord] = {}
+        self.unsent: list[dict] = []
+        self.processes: dict[str, subprocess.Popen] = {}
+        self._start_stages()
+
+    def _stage_commands(self) -> dict[str, list[str]]:
+        a, e = self.args, self.endpoints
+        common = ["--log-level", a.log_level]
+        track = ["-m", "stages.track", "--detections", e["detections"], "--events", e["events"],
+                 "--results", a.results, "--status", e["status"], "--wait-subscribers", str(a.wait_subscribers)]
+        if a.out:
+            track += ["--out", str(a.out)]
+        decode = ["-m", "stages.decode", "--frames", e["frames"], "--events", e["events"], "--jobs", e["jobs"]]
+        if a.jpeg:
+            decode += ["--jpeg", str(a.jpeg)]
+        detect = ["-m", "stages.detect", "--frames", e["frames"], "--detections", e["detections"],
+                  "--detector", a.detector, "--blazepose-mode", a.blazepose_mode]
+        commands = {"track": track + common, "decode": decode + common}
+        for i in range(a.workers):
+            commands[f"detect-{i}"] = detect + common
+        return commands
+
+    def _start_stages(self) -> None:
+        root = Path(__file__).resolve().parent
+        for name, command in self._stage_commands().items():
+            self.processes[name] = subprocess.Popen([sys.executable, *command], cwd=root,
+                                                    preexec_fn=_die_with_parent)
+
+    def submit(self, source: str, job_id: str | None = None, options: dict | None = None) -> str:
+        job_id = job_id or uuid.uuid4().hex[:12]
+        if job_id in self.records:
+            raise ValueError(f"job id {job_id} is already in use")
+        self.records[job_id] = JobRecord(job_id, source)
+        self.unsent.append(messages.job_request(job_id, source, {"detector": self.args.detector,
+                                                                 **(options or {})}))
+        self._send_pending()
+        return job_id
+
+    def _send_pending(self) -> None:
+        while self.unsent:  # decode may not have connected yet
+            try:
+                sockets.send(self.jobs_out, self.unsent[0], zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.unsent.pop(0)
+
+    def dead_stages(self) -> list[str]:
+        return [f"{name} (exit {p.returncode})" for name, p in self.processes.items() if p.poll() is not None]
+
+    def poll(self, timeout_ms: int) -> list[dict]:
+        """Status messages that arrived within ``timeout_ms``, applied to the job records."""
+        self._send_pending()
+        arrived = []
+        while self.status_in.poll(timeout_ms):
+            timeout_ms = 0
+            message = sockets.receive(self.status_in, ("progress", "job_end"))
+            record = self.records.get(message["job"])
+            if record is not None:
+                record.frames = message["frames"]
+                if message["type"] == "progress":
+                    record.state, record.with_person = "running", message["with_person"]
+                else:
+                    record.state, record.error = ("done", None) if message["status"] == "ok" else (
+                        "failed", message["error"])
+            arrived.append(message)
+        return arrived
+
+    def stop(self) -> None:
+        """Stop every stage (SIGTERM, then SIGKILL after a grace period) and remove the ipc folder."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + STOP_GRACE_S
+        for process in self.processes.values():
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.ctx.destroy(linger=0)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class ProgressBar:
+    """One self-rewriting line on a terminal; silent otherwise."""
+
+    def __init__(self, total: int | None):
+        self.total = total
+        self.enabled = sys.stderr.isatty()
+        self.started = time.monotonic()
+
+    def update(self, record: JobRecord) -> None:
+        if not self.enabled:
+            return
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        total = self.total or 0
+        filled = int(30 * record.frames / total) if total else 0
+        bar = f"[{'#' * filled}{'.' * (30 - filled)}] " if total else ""
+        sys.stderr.write(f"\r{bar}{record.frames}/{total or '?'} frames  {record.frames / elapsed:5.1f} fps  "
+                         f"person in {record.with_person}")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def run_one(args: argparse.Namespace) -> int:
+    from video.sources import SourceError, open_source
+
+    try:  # only for the progress bar: decode reports a bad source as the job's error
+        total = open_source(args.source).info.frame_count
+    except SourceError:
+        total = None
+    pipeline = Pipeline(args)
+    bar = ProgressBar(total)
+    try:
+        job = pipeline.submit(args.source, args.job)
+        record = pipeline.records[job]
+        while record.state not in ("done", "failed"):
+            pipeline.poll(200)
+            bar.update(record)
+            dead = pipeline.dead_stages()
+            if dead:
+                record.state, record.error = "failed", f"stage stopped: {', '.join(dead)}"
+        bar.close()
+        if record.state == "failed":
+            print(f"posebus: error: job {job}: {record.error}", file=sys.stderr)
+            return 1
+        print(f"posebus: job {job}: {record.frames} frames, person in {record.with_person}", file=sys.stderr)
+        return 0
+    except KeyboardInterrupt:
+        bar.close()
+        print("posebus: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        pipeline.stop()
+
+
+def handle_request(pipeline: Pipeline, request: dict) -> dict:
+    """Answer one control request (already validated)."""
+    command = request["cmd"]
+    if command == "submit":
+        from video.sources import SourceError, open_source
+
+        try:
+            open_source(request["source"])
+        except SourceError as exc:
+            return {"ok": False, "error": str(exc)}
+        return {"ok": True, "job": pipeline.submit(request["source"], request.get("job"), request.get("options"))}
+    if command == "status":
+        record = pipeline.records.get(request["job"])
+        if record is None:
+            return {"ok": False, "error": f"no job {request['job']}"}
+        return {"ok": True, **vars(record)}
+    if command == "list":
+        return {"ok": True, "jobs": [vars(r) for r in pipeline.records.values()]}
+    return {"ok": True, "stages": {name: p.poll() is None for name, p in pipeline.processes.items()},
+            "detector": pipeline.args.detector}
+
+
+def serve(args: argparse.Namespace) -> int:
+    pipeline = Pipeline(args)
+    control = sockets.bind(pipeline.ctx, "control", args.control)
+    print(f"posebus: serving; control {args.control}, results {args.results}", file=sys.stderr)
+    try:
+        while True:
+            pipeline.poll(0)
+            if pipeline.dead_stages():
+                print(f"posebus: error: stage stopped: {', '.join(pipeline.dead_stages())}", file=sys.stderr)
+                return 1
+            if not control.poll(100):
+                continue
+            try:
+                request = messages.validate_request(codec.decode(control.recv_multipart(copy=False)))
+                reply = handle_request(pipeline, request)
+            except ValueError as exc:
+                reply = {"ok": False, "error": str(exc)}
+            control.send_multipart(codec.encode(reply))
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        pipeline.stop()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python launch.py", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("source", help="video file, image folder, camera index, stream URL, or 'serve'")
+    parser.add_argument("--workers", type=int, default=1, help="detect worker processes (default 1)")
+    parser.add_argument("--detector", default="blazepose", choices=detectors.NAMES)
+    parser.add_argument("--blazepose-mode", default="video", choices=["video", "static"],
+                        help="video: MediaPipe tracking across each worker's frames; static: every frame alone")
+    parser.add_argument("--results", default=sockets.LINKS["results"].default, metavar="ENDPOINT")
+    parser.add_argument("--control", default=sockets.LINKS["control"].default, metavar="ENDPOINT")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="also write results to DIR/<job>.jsonl")
+    parser.add_argument("--wait-subscribers", type=int, default=0, metavar="N",
+                        help="hold publishing until N subscribers have subscribed")
+    parser.add_argument("--jpeg", type=int, metavar="QUALITY", help="send frames as JPEG (remote workers)")
+    parser.add_argument("--job", help="job id (default: random)")
+    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s launch %(levelname)s %(message)s")
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    return serve(args) if args.source == "serve" else run_one(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Detect stage: one worker process running a detector on the frames it is given.
+
+Run any number of workers; the frames link shares frames among them (PUSH/PULL
+fair queueing) and every worker sends its detections to the track stage,
+which puts them back in order. A frame whose detection raises is reported
+with ``error`` set and no people, so the job goes on.
+
+    python -m stages.detect --detector blazepose
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import time
+
+import cv2
+import numpy as np
+import zmq
+
+import detectors
+from bus import messages, sockets
+from detectors.base import FrameImage
+from stages import runtime
+
+
+def frame_image(message: dict) -> FrameImage:
+    pixels = message.get("image")
+    if pixels is None:
+        pixels = cv2.imdecode(np.frombuffer(message["jpeg"], np.uint8), cv2.IMREAD_COLOR)
+        if pixels is None:
+            raise ValueError(f"frame {message['index']} of job {message['job']}: undecodable JPEG")
+    return FrameImage(message["job"], message["index"], message["pts_ms"], pixels)
+
+
+def receive_batch(frames: zmq.Socket, size: int, bad: sockets.Counter) -> list[dict]:
+    """Block for one frame, then take up to ``size - 1`` more that are already waiting."""
+    batch: list[dict] = []
+    while not batch or (len(batch) < size and frames.poll(0)):
+        try:
+            batch.append(sockets.receive(frames, ("image",)))
+        except ValueError as exc:
+            bad.drop(exc)
+    return batch
+
+
+def detect_batch(detector, batch: list[dict], worker: str, log) -> list[dict]:
+    """Detections messages for a batch of image messages, one per frame."""
+    images, errors = [], {}
+    for message in batch:
+        try:
+            images.append(frame_image(message))
+        except ValueError as exc:
+            errors[message["index"]] = str(exc)
+    try:
+        found = dict(zip((image.index for image in images), detector.detect(images)))
+    except Exception as exc:  # a detector failure costs this batch, never the worker
+        log.error("detector failed on frames %s: %s", [m["index"] for m in batch], exc)
+        found, errors = {}, {m["index"]: f"detector failed: {exc}" for m in batch}
+    replies = []
+    for message in batch:
+        reply = messages.detections(message["job"], message["index"], message["pts_ms"],
+                                    found.get(message["index"], []), errors.get(message["index"]), worker)
+        reply["timestamps"] = {**message.get("timestamps", {}), "detected": time.time()}
+        replies.append(reply)
+    return replies
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m stages.detect", description=__doc__.split("\n")[0])
+    parser.add_argument("--detector", default="blazepose", choices=detectors.NAMES)
+    parser.add_argument("--blazepose-mode", default="video", choices=["video", "static"])
+    parser.add_argument("--batch", type=int, default=1, help="most frames per detector call")
+    runtime.add_endpoint_flags(parser, "frames", "detections")
+    runtime.log_level_flag(parser)
+    args = parser.parse_args(argv)
+    log = runtime.start("detect", args.log_level)
+
+    detector = detectors.create(args.detector, mode=args.blazepose_mode)
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    ctx = zmq.Context()
+    frames = sockets.connect(ctx, "frames", args.frames)
+    results = sockets.connect(ctx, "detections", args.detections)
+    bad = sockets.Counter("detect")
+    log.info("worker %s ready with %s", worker, args.detector)
+    try:
+        while True:
+            for reply in detect_batch(detector, receive_batch(frames, args.batch, bad), worker, log):
+                sockets.send(results, reply)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        detector.close()
+        ctx.destroy(linger=2000)
+
+
+if __name__ == "__main__":
+    main()

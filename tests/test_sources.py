@@ -1,0 +1,73 @@
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import VIDEO
+from video.sources import SourceError, natural_key, open_source, to_bgr8
+
+
+def test_video_file_frames_are_contiguous_with_timestamps():
+    source = open_source(str(VIDEO))
+    assert (source.info.width, source.info.height, source.info.frame_count) == (1920, 1088, 180)
+    frames = [(i, pts) for i, pts, _ in source]
+    assert [i for i, _ in frames] == list(range(180))
+    assert frames[1][1] == pytest.approx(1000 / 30, abs=0.5)
+    assert all(b[1] > a[1] for a, b in zip(frames, frames[1:]))
+
+
+def test_natural_order_in_folders():
+    names = [Path(n) for n in ("frame-10.png", "frame-2.png", "frame-1.png")]
+    assert [p.name for p in sorted(names, key=natural_key)] == ["frame-1.png", "frame-2.png", "frame-10.png"]
+
+
+def test_folder_skips_junk_and_converts_every_image_kind(tmp_path):
+    cv2.imwrite(str(tmp_path / "f10.png"), np.full((8, 10, 4), 200, np.uint8))  # BGRA
+    cv2.imwrite(str(tmp_path / "f2.png"), np.full((8, 10), 100, np.uint8))  # grayscale
+    cv2.imwrite(str(tmp_path / "f3.png"), np.full((8, 10, 3), 60000, np.uint16))  # 16-bit
+    (tmp_path / "notes.txt").write_text("junk")
+    source = open_source(str(tmp_path), fps=25)
+    frames = list(source)
+    assert [f[0] for f in frames] == [0, 1, 2]
+    assert [f[1] for f in frames] == [0, 40, 80]
+    assert all(f[2].shape == (8, 10, 3) and f[2].dtype == np.uint8 for f in frames)
+    assert frames[0][2][0, 0, 0] == 100 and frames[2][2][0, 0, 0] == 200  # f2, f3, f10
+
+
+def test_to_bgr8_scales_16_bit():
+    assert to_bgr8(np.full((2, 2), 65535, np.uint16))[0, 0, 0] == 255
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda d: d / "missing.mp4", "no such file"),
+    (lambda d: (d / "empty.mp4").write_bytes(b"") or d / "empty.mp4", "empty"),
+    (lambda d: (d / "notes.mp4").write_text("hello " * 100) or d / "notes.mp4", "cannot open"),
+    (lambda d: (d / "cut.mp4").write_bytes(VIDEO.read_bytes()[:300_000]) or d / "cut.mp4", "cannot open"),
+    (lambda d: d, "no images"),
+])
+def test_bad_sources_fail_with_one_line(tmp_path, make, reason):
+    with pytest.raises(SourceError, match=reason) as info:
+        list(open_source(str(make(tmp_path))))
+    assert "\n" not in str(info.value)
+
+
+def write_avi(path: Path, frames: int) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    rng = np.random.default_rng(0)
+    for _ in range(frames):
+        writer.write(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+
+
+def test_truncated_video_reports_how_far_it_got(tmp_path):
+    path = tmp_path / "clip.avi"
+    write_avi(path, 20)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    source = open_source(str(path))
+    decoded = []
+    with pytest.raises(SourceError, match="truncated"):
+        for index, _, _ in source:
+            decoded.append(index)
+    assert 0 < len(decoded) < 20 and decoded == list(range(len(decoded)))

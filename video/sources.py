@@ -1,0 +1,139 @@
+"""Frame sources: a video file, an image folder, a camera index or a stream URL.
+
+``open_source(spec)`` returns a ``Source``: its ``info`` (fps, size, frame count
+when known) and an iterator of ``(index, pts_ms, bgr_image)`` with 0-based,
+contiguous indices. Every failure is a ``SourceError`` with a one-line reason.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+STREAM_OPEN_TIMEOUT_MS = 10_000
+
+
+class SourceError(Exception):
+    pass
+
+
+@dataclass
+class SourceInfo:
+    source: str
+    kind: str  # file | folder | camera | stream
+    fps: float
+    width: int
+    height: int
+    frame_count: int | None
+
+
+def to_bgr8(image: np.ndarray) -> np.ndarray:
+    """Any OpenCV image (gray, BGRA, 16-bit, float) -> (H, W, 3) uint8 BGR."""
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        image = np.clip(image * (255.0 if image.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image
+
+
+def natural_key(path: Path) -> list:
+    """Sort key so that frame-2.png comes before frame-10.png."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+class Source:
+    def __init__(self, info: SourceInfo, frames: Iterator[tuple[int, float, np.ndarray]]):
+        self.info = info
+        self._frames = frames
+
+    def __iter__(self) -> Iterator[tuple[int, float, np.ndarray]]:
+        return self._frames
+
+
+def open_source(spec: str, fps: float | None = None) -> Source:
+    """Open ``spec``; ``fps`` overrides the rate for folders (default 30) and streams."""
+    if spec.isdigit():
+        return _open_capture(cv2.VideoCapture(int(spec)), spec, "camera", fps)
+    if "://" in spec:
+        capture = cv2.VideoCapture(spec, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_OPEN_TIMEOUT_MS,
+                                                          cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_OPEN_TIMEOUT_MS])
+        return _open_capture(capture, spec, "stream", fps)
+    path = Path(spec)
+    if not path.exists():
+        raise SourceError(f"no such file or folder: {spec}")
+    if path.is_dir():
+        return _open_folder(path, fps or 30.0)
+    if not os.access(path, os.R_OK):
+        raise SourceError(f"cannot read {spec}: permission denied")
+    if path.stat().st_size == 0:
+        raise SourceError(f"{spec} is empty (0 bytes)")
+    return _open_capture(cv2.VideoCapture(str(path), cv2.CAP_FFMPEG), spec, "file", fps)
+
+
+def _open_capture(capture: cv2.VideoCapture, spec: str, kind: str, fps: float | None) -> Source:
+    if not capture.isOpened():
+        what = {"file": "not a video OpenCV can decode, or truncated",
+                "camera": "no such camera", "stream": "could not connect"}[kind]
+        raise SourceError(f"cannot open {spec}: {what}")
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    info = SourceInfo(
+        source=spec,
+        kind=kind,
+        fps=fps or capture.get(cv2.CAP_PROP_FPS) or 30.0,
+        width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+        height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+        frame_count=count if kind == "file" and count > 0 else None,
+    )
+    first = capture.read()
+    if not first[0]:
+        capture.release()
+        raise SourceError(f"cannot decode any frame of {spec}")
+    return Source(info, _capture_frames(capture, first[1], info))
+
+
+def _capture_frames(capture: cv2.VideoCapture, first: np.ndarray, info: SourceInfo):
+    index, image = 0, first
+    try:
+        while True:
+            # Container timestamps where they exist (variable frame rate), else index / fps.
+            pts = capture.get(cv2.CAP_PROP_POS_MSEC) if info.kind == "file" else None
+            yield index, pts if pts is not None and pts >= 0 else index * 1000.0 / info.fps, to_bgr8(image)
+            ok, image = capture.read()
+            if not ok:
+                break
+            index += 1
+    finally:
+        capture.release()
+    decoded = index + 1
+    if info.frame_count is not None and decoded < info.frame_count:
+        raise SourceError(f"{info.source} is truncated or corrupt: decoded {decoded} of {info.frame_count} frames")
+
+
+def _open_folder(folder: Path, fps: float) -> Source:
+    paths = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
+    if not paths:
+        raise SourceError(f"no images in folder {folder}")
+    first = cv2.imread(str(paths[0]), cv2.IMREAD_UNCHANGED)
+    if first is None:
+        raise SourceError(f"cannot decode image {paths[0]}")
+    height, width = first.shape[:2]
+    info = SourceInfo(str(folder), "folder", fps, width, height, len(paths))
+    return Source(info, _folder_frames(paths, fps))
+
+
+def _folder_frames(paths: list[Path], fps: float):
+    for index, path in enumerate(paths):
+        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if image is None:
+            raise SourceError(f"cannot decode image {path} (frame {index})")
+        yield index, index * 1000.0 / fps, to_bgr8(image)
