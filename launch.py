@@ -32,8 +32,14 @@ STOP_GRACE_S = 3.0
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    """Run in each child before exec: the kernel sends it SIGTERM if the launcher dies."""
+def _stage_preexec() -> None:
+    """Run in each stage before exec.
+
+    Ctrl-C reaches the whole process group; stages ignore it and stop on the
+    launcher's SIGTERM instead, so shutdown is one orderly path. The kernel sends
+    them SIGTERM if the launcher dies.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:
@@ -87,7 +93,7 @@ class Pipeline:
         root = Path(__file__).resolve().parent
         for name, command in self._stage_commands().items():
             self.processes[name] = subprocess.Popen([sys.executable, *command], cwd=root,
-                                                    preexec_fn=_die_with_parent)
+                                                    preexec_fn=_stage_preexec)
 
     def submit(self, source: str, job_id: str | None = None, options: dict | None = None) -> str:
         job_id = job_id or uuid.uuid4().hex[:12]
@@ -236,6 +242,7 @@ def serve(args: argparse.Namespace) -> int:
                 continue
             try:
                 request = messages.validate_request(codec.decode(control.recv_multipart(copy=False)))
+                pipeline.poll(0)  # answer with the latest job states
                 reply = handle_request(pipeline, request)
             except ValueError as exc:
                 reply = {"ok": False, "error": str(exc)}

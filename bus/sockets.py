@@ -112,7 +112,7 @@ def connect(ctx: zmq.Context, name: str, endpoint: str | None = None,
 def send(sock: zmq.Socket, message: dict, flags: int = 0) -> None:
     """Send one message; on the results socket it is prefixed with its topic."""
     parts = codec.encode(message)
-    if sock.socket_type == zmq.XPUB:
+    if sock.type == zmq.XPUB:
         parts = [messages.topic(message), *parts]
     sock.send_multipart(parts, flags=flags, copy=False)
 
@@ -120,7 +120,7 @@ def send(sock: zmq.Socket, message: dict, flags: int = 0) -> None:
 def receive(sock: zmq.Socket, expected: tuple[str, ...], flags: int = 0) -> dict:
     """Receive, decode and validate one message (raises CodecError/SchemaError)."""
     parts = sock.recv_multipart(flags=flags, copy=False)
-    if sock.socket_type == zmq.SUB:
+    if sock.type == zmq.SUB:
         parts = parts[1:]
     return messages.validate(codec.decode(parts), expected)
 

@@ -27,5 +27,13 @@ def start(stage: str, log_level: str = "info") -> logging.Logger:
     return logging.getLogger(f"posebus.{stage}")
 
 
+def run(main) -> None:
+    """Run a stage's main; an interrupt (Ctrl-C, SIGTERM) at any point ends it quietly."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        pass
+
+
 def log_level_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
