@@ -11,6 +11,7 @@ Range request and accepts it only at the size the server announced.
 from __future__ import annotations
 
 import glob
+import http.client
 import os
 import re
 import shutil
@@ -113,7 +114,10 @@ def download(url: str, dest: str | Path, timeout: float = 60.0, chunk_size: int 
         resumed = have > 0 and response.status == 206
         total = _announced_total(response, have if resumed else 0)
         with open(part, "ab" if resumed else "wb") as out:
-            shutil.copyfileobj(response, out, chunk_size)
+            try:
+                shutil.copyfileobj(response, out, chunk_size)
+            except http.client.IncompleteRead as error:  # connection dropped: keep what arrived
+                out.write(error.partial)
     size = part.stat().st_size
     if size != total:
         raise IncompleteDownload(f"{part}: {size} of {total} bytes; run again to resume")
