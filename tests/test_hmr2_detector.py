@@ -111,7 +111,7 @@ def test_batch_size_does_not_change_results(frames, preprocess_reference):
     for people_one, people_four in zip(one, four):
         assert len(people_one) == len(people_four) == 2
         for a, b in zip(people_one, people_four):
-            np.testing.assert_allclose(a.keypoints_3d, b.keypoints_3d, atol=1e-5)
+            np.testing.assert_allclose(a.keypoints_3d, b.keypoints_3d, rtol=1e-6, atol=1e-5)
             np.testing.assert_array_equal(a.bbox, b.bbox)
 
 
