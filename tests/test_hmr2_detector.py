@@ -7,7 +7,7 @@ import pytest
 
 from bus.messages import detections, validate
 from detectors.base import FrameImage
-from detectors.hmr2.detector import BlazePoseBoxes, Hmr2Detector, PersonBoxes
+from detectors.hmr2.detector import BlazePoseBoxes, Hmr2Detector, PersonBoxes, make_box_source
 from pose.camera import intrinsics, project
 from pose.skeleton import CANONICAL_JOINTS
 
@@ -126,3 +126,11 @@ def test_frames_without_people(frames):
     detector = Hmr2Detector(CHECKPOINT, box_source=NoBoxes())
     assert detector.detect(frames) == [[], []]
     assert detector.detect([]) == []
+
+
+def test_box_sources_by_name():
+    source = make_box_source("auto", "cpu")
+    assert isinstance(source, BlazePoseBoxes)
+    source.close()
+    with pytest.raises(ValueError, match="blazepose"):
+        make_box_source("yolo")

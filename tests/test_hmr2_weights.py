@@ -71,6 +71,11 @@ def server():
             requested = self.headers.get("Range")
             state["ranges"].append(requested)
             start = int(re.fullmatch(r"bytes=(\d+)-", requested).group(1)) if requested else 0
+            if requested and state["honour_range"] and start >= len(body):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(body)}")
+                self.end_headers()
+                return
             if requested and state["honour_range"]:
                 self.send_response(206)
                 self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
@@ -126,3 +131,15 @@ def test_fetch_resumes_a_partial_tarball_and_unpacks_it(server, tmp_path):
     assert checkpoint == cache / CHECKPOINT_IN_CACHE
     assert checkpoint.read_bytes() == bytes(range(256)) * 2000
     assert weights.find_checkpoint(cache_dir=cache, environ={})[0] == checkpoint
+
+
+def test_fetch_completes_a_truncated_tarball_and_keeps_a_whole_one(server, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    tarball = cache / "hmr2_data.tar.gz"
+    tarball.write_bytes(server["body"][:500])  # as upstream's downloader may leave it
+    weights.fetch_checkpoint(cache, url=server["url"])
+    assert tarball.read_bytes() == server["body"]
+    weights.fetch_checkpoint(cache, url=server["url"])
+    assert server["ranges"] == ["bytes=500-", f"bytes={len(server['body'])}-"]
+    assert tarball.read_bytes() == server["body"]

@@ -112,30 +112,42 @@ class FasterRcnnBoxes:
         pass
 
 
-def default_box_source(device: torch.device, score_threshold: float = 0.5) -> BoxSource:
-    """Faster R-CNN on a GPU when torchvision is installed; BlazePose otherwise (cheap on CPU)."""
-    if device.type == "cuda":
-        try:
-            return FasterRcnnBoxes(score_threshold, device)
-        except ImportError:
-            pass
-    return BlazePoseBoxes(score_threshold)
+BOX_SOURCES = ("auto", "blazepose", "fasterrcnn")
+
+
+def make_box_source(name: str = "auto", device: str | torch.device = "cpu", score_threshold: float = 0.5) -> BoxSource:
+    """A box source by name; "auto" is Faster R-CNN on a GPU when torchvision imports, else BlazePose."""
+    device = torch.device(device)
+    if name == "auto":
+        if device.type == "cuda":
+            try:
+                return FasterRcnnBoxes(score_threshold, device)
+            except ImportError:
+                pass
+        return BlazePoseBoxes(score_threshold)
+    if name == "blazepose":
+        return BlazePoseBoxes(score_threshold)
+    if name == "fasterrcnn":
+        return FasterRcnnBoxes(score_threshold, device)
+    raise ValueError(f"unknown box source {name!r}; choose one of {', '.join(BOX_SOURCES)}")
 
 
 class Hmr2Detector:
     name = "hmr2"
 
-    def __init__(self, checkpoint: str | Path, *, device: str = "cpu", box_source: BoxSource | None = None,
-                 score_threshold: float = 0.5, batch_size: int = 16, mesh: bool = False, compile: bool = False,
+    def __init__(self, checkpoint: str | Path, *, device: str = "cpu", box_source: BoxSource | str = "auto",
+                 score_threshold: float = 0.5, batch_size: int = 16, mesh: bool = False, torch_compile: bool = False,
                  config: Hmr2Config | str | Path | None = None):
+        """box_source: a BoxSource, or a name in BOX_SOURCES built with score_threshold."""
         self.device = torch.device(device)
         self.model = load_hmr2(checkpoint, self.device, config)
-        self.box_source = box_source or default_box_source(self.device, score_threshold)
+        self.box_source = (make_box_source(box_source, self.device, score_threshold)
+                           if isinstance(box_source, str) else box_source)
         self.batch_size = batch_size
         self.mesh = mesh
         # (13776, 3) vertex indices of the SMPL triangles, for the job_start message.
         self.faces = self.model.smpl.faces_tensor.cpu().numpy().astype(np.int32)
-        if compile:
+        if torch_compile:
             # The ViT is nearly all the work; SMPL's per-joint loop gains nothing from compiling.
             self.model.backbone.forward_features = torch.compile(self.model.backbone.forward_features, dynamic=True)
 

@@ -128,7 +128,13 @@ def fetch_checkpoint(cache_dir: str | Path, url: str = DEFAULT_URL) -> Path:
     """Download (resumably) and unpack the 4D-Humans data tarball into cache_dir; the checkpoint path."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tarball = download(url, cache_dir / Path(urllib.parse.urlparse(url).path).name)
+    tarball = cache_dir / Path(urllib.parse.urlparse(url).path).name
+    part = tarball.with_name(tarball.name + ".part")
+    if tarball.exists() and not part.exists():
+        # A tarball left by upstream's downloader may be truncated: treat it as a partial
+        # download, so the server either completes it or confirms it whole (416).
+        tarball.replace(part)
+    download(url, tarball)
     with tarfile.open(tarball) as archive:
         archive.extractall(cache_dir, filter="data")  # "data": no absolute paths, links out, or devices
     checkpoint = cache_dir / CHECKPOINT_IN_CACHE
