@@ -10,6 +10,7 @@ upstream), the defaults (ViT-H). The key check is strict, unlike upstream's
 """
 from __future__ import annotations
 
+import codecs
 import collections
 import functools
 import json
@@ -32,13 +33,17 @@ class ConfigNode(dict):
 
 class CheckpointUnpickler(safe_pickle.RestrictedUnpickler):
     # torch.load resolves the *Storage classes itself; everything else asks this list.
+    # Besides tensors and the cfg, Lightning stores loop/callback state made of plain
+    # containers; bytes in protocol-2 pickles arrive through _codecs.encode.
     what = "the checkpoint"
     allowed = {
         ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
         ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+        ("torch", "device"): torch.device,
         ("collections", "OrderedDict"): collections.OrderedDict,
-        ("builtins", "set"): set,
-        ("__builtin__", "set"): set,
+        **{(module, "set"): set for module in ("builtins", "__builtin__")},
+        **{(module, "frozenset"): frozenset for module in ("builtins", "__builtin__")},
+        ("_codecs", "encode"): codecs.encode,
         ("yacs.config", "CfgNode"): ConfigNode,
     }
 

@@ -1,8 +1,8 @@
 """HMR 2.0 as a posebus detector: person boxes -> crops -> one batched forward -> Detections.
 
 Person boxes come from a pluggable box source (HMR 2.0 itself needs a box per
-person): ``BlazePoseBoxes`` on CPU, ``FasterRcnnBoxes`` where torchvision is
-installed. All people of all frames in a ``detect`` call go through the network
+person): ``BlazePoseBoxes`` on CPU, ``FasterRcnnBoxes`` on a GPU where
+torchvision is installed. All people of all frames in a ``detect`` call go through the network
 together, ``batch_size`` crops at a time.
 
 Per person the Detection holds:
@@ -135,7 +135,7 @@ def make_box_source(name: str = "auto", device: str | torch.device = "cpu", scor
 class Hmr2Detector:
     name = "hmr2"
 
-    def __init__(self, checkpoint: str | Path, *, device: str = "cpu", box_source: BoxSource | str = "auto",
+    def __init__(self, checkpoint: str | Path, *, device: str | torch.device = "cpu", box_source: BoxSource | str = "auto",
                  score_threshold: float = 0.5, batch_size: int = 16, mesh: bool = False, torch_compile: bool = False,
                  config: Hmr2Config | str | Path | None = None):
         """box_source: a BoxSource, or a name in BOX_SOURCES built with score_threshold."""

@@ -84,8 +84,8 @@ class SMPL(nn.Module):
         return vertices, torch.cat([joints45[:, self.joint_map], j19], dim=1)
 
 
-def _numpy_multiarray():
-    return np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+# numpy 2 moved numpy.core to numpy._core; pickles name either.
+_MULTIARRAY = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
 
 
 class SmplFileUnpickler(safe_pickle.RestrictedUnpickler):
@@ -93,10 +93,8 @@ class SmplFileUnpickler(safe_pickle.RestrictedUnpickler):
 
     what = "the SMPL file"
     allowed = {
-        ("numpy.core.multiarray", "_reconstruct"): _numpy_multiarray()._reconstruct,
-        ("numpy._core.multiarray", "_reconstruct"): _numpy_multiarray()._reconstruct,
-        ("numpy.core.multiarray", "scalar"): _numpy_multiarray().scalar,
-        ("numpy._core.multiarray", "scalar"): _numpy_multiarray().scalar,
+        **{(module, name): getattr(_MULTIARRAY, name)
+           for module in ("numpy.core.multiarray", "numpy._core.multiarray") for name in ("_reconstruct", "scalar")},
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
         **{(module, "csc_matrix"): scipy.sparse.csc_matrix for module in ("scipy.sparse.csc", "scipy.sparse._csc")},
