@@ -49,3 +49,20 @@ def fit_translation(points: np.ndarray, pixels: np.ndarray, weights: np.ndarray,
     sqrt_w = np.sqrt(np.concatenate([weights, weights]))
     t, *_ = np.linalg.lstsq(A * sqrt_w[:, None], b * sqrt_w, rcond=None)
     return t
+
+
+def cam_crop_to_full(cam_crop: np.ndarray, box_center: np.ndarray, box_size: np.ndarray,
+                     img_size: np.ndarray, focal_length: float | np.ndarray = HMR2_FOCAL) -> np.ndarray:
+    """HMR 2.0's weak-perspective crop camera -> translation in the full image's camera.
+
+    cam_crop: (N, 3) [s, tx, ty] for a square crop; box_center: (N, 2) pixels; box_size: (N,)
+    crop side in pixels; img_size: (N, 2) [W, H]; focal_length: full-image focal in pixels,
+    scalar or (N,). Returns (N, 3) [tx, ty, tz] metres, principal point at the image centre.
+    The crop spans s·box_size/2 pixels per unit at depth tz = 2f / (s·box_size); the box
+    centre's offset from the image centre becomes a lateral shift at that depth.
+    """
+    scaled_size = box_size * cam_crop[:, 0] + 1e-9
+    tz = 2 * focal_length / scaled_size
+    tx = 2 * (box_center[:, 0] - img_size[:, 0] / 2.0) / scaled_size + cam_crop[:, 1]
+    ty = 2 * (box_center[:, 1] - img_size[:, 1] / 2.0) / scaled_size + cam_crop[:, 2]
+    return np.stack([tx, ty, tz], axis=-1)
