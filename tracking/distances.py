@@ -1,11 +1,15 @@
 """Distances between what tracks expect and what was detected.
 
-A distance is any callable ``(expected, detections) -> (T, D) float`` where
-``expected`` are the tracks' predicted Detections at this frame and lower is
-closer; ``CombinedDistance`` is the default. Each term is scaled so that about
-1 means "clearly not the same person":
-- location: box centre offset in body heights, plus the log ratio of box
-  heights and, when both carry a 3D body position, of depths (PHALP's n_log);
+A distance is any callable ``(expected, detections, frames_since_seen) -> (T, D)
+float`` where ``expected`` are the tracks' predicted Detections at this frame,
+``frames_since_seen`` (T,) how long each track has been unobserved (≥ 1), and
+lower is closer; ``CombinedDistance`` is the default. Each term is scaled so
+that about 1 means "clearly not the same person":
+- location: box centre offset in body heights over the prediction's
+  uncertainty ``LOCATION_SIGMA + LOCATION_SIGMA_GROWTH · frames_since_seen``
+  (a track unseen for longer may have strayed further), plus the log ratio of
+  box heights and, when both carry a 3D body position, of depths (PHALP's
+  n_log), over ``SIZE_SIGMA``;
 - pose: root-relative 3D keypoints (mean joint distance / 0.25 m) when both have
   them, else root-relative 2D keypoints in body heights (/ 0.25);
 - appearance: cosine distance of ``extras["appearance"]`` vectors; 0 (no
@@ -20,12 +24,15 @@ import numpy as np
 from pose.detection import Detection
 from pose.skeleton import JOINT_INDEX
 
+LOCATION_SIGMA, LOCATION_SIGMA_GROWTH = 0.1, 0.05  # body heights
+SIZE_SIGMA = 0.2  # log ratio
 POSE_SCALE = 0.25  # metres (3D) or body heights (2D) of mean joint offset that count as "different"
 _HIPS = [JOINT_INDEX["left_hip"], JOINT_INDEX["right_hip"]]
 
 
 class DistanceFunction(Protocol):
-    def __call__(self, expected: Sequence[Detection], detections: Sequence[Detection]) -> np.ndarray: ...
+    def __call__(self, expected: Sequence[Detection], detections: Sequence[Detection],
+                 frames_since_seen: np.ndarray) -> np.ndarray: ...
 
 
 def body_position(d: Detection) -> np.ndarray | None:
@@ -40,19 +47,21 @@ def body_position(d: Detection) -> np.ndarray | None:
     return None
 
 
-def location_distance(expected: Sequence[Detection], detections: Sequence[Detection]) -> np.ndarray:
-    """(T, D): centre offset / body height + |log height ratio| (+ |log depth ratio| in 3D)."""
+def location_distance(expected: Sequence[Detection], detections: Sequence[Detection],
+                      frames_since_seen: np.ndarray) -> np.ndarray:
+    """(T, D): centre offset in body heights / uncertainty + (|log height ratio| + |log depth ratio|) / SIZE_SIGMA."""
     a = np.stack([e.bbox for e in expected]).astype(np.float64)
     b = np.stack([d.bbox for d in detections]).astype(np.float64)
     a_centre, b_centre = a[:, :2] + a[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2
     a_height, b_height = np.maximum(a[:, 3], 1.0), np.maximum(b[:, 3], 1.0)
     scale = np.sqrt(a_height[:, None] * b_height[None, :])
-    cost = np.linalg.norm(a_centre[:, None] - b_centre[None], axis=-1) / scale
-    cost += np.abs(np.log(a_height[:, None] / b_height[None, :]))
+    uncertainty = LOCATION_SIGMA + LOCATION_SIGMA_GROWTH * np.asarray(frames_since_seen, dtype=np.float64)
+    offset = np.linalg.norm(a_centre[:, None] - b_centre[None], axis=-1) / scale / uncertainty[:, None]
     a_depth = np.array([_depth(e) for e in expected])
     b_depth = np.array([_depth(d) for d in detections])
-    depth_ratio = np.abs(np.log(a_depth[:, None] / b_depth[None, :]))
-    return cost + np.nan_to_num(depth_ratio)
+    size_change = np.abs(np.log(a_height[:, None] / b_height[None, :])) + np.nan_to_num(
+        np.abs(np.log(a_depth[:, None] / b_depth[None, :])))
+    return offset + size_change / SIZE_SIGMA
 
 
 def _depth(d: Detection) -> float:
@@ -75,7 +84,8 @@ def _mean_joint_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-def pose_distance(expected: Sequence[Detection], detections: Sequence[Detection]) -> np.ndarray:
+def pose_distance(expected: Sequence[Detection], detections: Sequence[Detection],
+                  frames_since_seen: np.ndarray) -> np.ndarray:
     """(T, D) root-relative pose distance, in units of POSE_SCALE; 0 where incomparable."""
     if all(e.keypoints_3d is not None for e in expected) and all(d.keypoints_3d is not None for d in detections):
         a = _root_relative(np.stack([e.keypoints_3d for e in expected]).astype(np.float64))
@@ -86,7 +96,8 @@ def pose_distance(expected: Sequence[Detection], detections: Sequence[Detection]
     return np.nan_to_num(_mean_joint_distance(_root_relative(a), _root_relative(b))) / POSE_SCALE
 
 
-def appearance_distance(expected: Sequence[Detection], detections: Sequence[Detection]) -> np.ndarray:
+def appearance_distance(expected: Sequence[Detection], detections: Sequence[Detection],
+                        frames_since_seen: np.ndarray) -> np.ndarray:
     """(T, D) cosine distance in [0, 2] of appearance vectors; 0 where either has none."""
     cost = np.zeros((len(expected), len(detections)))
     a = [e.extras.get("appearance") for e in expected]
@@ -108,6 +119,7 @@ class CombinedDistance:
     def __init__(self, location: float = 1.0, pose: float = 0.5, appearance: float = 2.0):
         self.weights = (location, pose, appearance)
 
-    def __call__(self, expected: Sequence[Detection], detections: Sequence[Detection]) -> np.ndarray:
+    def __call__(self, expected: Sequence[Detection], detections: Sequence[Detection],
+                 frames_since_seen: np.ndarray) -> np.ndarray:
         terms = (location_distance, pose_distance, appearance_distance)
-        return sum(w * term(expected, detections) for w, term in zip(self.weights, terms) if w)
+        return sum(w * term(expected, detections, frames_since_seen) for w, term in zip(self.weights, terms) if w)

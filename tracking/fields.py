@@ -47,18 +47,19 @@ def to_fields(d: Detection) -> Fields:
 
 
 def from_fields(template: Detection, fields: Fields) -> Detection:
-    """A copy of ``template`` whose moving values are ``fields`` (float32); the rest is the template's."""
-    keypoints_2d = template.keypoints_2d.copy()
-    keypoints_2d[:, :2] = fields["keypoints_2d"]
+    """A copy of ``template`` with the values in ``fields`` (float32); what ``fields`` lacks is the template's."""
+    keypoints_2d = template.keypoints_2d
+    if "keypoints_2d" in fields:
+        keypoints_2d = keypoints_2d.copy()
+        keypoints_2d[:, :2] = fields["keypoints_2d"]
     extras = dict(template.extras)
     for name, (key, inner) in _EXTRAS_FIELDS.items():
-        if name not in fields:
-            continue
-        value = fields[name].astype(np.float32)
-        extras[key] = value if inner is None else {**extras[key], inner: value}
-    keypoints_3d = fields.get("keypoints_3d")
-    return replace(template, bbox=fields["bbox"].astype(np.float32), keypoints_2d=keypoints_2d,
-                   keypoints_3d=None if keypoints_3d is None else keypoints_3d.astype(np.float32), extras=extras)
+        if name in fields:
+            value = fields[name].astype(np.float32)
+            extras[key] = value if inner is None else {**extras[key], inner: value}
+    bbox = fields["bbox"].astype(np.float32) if "bbox" in fields else template.bbox
+    keypoints_3d = fields["keypoints_3d"].astype(np.float32) if "keypoints_3d" in fields else template.keypoints_3d
+    return replace(template, bbox=bbox, keypoints_2d=keypoints_2d, keypoints_3d=keypoints_3d, extras=extras)
 
 
 def difference(name: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -6,10 +6,9 @@ Every pushed frame comes out exactly once, in order, at most ``lookahead``
 pushes after it went in (``lookahead=0``: strictly causal).
 
 Association: tracks' expected detections at this frame (motion model) against
-the detections, cost from ``distance`` (``distances.CombinedDistance``), one
-Hungarian pass over all live tracks, pairs costlier than
-``max_cost + gate_growth · frames_since_seen`` left unmatched (a track unseen
-for longer may have moved further).
+the detections, cost from ``distance`` (``distances.CombinedDistance``; its
+location term widens with the frames a track has been unseen), one Hungarian
+pass over all live tracks, pairs costlier than ``max_cost`` left unmatched.
 
 Life cycle (events in ``tracker.events``): a new detection starts a tentative
 track (``born``); ``n_init`` consecutive hits confirm it (``confirmed``), a miss
@@ -59,8 +58,9 @@ from tracking.motion import ConstantVelocity, MotionModel
 from tracking.smoothing import OneEuro, OneEuroFilter
 from tracking.types import TrackedFrame, TrackedPerson, TrackEvent
 
-# What association needs predicted; the rest of a track's expected detection is its last observation.
-_ASSOCIATION_FIELDS = ("bbox", "keypoints_2d", "keypoints_3d", "translation")
+# Association predicts only where the box will be: extrapolating per-joint poses or noisy
+# depths over a gap adds noise (measured on bench.scenes); pose and depth come from the last observation.
+_ASSOCIATION_FIELDS = ("bbox",)
 _APPEARANCE_MEMORY = 0.9  # weight of the past in a track's running appearance
 _DEFAULT_FRAME_S = 1 / 30  # dt for smoothing when timestamps do not advance
 
@@ -128,7 +128,6 @@ class Tracker:
     distance: DistanceFunction = field(default_factory=CombinedDistance)
     motion: MotionModel = field(default_factory=ConstantVelocity)
     max_cost: float = 1.5
-    gate_growth: float = 0.05
     confidence_decay: float = 0.9
     primary_margin: float = 1.5
     min_score: float = 0.0  # detections below this are ignored
@@ -193,11 +192,11 @@ class Tracker:
         tracks = self._live()
         matched: dict[int, int] = {}  # detection row -> track id
         if tracks and detections:
-            cost = np.asarray(self.distance([self._expected(t, index) for t in tracks], detections))
-            gate = self.max_cost + self.gate_growth * np.array([index - t.last.index for t in tracks])
-            cost = np.where(np.isfinite(cost), cost, np.inf)
+            frames_since_seen = np.array([index - t.last.index for t in tracks])
+            cost = np.asarray(self.distance([self._expected(t, index) for t in tracks], detections, frames_since_seen))
+            cost = np.where(np.isnan(cost), np.inf, cost)
             rows, cols = linear_sum_assignment(np.minimum(cost, 1e9))
-            matched = {c: tracks[r].track_id for r, c in zip(rows, cols) if cost[r, c] <= gate[r]}
+            matched = {c: tracks[r].track_id for r, c in zip(rows, cols) if cost[r, c] <= self.max_cost}
         for row, detection in enumerate(detections):
             if row in matched:
                 self._observe(self._tracks[matched[row]], index, detection)
