@@ -13,9 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+import motmetrics
+
 from pose.camera import default_focal
 from pose.detection import Detection, FrameDetections
 from pose.skeleton import CANONICAL_JOINTS, JOINT_INDEX
+from tracking.iou import iou_matrix
+from tracking.types import TrackedFrame
 
 WIDTH, HEIGHT, FPS = 1280, 720, 30.0
 BODY_HEIGHT_M = 1.7
@@ -194,3 +198,14 @@ def make_scene(family: str, seed: int = 0, appearance: bool = True, frames: int 
 
 
 FAMILIES = ("crossing", "occlusion", "reenter", "clutter", "crowd")
+
+
+def score(scene: Scene, tracked: list[TrackedFrame], min_iou: float = 0.5) -> motmetrics.MOTAccumulator:
+    """MOT accumulator of published people (every state) against the truth, boxes matched at IoU ≥ min_iou."""
+    accumulator = motmetrics.MOTAccumulator(auto_id=True)
+    for truth, frame in zip(scene.truth, tracked):
+        true_boxes = np.array(list(truth.values())).reshape(-1, 4)
+        boxes = np.array([p.detection.bbox for p in frame.people]).reshape(-1, 4)
+        iou = iou_matrix(true_boxes, boxes)
+        accumulator.update(list(truth), [p.track_id for p in frame.people], np.where(iou >= min_iou, 1 - iou, np.nan))
+    return accumulator

@@ -33,10 +33,13 @@ Primary subject (``subjects=1``): the confirmed live track with the largest sum
 of box area over its observations (big and long-seen: the filmed rider, not a
 passer-by). A challenger replaces it only when its sum exceeds
 ``primary_margin`` × the primary's, so it does not flip between two similar
-people; an ended primary is replaced by the best live track at once. The
-primary is first in ``people`` on every frame emitted after it is designated
-(frames still in the window before its first sight are ``held``; frames
-already emitted before the first designation cannot change and may be empty).
+people, and then also on the frames of the window (so a rider confirmed just
+after a passer-by is first from its first frame); an ended primary is replaced
+by the best live track from the frame it ended. The primary is first in
+``people`` on every frame emitted once one is designated, ``held`` on frames
+before its first / after its last observation. Frames emitted before any
+track is confirmed cannot change and may be empty (with ``lookahead ≥ n_init − 1``
+only frames before anyone is seen are).
 
 Smoothing: each published track goes through its own One Euro filter
 (``smoothing.OneEuroFilter``); ``TrackedPerson.raw`` keeps the observed,
@@ -140,7 +143,8 @@ class Tracker:
         self._tracks: dict[int, _Track] = {}
         self._pending: deque[_PendingFrame] = deque()
         self._next_id = 1
-        self._primary: int | None = None
+        # Primary subject per frame: [(first frame index, track id)], oldest first.
+        self._primaries: list[tuple[float, int]] = []
         self._last_index: int | None = None
 
     # --- public ---------------------------------------------------------------
@@ -149,7 +153,7 @@ class Tracker:
         """Take one frame's detections; return the frames now final (oldest first)."""
         detections = [d for d in frame.people if d.score >= self.min_score]
         self._age_tracks(frame.index, self._associate(frame.index, detections))
-        self._update_primary()
+        self._update_primary(frame.index)
         self._pending.append(_PendingFrame(frame.index, frame.pts_ms))
         self._last_index = frame.index
         emitted = []
@@ -166,7 +170,7 @@ class Tracker:
             if track.ended_at is None:
                 self._end(track, self._last_index + 1)
         self._tracks.clear()
-        self._primary = None
+        self._primaries.clear()
         return emitted
 
     def reset(self) -> list[TrackedFrame]:
@@ -254,23 +258,44 @@ class Tracker:
         track.ended_at = index
         self.events.append(TrackEvent("ended", track.track_id, index))
 
-    def _update_primary(self) -> None:
+    def _update_primary(self, index: int) -> None:
+        """Designate the primary subject; see the module docstring for the rule.
+
+        The first designation covers every frame still in the window. A challenger that
+        overtakes the primary takes over the primary's whole span in the window (it is
+        the better choice for those frames too); when the primary ends, its successor
+        starts at this frame, so the frames where the old one was live keep it.
+        """
         if not self.subjects:
             return
         candidates = [t for t in self._live() if t.confirmed]
         if not candidates:
             return
         best = max(candidates, key=lambda t: t.area_seen)
-        current = self._tracks.get(self._primary)
-        if current is None or current.ended_at is not None or best.area_seen > self.primary_margin * current.area_seen:
-            self._primary = best.track_id
+        if not self._primaries:
+            self._primaries.append((-np.inf, best.track_id))
+            return
+        start, current_id = self._primaries[-1]
+        current = self._tracks[current_id]
+        if current.ended_at is not None:
+            self._primaries.append((index, best.track_id))
+        elif best.area_seen > self.primary_margin * current.area_seen:
+            self._primaries[-1] = (start, best.track_id)
+
+    def _primary_at(self, index: int) -> _Track | None:
+        starts = [start for start, _ in self._primaries]
+        position = bisect_left(starts, index + 0.5) - 1  # the last span starting at or before index
+        return self._tracks[self._primaries[position][1]] if position >= 0 else None
 
     def _forget_finished(self) -> None:
         """Drop tracks with nothing left to publish: ended before the oldest unpublished frame, or never confirmed."""
         oldest = self._pending[0].index if self._pending else self._last_index + 1
+        while len(self._primaries) > 1 and self._primaries[1][0] <= oldest:
+            self._primaries.pop(0)
+        primaries = {track_id for _, track_id in self._primaries}
         for track_id in [i for i, t in self._tracks.items()
                          if t.ended_at is not None and (t.ended_at <= oldest or not t.confirmed)
-                         and i != self._primary]:
+                         and i not in primaries]:
             del self._tracks[track_id]
 
     # --- emission -------------------------------------------------------------------
@@ -281,7 +306,7 @@ class Tracker:
             if track.confirmed and track.first.index <= pending.index and (
                     track.ended_at is None or pending.index < track.ended_at):
                 people.append(self._publish(track, pending, self._fill(track, pending.index)))
-        primary = self._tracks.get(self._primary)
+        primary = self._primary_at(pending.index)
         if primary is not None:
             people.sort(key=lambda p: p.track_id != primary.track_id)
             if not people or people[0].track_id != primary.track_id:
