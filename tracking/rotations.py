@@ -46,12 +46,16 @@ def log_map(rotations: np.ndarray) -> np.ndarray:
     rotvec = axis_sin * ratio
     near_pi = angle > np.pi - 1e-3
     if np.any(near_pi):
-        # Axis from the symmetric part: R + I = 2·axis·axisᵀ at a = π; take its largest column.
-        S = (R[near_pi] + np.eye(3)) / 2.0
-        column = np.argmax(np.diagonal(S, axis1=-2, axis2=-1), axis=-1)
-        axis = S[np.arange(len(S)), :, column]
+        # sin(a)·axis vanishes at a = π; the symmetric part (R + Rᵀ)/2 = cos(a)·I + (1 − cos(a))·axis·axisᵀ
+        # still gives the axis (its largest column), and sin(a)·axis its sign.
+        c = cos[near_pi][..., None, None]
+        symmetric = (R[near_pi] + np.swapaxes(R[near_pi], -1, -2)) / 2
+        outer = (symmetric - c * np.eye(3)) / (1 - c)
+        column = np.argmax(np.diagonal(outer, axis1=-2, axis2=-1), axis=-1)
+        axis = outer[np.arange(len(outer)), :, column]
         axis /= np.linalg.norm(axis, axis=-1, keepdims=True)
-        rotvec[near_pi] = axis * angle[near_pi][..., None]
+        sign = np.where(np.einsum("...i,...i->...", axis, axis_sin[near_pi]) < 0, -1.0, 1.0)
+        rotvec[near_pi] = axis * (sign * angle[near_pi])[..., None]
     return rotvec
 
 
