@@ -59,8 +59,8 @@ def location_distance(expected: Sequence[Detection], detections: Sequence[Detect
     offset = np.linalg.norm(a_centre[:, None] - b_centre[None], axis=-1) / scale / uncertainty[:, None]
     a_depth = np.array([_depth(e) for e in expected])
     b_depth = np.array([_depth(d) for d in detections])
-    size_change = np.abs(np.log(a_height[:, None] / b_height[None, :])) + np.nan_to_num(
-        np.abs(np.log(a_depth[:, None] / b_depth[None, :])))
+    depth_change = np.abs(np.log(a_depth[:, None] / b_depth[None, :]))
+    size_change = np.abs(np.log(a_height[:, None] / b_height[None, :])) + np.where(np.isnan(depth_change), 0.0, depth_change)
     return offset + size_change / SIZE_SIGMA
 
 

@@ -70,13 +70,15 @@ class OneEuroFilter:
                 continue
             delta = difference(name, self._value[name], value)
             velocity = self._velocity[name] + smoothing_factor(param.d_cutoff, dt) * (delta / dt - self._velocity[name])
-            speed = np.linalg.norm(_per_joint(velocity, name), axis=-1, keepdims=True)
+            per_joint = _per_joint(velocity, name)
+            speed = np.sqrt(np.einsum("...i,...i->...", per_joint, per_joint))[..., None]
             if name in PIXEL_FIELDS:
                 speed = speed / body_height
             alpha = smoothing_factor(param.min_cutoff + param.beta * speed, dt)
             smoothed = step(name, self._value[name], (alpha * _per_joint(delta, name)).reshape(delta.shape))
             # A joint that was missing (NaN) restarts from its observation instead of staying NaN.
             smoothed = np.where(np.isnan(smoothed), value, smoothed)
-            self._value[name], self._velocity[name] = smoothed, np.nan_to_num(velocity)
+            velocity[np.isnan(velocity)] = 0.0
+            self._value[name], self._velocity[name] = smoothed, velocity
             out[name] = smoothed
         return out
