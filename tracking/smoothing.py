@@ -8,7 +8,10 @@ jitter, fast motion passes with little lag. Per field and per joint:
     x̂        ← x̂ + α(cutoff) · (x − x̂),   α(f) = 1 / (1 + 1 / (2π f dt))
 
 Speeds are taken per joint (norm over the coordinates), so a joint is smoothed
-the same whichever direction it moves. Pixel fields are measured in body
+the same whichever direction it moves. Camera-frame 3D keypoints are filtered
+as body root (hip centre) + root-relative pose: the depth of a fitted
+translation is noisy, and filtering joints separately would let that noise
+set a different cutoff per joint and distort the pose (and joint angles). Pixel fields are measured in body
 heights (box height) so the same parameters suit any resolution and distance;
 rotations are filtered on SO(3) (``fields.difference`` / ``fields.step``).
 bench/tracking.py measures lag and jitter for the defaults below.
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pose.skeleton import JOINT_INDEX
 from tracking.fields import ROTATION_FIELDS, Fields, difference, step
 
 
@@ -32,11 +36,20 @@ class OneEuro:
 PIXEL_FIELDS = ("bbox", "keypoints_2d")
 DEFAULT_PARAMS: dict[str, OneEuro] = {
     **{name: OneEuro(min_cutoff=1.0, beta=4.0) for name in PIXEL_FIELDS},  # body heights/s
-    **{name: OneEuro(min_cutoff=1.0, beta=8.0) for name in ("keypoints_3d", "keypoints_3d_native",
-                                                            "translation", "vertices")},  # m/s
+    **{name: OneEuro(min_cutoff=1.0, beta=8.0) for name in ("keypoints_3d", "keypoints_3d_root",
+                                                            "keypoints_3d_native", "translation", "vertices")},  # m/s
     **{name: OneEuro(min_cutoff=1.0, beta=2.0) for name in ROTATION_FIELDS},  # rad/s
     "betas": OneEuro(min_cutoff=0.3, beta=0.0),  # body shape does not change
 }
+_HIPS = [JOINT_INDEX["left_hip"], JOINT_INDEX["right_hip"]]
+
+
+def split_root(keypoints_3d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(J, 3) -> root (1, 3) = hip centre (mean of the available joints if a hip is missing), pose (J, 3) − root."""
+    root = keypoints_3d[_HIPS].mean(axis=0, keepdims=True)
+    if np.isnan(root).any():
+        root = np.nanmean(keypoints_3d, axis=0, keepdims=True)
+    return root, keypoints_3d - root
 
 
 def smoothing_factor(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
@@ -59,6 +72,14 @@ class OneEuroFilter:
 
     def __call__(self, fields: Fields, dt: float) -> Fields:
         """Smoothed copy of ``fields``; fields without parameters pass through."""
+        if "keypoints_3d" not in fields:
+            return self._filter(fields, dt)
+        root, pose = split_root(fields["keypoints_3d"])
+        out = self._filter({**fields, "keypoints_3d": pose, "keypoints_3d_root": root}, dt)
+        out["keypoints_3d"] = out["keypoints_3d"] + out.pop("keypoints_3d_root")
+        return out
+
+    def _filter(self, fields: Fields, dt: float) -> Fields:
         body_height = max(float(fields["bbox"][3]), 1.0)
         out = dict(fields)
         for name, value in fields.items():
