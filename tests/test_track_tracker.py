@@ -1,0 +1,142 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bench.scenes import make_scene, score
+from tests.track_helpers import frame, person, run
+from tracking.rotations import exp_map, geodesic_angle
+from tracking.tracker import Tracker
+
+
+@settings(max_examples=60, deadline=None)
+@given(lookahead=st.integers(0, 12), n_init=st.integers(1, 5), subjects=st.integers(0, 1),
+       seen=st.lists(st.lists(st.booleans(), min_size=2, max_size=2), min_size=0, max_size=40))
+def test_every_frame_once_in_order_within_the_lookahead(lookahead, n_init, subjects, seen):
+    tracker = Tracker(lookahead=lookahead, n_init=n_init, subjects=subjects)
+    emitted = []
+    for i, (a, b) in enumerate(seen):
+        people = [person(200 + 3 * i, 400)] * a + [person(900 - 3 * i, 380, 250)] * b
+        for out in tracker.push(frame(i, *people)):
+            assert i - out.index <= lookahead  # latency bound
+            emitted.append(out.index)
+    emitted += [out.index for out in tracker.finish()]
+    assert emitted == list(range(len(seen)))
+
+
+def scripted_gap(lookahead: int) -> list:
+    """One person walking right, seen on frames 0-9 and 15-19, missed on 10-14."""
+    tracker = Tracker(lookahead=lookahead, n_init=3, smoothing=False)
+    return run(tracker, [frame(i, *([person(100 + 10 * i, 400)] if not 10 <= i < 15 else [])) for i in range(20)])
+
+
+def test_gap_within_the_window_is_interpolated():
+    out = scripted_gap(lookahead=8)
+    states = [f.people[0].state for f in out]
+    assert states == ["observed"] * 10 + ["interpolated"] * 5 + ["observed"] * 5
+    assert [f.people[0].frames_since_seen for f in out[10:15]] == [1, 2, 3, 4, 5]
+    # walking at constant speed: interpolation lands on the true box
+    truth = [person(100 + 10 * i, 400).bbox for i in range(10, 15)]
+    assert np.allclose([f.people[0].detection.bbox for f in out[10:15]], truth, atol=1e-3)
+    confidences = [f.people[0].confidence for f in out[9:16]]
+    assert confidences[0] == pytest.approx(0.9) and max(confidences[1:-1]) < 0.9
+
+
+def test_gap_beyond_the_window_is_predicted_causally():
+    out = scripted_gap(lookahead=0)
+    assert [f.people for f in out[:2]] == [[], []]  # not confirmed yet, and K=0 cannot back-fill
+    states = [f.people[0].state for f in out[2:]]
+    assert states == ["observed"] * 8 + ["predicted"] * 5 + ["observed"] * 5
+    predicted_x = [f.people[0].detection.bbox[0] for f in out[10:15]]
+    assert np.all(np.diff(predicted_x) > 0)  # keeps moving right
+    assert np.all(np.diff([f.people[0].confidence for f in out[9:15]]) < 0)  # and grows less sure
+
+
+def test_confirmation_back_fills_first_frames_inside_the_window():
+    out = scripted_gap(lookahead=2)
+    assert out[0].people and out[0].people[0].state == "observed"
+
+
+def test_interpolated_rotation_is_the_slerp_on_so3():
+    a, b = np.array([0.0, 0.0, 0.2]), np.array([0.0, 2.8, 0.2])
+    frames = [frame(0, person(100, 400, rotation=a)), frame(1, person(100, 400, rotation=a)),
+              frame(2, person(100, 400, rotation=a)), frame(3), frame(4), frame(5, person(100, 400, rotation=b))]
+    out = run(Tracker(lookahead=4, smoothing=False), frames)
+    A, B = exp_map(a), exp_map(b)
+    for i, weight in ((3, 1 / 3), (4, 2 / 3)):
+        p = out[i].people[0]
+        assert p.state == "interpolated"
+        for R in (p.detection.extras["smpl"]["global_orient"][0], p.detection.extras["smpl"]["body_pose"][5]):
+            R = R.astype(np.float64)
+            assert np.allclose(R @ R.T, np.eye(3), atol=1e-5) and np.isclose(np.linalg.det(R), 1, atol=1e-5)
+            assert geodesic_angle(A, R) == pytest.approx(weight * geodesic_angle(A, B), abs=1e-4)
+
+
+def test_events_follow_the_life_cycle():
+    tracker = Tracker(lookahead=0, n_init=2, max_age=3)
+    seen = [1, 1, 0, 1, 0, 0, 0, 0, 0]  # last seen on 3; missed 4, 5, 6 (max_age); ended on 7
+    run(tracker, [frame(i, *([person(300, 400)] if s else [])) for i, s in enumerate(seen)])
+    assert [(e.kind, e.track_id, e.index) for e in tracker.events] == [
+        ("born", 1, 0), ("confirmed", 1, 1), ("lost", 1, 2), ("reidentified", 1, 3), ("lost", 1, 4), ("ended", 1, 7)]
+
+
+def test_tentative_track_missed_once_ends_and_is_never_published():
+    tracker = Tracker(lookahead=5, n_init=3)
+    out = run(tracker, [frame(0, person(300, 400)), frame(1, person(300, 400)), frame(2), frame(3)])
+    assert all(not f.people for f in out)
+    assert [e.kind for e in tracker.events] == ["born", "ended"]
+
+
+def test_primary_subject_is_first_on_every_frame_and_held_outside_its_observations():
+    # A small passer-by on frames 0-20; the big rider appears on frame 3 and leaves after frame 30.
+    frames = [frame(i, *([person(100 + 2 * i, 300, height=120)] if i <= 20 else []),
+                    *([person(600 + 5 * i, 400, height=500)] if 3 <= i <= 30 else [])) for i in range(45)]
+    out = run(Tracker(lookahead=8, subjects=1, max_age=5), frames)
+    rider = out[10].people[0].track_id
+    assert out[10].people[0].detection.bbox[3] > 400
+    assert all(f.people and f.people[0].track_id == rider for f in out)
+    states = [f.people[0].state for f in out]
+    assert states == ["held"] * 3 + ["observed"] * 28 + ["predicted"] * 5 + ["held"] * 9
+
+
+def test_an_ended_primary_hands_over_to_a_live_person():
+    frames = [frame(i, person(100 + 2 * i, 300, height=120), *([person(600 + 5 * i, 400, height=500)] if i <= 30 else []))
+              for i in range(45)]
+    out = run(Tracker(lookahead=8, subjects=1, max_age=5), frames)
+    firsts = [f.people[0].track_id for f in out]
+    assert firsts[:36] == [2] * 36 and firsts[36:] == [1] * 9  # rider until it ends (30 + max_age), then passer-by
+
+
+def test_primary_does_not_flip_to_a_slightly_bigger_person():
+    frames = [frame(i, person(300, 400, height=300), person(900, 400, height=300 + (40 if i > 10 else 0)))
+              for i in range(40)]
+    out = run(Tracker(lookahead=4, subjects=1), frames)
+    assert len({f.people[0].track_id for f in out}) == 1
+
+
+def test_reset_ends_every_track_and_flushes():
+    tracker = Tracker(lookahead=4, n_init=1)
+    out = [*tracker.push(frame(0, person(300, 400))), *tracker.push(frame(1, person(300, 400)))]
+    out += tracker.reset()
+    assert [f.index for f in out] == [0, 1]
+    out = run(tracker, [frame(2, person(300, 400))])
+    assert out[0].people[0].track_id == 2  # no association across the cut
+
+
+def test_smoothing_keeps_the_raw_observation():
+    rng = np.random.default_rng(0)
+    frames = [frame(i, person(300 + rng.normal(0, 3), 400 + rng.normal(0, 3))) for i in range(20)]
+    out = run(Tracker(lookahead=2), frames)
+    p = out[10].people[0]
+    assert p.raw is frames[10].people[0]
+    assert not np.allclose(p.detection.keypoints_2d, p.raw.keypoints_2d)
+    assert p.detection.keypoints_2d.dtype == np.float32 and p.detection.bbox.dtype == np.float32
+
+
+@pytest.mark.parametrize("appearance", [True, False])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_no_identity_switch_when_two_people_cross(seed, appearance):
+    scene = make_scene("crossing", seed, appearance=appearance)
+    out = run(Tracker(), scene.frames)
+    ids = {p.track_id for f in out for p in f.people}
+    assert score(scene, out).mot_events["Type"].eq("SWITCH").sum() == 0 and len(ids) == 2

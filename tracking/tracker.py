@@ -1,0 +1,349 @@
+"""The tracker: detections in, one record per frame out, every live track in it.
+
+``Tracker.push(frame)`` associates the frame's detections with the tracks,
+then returns the frames that are now final; ``finish()`` returns the rest.
+Every pushed frame comes out exactly once, in order, at most ``lookahead``
+pushes after it went in (``lookahead=0``: strictly causal).
+
+Association: tracks' expected detections at this frame (motion model) against
+the detections, cost from ``distance`` (``distances.CombinedDistance``; its
+location term widens with the frames a track has been unseen), one Hungarian
+pass over all live tracks, pairs costlier than ``max_cost`` left unmatched.
+
+Life cycle (events in ``tracker.events``): a new detection starts a tentative
+track (``born``); ``n_init`` consecutive hits confirm it (``confirmed``), a miss
+before that ends it. A confirmed track missed is ``lost``, matched again
+``reidentified``, and ``ended`` after ``max_age`` missed frames. Only confirmed
+tracks are published; because confirmation happens inside the look-ahead
+window, a track's first frames are back-filled when ``lookahead ≥ n_init − 1``.
+With a smaller look-ahead the frames before confirmation are already out and
+the track appears from the frame ``lookahead`` frames before it confirmed.
+
+States of a published person:
+- ``observed``: detected in this frame;
+- ``interpolated``: missed, but detected again within the look-ahead window:
+  lerp / slerp between the two observations around it;
+- ``predicted``: missed with no later detection in the window: the motion
+  model's extrapolation;
+- ``held``: only for the primary subject, on frames before its first or after
+  its last observation: the first observation / the last published values.
+``confidence`` = score of the nearest observation × ``confidence_decay`` ^ frames to it.
+
+Primary subject (``subjects=1``): the confirmed live track with the largest sum
+of box area over its observations (big and long-seen: the filmed rider, not a
+passer-by). A challenger replaces it only when its sum exceeds
+``primary_margin`` × the primary's, so it does not flip between two similar
+people, and then also on the frames of the window (so a rider confirmed just
+after a passer-by is first from its first frame); an ended primary is replaced
+by the best live track from the frame it ended. The primary is first in
+``people`` on every frame emitted once one is designated, ``held`` on frames
+before its first / after its last observation. Frames emitted before any
+track is confirmed cannot change and may be empty (with ``lookahead ≥ n_init − 1``
+only frames before anyone is seen are).
+
+Smoothing: each published track goes through its own One Euro filter
+(``smoothing.OneEuroFilter``); ``TrackedPerson.raw`` keeps the observed,
+unsmoothed detection (None on filled frames).
+"""
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from pose.detection import Detection, FrameDetections
+from tracking.distances import CombinedDistance, DistanceFunction
+from tracking.fields import Fields, blend, from_fields, to_fields
+from tracking.motion import ConstantVelocity, MotionModel
+from tracking.smoothing import OneEuro, OneEuroFilter
+from tracking.types import TrackedFrame, TrackedPerson, TrackEvent
+
+# Association predicts only where the box will be: extrapolating per-joint poses or noisy
+# depths over a gap adds noise (measured on bench.scenes); pose and depth come from the last observation.
+_ASSOCIATION_FIELDS = ("bbox",)
+_APPEARANCE_MEMORY = 0.9  # weight of the past in a track's running appearance
+_DEFAULT_FRAME_S = 1 / 30  # dt for smoothing when timestamps do not advance
+
+
+@dataclass
+class _Observation:
+    index: int
+    detection: Detection
+    fields: Fields
+
+
+@dataclass
+class _Track:
+    track_id: int
+    first: _Observation
+    observations: deque  # recent _Observation, oldest first
+    confirmed: bool = False
+    hits: int = 1
+    lost: bool = False
+    ended_at: int | None = None  # first frame index it is no longer live
+    appearance: np.ndarray | None = None
+    area_seen: float = 0.0  # Σ box area over observations: the primary-subject score
+    smoother: OneEuroFilter | None = None
+    last_published: tuple[float, Detection] | None = None  # (pts_ms, detection)
+
+    @property
+    def last(self) -> _Observation:
+        return self.observations[-1]
+
+    def observation_around(self, index: int) -> tuple[_Observation | None, _Observation | None, _Observation | None]:
+        """(at, before, after) ``index`` among the kept observations."""
+        indices = [o.index for o in self.observations]
+        i = bisect_left(indices, index)
+        at = self.observations[i] if i < len(indices) and indices[i] == index else None
+        before = self.observations[i - 1] if i > 0 else None
+        after_i = i + 1 if at is not None else i
+        after = self.observations[after_i] if after_i < len(indices) else None
+        return at, before, after
+
+
+@dataclass
+class _Filled:
+    """A track's values on one frame, before smoothing."""
+
+    state: str
+    fields: Fields
+    nearest: _Observation  # the observation values and score come from
+    frames_since_seen: int  # since the last observation (until the first, for held-before)
+    raw: Detection | None = None  # the detection itself when observed
+
+
+@dataclass
+class _PendingFrame:
+    index: int
+    pts_ms: float
+
+
+@dataclass
+class Tracker:
+    lookahead: int = 8  # frames held back to interpolate gaps and back-fill confirmation
+    n_init: int = 3  # consecutive hits that confirm a track
+    max_age: int = 30  # missed frames after which a confirmed track ends
+    subjects: int = 0  # 1: designate and always publish a primary subject first
+    smoothing: bool = True
+    distance: DistanceFunction = field(default_factory=CombinedDistance)
+    motion: MotionModel = field(default_factory=ConstantVelocity)
+    max_cost: float = 1.5
+    confidence_decay: float = 0.9
+    primary_margin: float = 1.5
+    min_score: float = 0.0  # detections below this are ignored
+    smoothing_params: dict[str, OneEuro] | None = None
+    events: list[TrackEvent] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.subjects not in (0, 1):
+            raise ValueError("subjects must be 0 (no primary) or 1")
+        self._tracks: dict[int, _Track] = {}
+        self._pending: deque[_PendingFrame] = deque()
+        self._next_id = 1
+        # Primary subject per frame: [(first frame index, track id)], oldest first.
+        self._primaries: list[tuple[float, int]] = []
+        self._last_index: int | None = None
+
+    # --- public ---------------------------------------------------------------
+
+    def push(self, frame: FrameDetections) -> list[TrackedFrame]:
+        """Take one frame's detections; return the frames now final (oldest first)."""
+        detections = [d for d in frame.people if d.score >= self.min_score]
+        self._age_tracks(frame.index, self._associate(frame.index, detections))
+        self._update_primary(frame.index)
+        self._pending.append(_PendingFrame(frame.index, frame.pts_ms))
+        self._last_index = frame.index
+        emitted = []
+        while len(self._pending) > self.lookahead:
+            emitted.append(self._emit(self._pending.popleft()))
+        self._forget_finished()
+        return emitted
+
+    def finish(self) -> list[TrackedFrame]:
+        """End of the job: the frames still held back, then every track ends."""
+        emitted = [self._emit(pending) for pending in self._pending]
+        self._pending.clear()
+        for track in self._tracks.values():
+            if track.ended_at is None:
+                self._end(track, self._last_index + 1)
+        self._tracks.clear()
+        self._primaries.clear()
+        return emitted
+
+    def reset(self) -> list[TrackedFrame]:
+        """A scene cut: same as ``finish()``; nothing is associated across it. Track ids keep counting."""
+        return self.finish()
+
+    # --- association and life cycle ------------------------------------------------
+
+    def _live(self) -> list[_Track]:
+        return [t for t in self._tracks.values() if t.ended_at is None]
+
+    def _expected(self, track: _Track, index: int) -> Detection:
+        """What the track should look like at ``index``: predicted location, last pose, running appearance."""
+        history = [(o.index, {k: o.fields[k] for k in _ASSOCIATION_FIELDS if k in o.fields})
+                   for o in list(track.observations)[-self.motion.history:]]
+        expected = from_fields(track.last.detection, self.motion.predict(history, index))
+        if track.appearance is not None:
+            expected.extras["appearance"] = track.appearance
+        return expected
+
+    def _associate(self, index: int, detections: list[Detection]) -> set[int]:
+        """Match detections to live tracks, start tracks for the rest; returns the matched track ids."""
+        tracks = self._live()
+        matched: dict[int, int] = {}  # detection row -> track id
+        if tracks and detections:
+            frames_since_seen = np.array([index - t.last.index for t in tracks])
+            cost = np.asarray(self.distance([self._expected(t, index) for t in tracks], detections, frames_since_seen))
+            cost = np.where(np.isnan(cost), np.inf, cost)
+            rows, cols = linear_sum_assignment(np.minimum(cost, 1e9))
+            matched = {c: tracks[r].track_id for r, c in zip(rows, cols) if cost[r, c] <= self.max_cost}
+        for row, detection in enumerate(detections):
+            if row in matched:
+                self._observe(self._tracks[matched[row]], index, detection)
+            else:
+                self._start(index, detection)
+        return set(matched.values())
+
+    def _start(self, index: int, detection: Detection) -> None:
+        first = _Observation(index, detection, to_fields(detection))
+        track = _Track(self._next_id, first, deque([first], maxlen=self.lookahead + self.motion.history + 1))
+        self._next_id += 1
+        self._tracks[track.track_id] = track
+        self._remember(track, detection)
+        self.events.append(TrackEvent("born", track.track_id, index))
+        if self.n_init <= 1:
+            self._confirm(track, index)
+
+    def _observe(self, track: _Track, index: int, detection: Detection) -> None:
+        track.observations.append(_Observation(index, detection, to_fields(detection)))
+        track.hits += 1
+        self._remember(track, detection)
+        if track.lost:
+            track.lost = False
+            self.events.append(TrackEvent("reidentified", track.track_id, index))
+        if not track.confirmed and track.hits >= self.n_init:
+            self._confirm(track, index)
+
+    def _remember(self, track: _Track, detection: Detection) -> None:
+        """Update the running appearance and the primary-subject score."""
+        track.area_seen += float(detection.bbox[2] * detection.bbox[3])
+        appearance = detection.extras.get("appearance")
+        if appearance is not None:
+            appearance = np.asarray(appearance, dtype=np.float32)
+            track.appearance = appearance if track.appearance is None else (
+                _APPEARANCE_MEMORY * track.appearance + (1 - _APPEARANCE_MEMORY) * appearance)
+
+    def _confirm(self, track: _Track, index: int) -> None:
+        track.confirmed = True
+        self.events.append(TrackEvent("confirmed", track.track_id, index))
+
+    def _age_tracks(self, index: int, matched: set[int]) -> None:
+        """Tracks missed in this frame: tentative ones end, confirmed ones are lost, then end after max_age."""
+        for track in self._live():
+            if track.track_id in matched or track.last.index == index:
+                continue
+            if not track.confirmed:
+                self._end(track, index)
+            elif index - track.last.index > self.max_age:
+                self._end(track, index)
+            elif not track.lost:
+                track.lost = True
+                self.events.append(TrackEvent("lost", track.track_id, index))
+
+    def _end(self, track: _Track, index: int) -> None:
+        track.ended_at = index
+        self.events.append(TrackEvent("ended", track.track_id, index))
+
+    def _update_primary(self, index: int) -> None:
+        """Designate the primary subject; see the module docstring for the rule.
+
+        The first designation covers every frame still in the window. A challenger that
+        overtakes the primary takes over the primary's whole span in the window (it is
+        the better choice for those frames too); when the primary ends, its successor
+        starts at this frame, so the frames where the old one was live keep it.
+        """
+        if not self.subjects:
+            return
+        candidates = [t for t in self._live() if t.confirmed]
+        if not candidates:
+            return
+        best = max(candidates, key=lambda t: t.area_seen)
+        if not self._primaries:
+            self._primaries.append((-np.inf, best.track_id))
+            return
+        start, current_id = self._primaries[-1]
+        current = self._tracks[current_id]
+        if current.ended_at is not None:
+            self._primaries.append((index, best.track_id))
+        elif best.area_seen > self.primary_margin * current.area_seen:
+            self._primaries[-1] = (start, best.track_id)
+
+    def _primary_at(self, index: int) -> _Track | None:
+        starts = [start for start, _ in self._primaries]
+        position = bisect_left(starts, index + 0.5) - 1  # the last span starting at or before index
+        return self._tracks[self._primaries[position][1]] if position >= 0 else None
+
+    def _forget_finished(self) -> None:
+        """Drop tracks with nothing left to publish: ended before the oldest unpublished frame, or never confirmed."""
+        oldest = self._pending[0].index if self._pending else self._last_index + 1
+        while len(self._primaries) > 1 and self._primaries[1][0] <= oldest:
+            self._primaries.pop(0)
+        primaries = {track_id for _, track_id in self._primaries}
+        for track_id in [i for i, t in self._tracks.items()
+                         if t.ended_at is not None and (t.ended_at <= oldest or not t.confirmed)
+                         and i not in primaries]:
+            del self._tracks[track_id]
+
+    # --- emission -------------------------------------------------------------------
+
+    def _emit(self, pending: _PendingFrame) -> TrackedFrame:
+        people = []
+        for track in self._tracks.values():
+            if track.confirmed and track.first.index <= pending.index and (
+                    track.ended_at is None or pending.index < track.ended_at):
+                people.append(self._publish(track, pending, self._fill(track, pending.index)))
+        primary = self._primary_at(pending.index)
+        if primary is not None:
+            people.sort(key=lambda p: p.track_id != primary.track_id)
+            if not people or people[0].track_id != primary.track_id:
+                people.insert(0, self._publish(primary, pending, self._hold(primary, pending.index)))
+        return TrackedFrame(pending.index, pending.pts_ms, people)
+
+    def _fill(self, track: _Track, index: int) -> _Filled:
+        """A live track's values at ``index``: observed, interpolated or predicted."""
+        at, before, after = track.observation_around(index)
+        if at is not None:
+            return _Filled("observed", at.fields, at, 0, at.detection)
+        if after is not None:
+            weight = (index - before.index) / (after.index - before.index)
+            nearest = before if weight <= 0.5 else after
+            return _Filled("interpolated", blend(before.fields, after.fields, weight), nearest, index - before.index)
+        history = [(o.index, o.fields) for o in list(track.observations)[-self.motion.history:]]
+        return _Filled("predicted", self.motion.predict(history, index), before, index - before.index)
+
+    def _hold(self, track: _Track, index: int) -> _Filled:
+        """The primary on a frame where it is not live: its first observation before, last published after."""
+        if index < track.first.index or track.last_published is None:
+            return _Filled("held", track.first.fields, track.first, track.first.index - index)
+        last_detection = track.last_published[1]
+        held = _Observation(track.last.index, last_detection, to_fields(last_detection))
+        return _Filled("held", held.fields, held, index - track.last.index)
+
+    def _publish(self, track: _Track, pending: _PendingFrame, filled: _Filled) -> TrackedPerson:
+        fields = filled.fields
+        if self.smoothing:
+            if track.smoother is None:
+                track.smoother = OneEuroFilter(self.smoothing_params)
+            previous_pts = track.last_published[0] if track.last_published else pending.pts_ms
+            dt = (pending.pts_ms - previous_pts) / 1000.0
+            fields = track.smoother(fields, dt if dt > 0 else _DEFAULT_FRAME_S)
+        raw = filled.raw
+        detection = raw if (raw is not None and not self.smoothing) else from_fields(filled.nearest.detection, fields)
+        track.last_published = (pending.pts_ms, detection)
+        frames_to_nearest = abs(pending.index - filled.nearest.index)
+        confidence = float(filled.nearest.detection.score) * self.confidence_decay ** frames_to_nearest
+        return TrackedPerson(track.track_id, filled.state, confidence, filled.frames_since_seen, detection, raw)
