@@ -148,11 +148,11 @@ class TrackStage:
         if job.published != job.end["frames"] and not error:
             error = f"published {job.published} of {job.end['frames']} frames"
         end = messages.job_end(job.id, job.published, error)
-        if self.status is not None:  # first, so a backend that sees job_end finds the job done
-            sockets.send(self.status, end)
         self.publish(job, end)
         if job.out_file is not None:
             job.out_file.close()
+        if self.status is not None:  # last: the launcher may stop the stages when it sees this
+            sockets.send(self.status, end)
         self.log.info("job %s: published %d frames, %s", job.id, job.published, end["status"])
         self.reorder.forget(job.id)
         del self.jobs[job.id]
