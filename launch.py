@@ -82,6 +82,8 @@ class Pipeline:
         decode = ["-m", "stages.decode", "--frames", e["frames"], "--events", e["events"], "--jobs", e["jobs"]]
         if a.jpeg:
             decode += ["--jpeg", str(a.jpeg)]
+        if a.realtime:
+            decode += ["--realtime"]
         detect = ["-m", "stages.detect", "--frames", e["frames"], "--detections", e["detections"],
                   "--detector", a.detector, "--blazepose-mode", a.blazepose_mode]
         commands = {"track": track + common, "decode": decode + common}
@@ -267,6 +269,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--wait-subscribers", type=int, default=0, metavar="N",
                         help="hold publishing until N subscribers have subscribed")
     parser.add_argument("--jpeg", type=int, metavar="QUALITY", help="send frames as JPEG (remote workers)")
+    parser.add_argument("--realtime", action="store_true", help="decode at the source's frame rate, like a camera")
     parser.add_argument("--job", help="job id (default: random)")
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     return parser.parse_args(argv)
