@@ -2,6 +2,8 @@
 
     python launch.py VIDEO [options]   run one job end to end, exit 0 when its job_end is published
     python launch.py serve [options]   keep running and take jobs on the control socket
+    python launch.py models            report which model files were found, and how to get the rest
+    python launch.py download-models   fetch the HMR 2.0 archive into the cache (resumable)
 
 Internal links are ipc sockets in a private temporary folder; the results
 socket (default tcp://127.0.0.1:5555) and the control socket (serve,
@@ -24,7 +26,6 @@ from pathlib import Path
 
 import zmq
 
-import detectors
 from bus import codec, messages, sockets
 
 log = logging.getLogger("posebus.launch")
@@ -76,16 +77,17 @@ class Pipeline:
         a, e = self.args, self.endpoints
         common = ["--log-level", a.log_level]
         track = ["-m", "stages.track", "--detections", e["detections"], "--events", e["events"],
-                 "--results", a.results, "--status", e["status"], "--wait-subscribers", str(a.wait_subscribers)]
-        if a.out:
-            track += ["--out", str(a.out)]
-        decode = ["-m", "stages.decode", "--frames", e["frames"], "--events", e["events"], "--jobs", e["jobs"]]
-        if a.jpeg:
-            decode += ["--jpeg", str(a.jpeg)]
-        if a.realtime:
-            decode += ["--realtime"]
+                 "--results", a.results, "--status", e["status"], "--wait-subscribers", str(a.wait_subscribers),
+                 "--tracker", a.tracker, "--lookahead", str(a.lookahead), "--subjects", str(a.subjects),
+                 "--n-init", str(a.n_init), "--max-age", str(a.max_age), *([] if a.smoothing else ["--no-smoothing"]),
+                 *(["--out", str(a.out)] if a.out else []), *(["--phalp-pkl", str(a.phalp_pkl)] if a.phalp_pkl else [])]
+        decode = ["-m", "stages.decode", "--frames", e["frames"], "--events", e["events"], "--jobs", e["jobs"],
+                  *(["--jpeg", str(a.jpeg)] if a.jpeg else []), *(["--realtime"] if a.realtime else [])]
         detect = ["-m", "stages.detect", "--frames", e["frames"], "--detections", e["detections"],
-                  "--detector", a.detector, "--blazepose-mode", a.blazepose_mode]
+                  "--detector", a.detector, "--blazepose-mode", a.blazepose_mode, "--device", a.device,
+                  "--boxes", a.boxes, "--crops-per-forward", str(a.crops_per_forward),
+                  *(["--checkpoint", str(a.checkpoint)] if a.checkpoint else []),
+                  *(["--hmr2-config", a.hmr2_config] if a.hmr2_config else []), *(["--mesh"] if a.mesh else [])]
         commands = {"track": track + common, "decode": decode + common}
         for i in range(a.workers):
             commands[f"detect-{i}"] = detect + common
@@ -255,14 +257,57 @@ def serve(args: argparse.Namespace) -> int:
         pipeline.stop()
 
 
+def models(args: argparse.Namespace) -> int:
+    """Report the model files: what ships, what was found, what to get for the rest."""
+    from detectors.hmr2.weights import find_checkpoint, missing_checkpoint_report
+
+    print("blazepose: bundled inside mediapipe==0.10.14 (pose_landmark_full), nothing to get")
+    found, searched = find_checkpoint(args.checkpoint, args.cache_dir)
+    if found:
+        print(f"hmr2: checkpoint found at {found}")
+        return 0
+    print("hmr2: " + missing_checkpoint_report(searched, args.url))
+    return 1
+
+
+def download_models(args: argparse.Namespace) -> int:
+    from detectors.hmr2.weights import candidate_cache_dirs, fetch_checkpoint
+
+    cache = Path(args.cache_dir) if args.cache_dir else candidate_cache_dirs()[0]
+    try:
+        print(f"hmr2: checkpoint ready at {fetch_checkpoint(cache, args.url)}")
+        return 0
+    except OSError as exc:
+        print(f"posebus: error: download failed: {exc} (run again to resume)", file=sys.stderr)
+        return 1
+
+
+def resolve_checkpoint(args: argparse.Namespace) -> str | None:
+    """Before any stage starts: the HMR 2.0 checkpoint path, or None after printing what is missing."""
+    from detectors.hmr2.weights import find_checkpoint, missing_checkpoint_report
+
+    found, searched = find_checkpoint(args.checkpoint, args.cache_dir)
+    if found is None:
+        print("posebus: error: " + missing_checkpoint_report(searched, args.url), file=sys.stderr)
+    return str(found) if found else None
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from detectors.hmr2.weights import DEFAULT_URL
+    from stages.detect import add_detector_flags
+    from stages.track import add_tracker_flags
+
     parser = argparse.ArgumentParser(prog="python launch.py", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("source", help="video file, image folder, camera index, stream URL, or 'serve'")
+    parser.add_argument("source", help="video file, image folder, camera index, stream URL; or serve, models, "
+                                       "download-models")
     parser.add_argument("--workers", type=int, default=1, help="detect worker processes (default 1)")
-    parser.add_argument("--detector", default="blazepose", choices=detectors.NAMES)
-    parser.add_argument("--blazepose-mode", default="video", choices=["video", "static"],
-                        help="video: MediaPipe tracking across each worker's frames; static: every frame alone")
+    add_detector_flags(parser)
+    add_tracker_flags(parser)
+    parser.add_argument("--cache-dir", help="4D-Humans cache folder to look in for the HMR 2.0 checkpoint")
+    parser.add_argument("--url", default=DEFAULT_URL, help="where download-models fetches the HMR 2.0 archive")
+    parser.add_argument("--phalp-pkl", type=Path, metavar="PATH",
+                        help="also write PHALP-format results: PATH if it ends in .pkl, else PATH/<job>.pkl")
     parser.add_argument("--results", default=sockets.LINKS["results"].default, metavar="ENDPOINT")
     parser.add_argument("--control", default=sockets.LINKS["control"].default, metavar="ENDPOINT")
     parser.add_argument("--out", type=Path, metavar="DIR", help="also write results to DIR/<job>.jsonl")
@@ -279,6 +324,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s launch %(levelname)s %(message)s")
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    if args.source == "models":
+        return models(args)
+    if args.source == "download-models":
+        return download_models(args)
+    if args.detector == "hmr2":
+        args.checkpoint = resolve_checkpoint(args)
+        if args.checkpoint is None:
+            return 1
     return serve(args) if args.source == "serve" else run_one(args)
 
 

@@ -5,7 +5,7 @@ thing for people and a test keeps the two in step. A message is a map with
 ``type``, ``schema`` (``SCHEMA``) and ``job``; the rest depends on the type.
 
 Public (published to backends on the results socket): ``job_start``,
-``frame``, ``job_end``. Internal (between posebus processes): ``job``
+``frame``, ``track_event``, ``job_end``. Internal (between posebus processes): ``job``
 (launcher → decode), ``image`` (decode → detect), ``detections``
 (detect → track), ``progress`` (track → launcher).
 """
@@ -48,6 +48,9 @@ DETECTION = Struct(
     {"extras": Struct({}, PERSON_EXTRAS)},
 )
 
+# The observed, unsmoothed values of a person detected in this frame.
+RAW = Struct({"bbox": _BBOX, "keypoints_2d": _KEYPOINTS, "keypoints_3d": Optional(_KEYPOINTS)})
+
 PERSON = Struct(
     {
         "track_id": int,
@@ -59,8 +62,10 @@ PERSON = Struct(
         "keypoints_3d": Optional(_KEYPOINTS),
         "joint_angles": Struct({}, {key: Optional(float) for key in ANGLE_KEYS}),
     },
-    PERSON_EXTRAS,
+    {**PERSON_EXTRAS, "raw": RAW},
 )
+TRACK_EVENTS = ("born", "confirmed", "lost", "reidentified", "ended")
+_FACES = Array("<i4", (None, 3), max_items=100_000)
 
 _HEADER = {"type": str, "schema": int, "job": str}
 # Wall-clock seconds (time.time()) at which a frame passed each stage, for latency figures.
@@ -83,6 +88,7 @@ SPECS: dict[str, Struct] = {
             "angles": ListOf(str),
             "intrinsics": Struct({"fx": float, "fy": float, "cx": float, "cy": float}),
             "options": object,
+            "mesh_faces": _FACES,
         },
     ),
     "image": Struct(
@@ -91,16 +97,17 @@ SPECS: dict[str, Struct] = {
     ),
     "detections": Struct(
         {**_HEADER, "index": int, "pts_ms": float, "people": ListOf(DETECTION, 1000)},
-        {"error": Optional(str), "worker": str, **_TIMESTAMPS},
+        {"error": Optional(str), "worker": str, "mesh_faces": _FACES, **_TIMESTAMPS},
     ),
     "frame": Struct(
         {**_HEADER, "index": int, "pts_ms": float, "people": ListOf(PERSON, 1000)},
         {"detection_failed": bool, **_TIMESTAMPS},
     ),
+    "track_event": Struct({**_HEADER, "index": int, "event": Enum(TRACK_EVENTS), "track_id": int}),
     "job_end": Struct({**_HEADER, "frames": int, "status": Enum(("ok", "error"))}, {"error": Optional(str)}),
     "progress": Struct({**_HEADER, "frames": int, "with_person": int}),
 }
-PUBLIC_TYPES = ("job_start", "frame", "job_end")
+PUBLIC_TYPES = ("job_start", "frame", "track_event", "job_end")
 
 # Requests on the control socket (REQ/REP): a map with ``cmd``; every reply has
 # ``ok`` and, when ``ok`` is false, ``error``.
@@ -209,9 +216,28 @@ def frame_detections(message: dict) -> FrameDetections:
                            detection_failed=message.get("error") is not None)
 
 
-def person(track_id: int, state: str, confidence: float, frames_since_seen: int, d: Detection) -> dict:
+def track_event(job: str, index: int, event: str, track_id: int) -> dict:
+    return {**_header("track_event", job), "index": int(index), "event": event, "track_id": int(track_id)}
+
+
+def person(track_id: int, state: str, confidence: float, frames_since_seen: int, d: Detection,
+           raw: Detection | None = None) -> dict:
     """One person of a ``frame`` message; joint angles are measured on its 3D keypoints."""
     angles = joint_angles(d.keypoints_3d) if d.keypoints_3d is not None else {k: None for k in ANGLE_KEYS}
-    return {"track_id": int(track_id), "state": state, "confidence": float(confidence),
-            "frames_since_seen": int(frames_since_seen), "bbox": d.bbox, "keypoints_2d": d.keypoints_2d,
-            "keypoints_3d": d.keypoints_3d, "joint_angles": angles, **d.extras}
+    extras = {key: _f4(value) for key, value in d.extras.items() if key != "appearance"}  # for the tracker only
+    message = {"track_id": int(track_id), "state": state, "confidence": float(confidence),
+               "frames_since_seen": int(frames_since_seen), "bbox": _f4(d.bbox), "keypoints_2d": _f4(d.keypoints_2d),
+               "keypoints_3d": _f4(d.keypoints_3d), "joint_angles": angles, **extras}
+    if raw is not None and raw is not d:
+        message["raw"] = {"bbox": _f4(raw.bbox), "keypoints_2d": _f4(raw.keypoints_2d),
+                          "keypoints_3d": _f4(raw.keypoints_3d)}
+    return message
+
+
+def _f4(value):
+    """Float arrays (nested in maps too) as float32: filled-in values come out of the tracker's maths as float64."""
+    if isinstance(value, dict):
+        return {key: _f4(item) for key, item in value.items()}
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+        return value.astype(np.float32, copy=False)
+    return value

@@ -39,6 +39,10 @@ class ReorderBuffer:
             index += 1
             self._next[job] = index
 
+    def peek(self, job: str, index: int) -> Any:
+        """The item waiting under (job, index), or None; it stays there."""
+        return self._pending.get(job, {}).get(index)
+
     def next_index(self, job: str) -> int:
         return self._next.get(job, 0)
 

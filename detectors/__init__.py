@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from detectors.base import Detector
 
-NAMES = ("blazepose",)
+NAMES = ("blazepose", "hmr2")
 
 
 def create(name: str, **options) -> Detector:
@@ -12,4 +12,8 @@ def create(name: str, **options) -> Detector:
         from detectors.blazepose import BlazePoseDetector
 
         return BlazePoseDetector(**options)
+    if name == "hmr2":
+        from detectors.hmr2.detector import Hmr2Detector
+
+        return Hmr2Detector(**options)
     raise ValueError(f"unknown detector {name!r} (choose from {', '.join(NAMES)})")

@@ -62,7 +62,8 @@ def landmark_box(pixels: np.ndarray, width: int, height: int, margin: float = BO
 class BlazePoseDetector:
     name = "blazepose"
 
-    def __init__(self, mode: str = "video", max_gap: int = 4, focal: float | None = None):
+    def __init__(self, mode: str = "video", max_gap: int = 4, focal: float | None = None,
+                 min_confidence: float = 0.5):
         if mode not in ("video", "static"):
             raise ValueError(f"BlazePose mode must be video or static, not {mode!r}")
         import mediapipe as mp  # imported here: only workers that run BlazePose pay for it
@@ -71,6 +72,7 @@ class BlazePoseDetector:
         self.mode = mode
         self.max_gap = max_gap
         self.focal = focal
+        self.min_confidence = min_confidence  # MediaPipe's person-detection threshold
         self._pose = None
         self._last: tuple[str, int] | None = None  # (job, index) of the previous frame
 
@@ -86,7 +88,8 @@ class BlazePoseDetector:
         fresh = self._pose is None or (self.mode == "video" and not continuous)
         if fresh:
             self.close()
-            self._pose = self._solution.Pose(static_image_mode=self.mode == "static", model_complexity=1)
+            self._pose = self._solution.Pose(static_image_mode=self.mode == "static", model_complexity=1,
+                                             min_detection_confidence=self.min_confidence)
         self._last = (frame.job, frame.index)
         return self._pose, fresh
 

@@ -22,6 +22,7 @@ import detectors
 from bus import messages, sockets
 from detectors.base import FrameImage
 from stages import runtime
+from tracking.appearance import colour_descriptor
 
 
 def frame_image(message: dict) -> FrameImage:
@@ -44,6 +45,16 @@ def receive_batch(frames: zmq.Socket, size: int, bad: sockets.Counter) -> list[d
     return batch
 
 
+def add_appearance(image: FrameImage, people: list) -> list:
+    """Give people the detector left without an appearance vector a colour descriptor, for the tracker."""
+    for person in people:
+        if "appearance" not in person.extras:
+            descriptor = colour_descriptor(image.image, person.bbox)
+            if descriptor is not None:
+                person.extras["appearance"] = descriptor
+    return people
+
+
 def detect_batch(detector, batch: list[dict], worker: str, log) -> list[dict]:
     """Detections messages for a batch of image messages, one per frame."""
     images, errors = [], {}
@@ -53,7 +64,7 @@ def detect_batch(detector, batch: list[dict], worker: str, log) -> list[dict]:
         except ValueError as exc:
             errors[message["index"]] = str(exc)
     try:
-        found = dict(zip((image.index for image in images), detector.detect(images)))
+        found = {image.index: add_appearance(image, people) for image, people in zip(images, detector.detect(images))}
     except Exception as exc:  # a detector failure costs this batch, never the worker
         log.error("detector failed on frames %s: %s", [m["index"] for m in batch], exc)
         found, errors = {}, {m["index"]: f"detector failed: {exc}" for m in batch}
@@ -62,21 +73,44 @@ def detect_batch(detector, batch: list[dict], worker: str, log) -> list[dict]:
         reply = messages.detections(message["job"], message["index"], message["pts_ms"],
                                     found.get(message["index"], []), errors.get(message["index"]), worker)
         reply["timestamps"] = {**message.get("timestamps", {}), "detected": time.time()}
+        faces = getattr(detector, "mesh_faces", None)
+        if message["index"] == 0 and faces is not None:  # the track stage puts them in job_start
+            reply["mesh_faces"] = faces
         replies.append(reply)
     return replies
 
 
+def detector_options(args: argparse.Namespace) -> dict:
+    if args.detector == "blazepose":
+        return {"mode": args.blazepose_mode}
+    return {"checkpoint": args.checkpoint, "config": args.hmr2_config, "device": args.device,
+            "mesh": args.mesh, "box_source": args.boxes, "batch_size": args.crops_per_forward}
+
+
+def add_detector_flags(parser: argparse.ArgumentParser) -> None:
+    """Detector options; the launcher passes them through to every worker."""
+    parser.add_argument("--detector", default="blazepose", choices=detectors.NAMES)
+    parser.add_argument("--blazepose-mode", default="video", choices=["video", "static"],
+                        help="video: MediaPipe tracking across each worker's frames; static: every frame alone")
+    parser.add_argument("--checkpoint", help="HMR 2.0 checkpoint (default: the 4D-Humans cache)")
+    parser.add_argument("--hmr2-config", help="JSON of the network's sizes, for checkpoints that lack them")
+    parser.add_argument("--device", default="cpu", help="torch device for HMR 2.0 (cpu, cuda, cuda:1)")
+    parser.add_argument("--mesh", action="store_true", help="HMR 2.0: publish the 6890 mesh vertices")
+    parser.add_argument("--boxes", default="auto", choices=["auto", "blazepose", "fasterrcnn"],
+                        help="HMR 2.0 person boxes (auto: Faster R-CNN on a GPU with torchvision, else BlazePose)")
+    parser.add_argument("--crops-per-forward", type=int, default=16, help="HMR 2.0 batch size in person crops")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.detect", description=__doc__.split("\n")[0])
-    parser.add_argument("--detector", default="blazepose", choices=detectors.NAMES)
-    parser.add_argument("--blazepose-mode", default="video", choices=["video", "static"])
-    parser.add_argument("--batch", type=int, default=1, help="most frames per detector call")
+    add_detector_flags(parser)
+    parser.add_argument("--batch", type=int, default=8, help="most frames per detector call (those already waiting)")
     runtime.add_endpoint_flags(parser, "frames", "detections")
     runtime.log_level_flag(parser)
     args = parser.parse_args(argv)
     log = runtime.start("detect", args.log_level)
 
-    detector = detectors.create(args.detector, mode=args.blazepose_mode)
+    detector = detectors.create(args.detector, **detector_options(args))
     worker = f"{socket.gethostname()}:{os.getpid()}"
     ctx = zmq.Context()
     frames = sockets.connect(ctx, "frames", args.frames)

@@ -1,12 +1,13 @@
 """Track stage: orders detections, follows people across frames, publishes results.
 
 Detections come from all workers in any order; a reorder buffer hands them to
-the tracker in frame order, and every tracked frame is published on the
-results socket (XPUB) as one ``frame`` message, between the job's
-``job_start`` and ``job_end``. Jobs are published one after another, never
-interleaved.
+the tracker in frame order, and every frame the tracker releases is published
+on the results socket (XPUB) as one ``frame`` message, between the job's
+``job_start`` and ``job_end``, with ``track_event`` messages as tracks are born,
+confirmed, lost, re-identified and ended. Jobs are published one after another,
+never interleaved.
 
-    python -m stages.track --results tcp://127.0.0.1:5555
+    python -m stages.track --results tcp://127.0.0.1:5555 --lookahead 8
 """
 from __future__ import annotations
 
@@ -22,9 +23,22 @@ from bus import codec, messages, sockets
 from bus.reorder import ReorderBuffer, ReorderOverflow
 from pose import camera
 from pose.angles import ANGLE_KEYS
-from pose.skeleton import CANONICAL_JOINTS
+from pose.skeleton import CANONICAL_JOINTS, HMR2_JOINTS
 from stages import runtime
 from tracking.iou import IouTracker
+from tracking.phalp_export import write_phalp_pkl
+from tracking.tracker import Tracker
+from tracking.types import TrackedFrame
+
+NATIVE_JOINTS = {"hmr2": HMR2_JOINTS}  # names of each detector's keypoints_3d_native
+TRACKER_OPTIONS = ("lookahead", "subjects", "smoothing", "n_init", "max_age")  # a job may override these
+
+
+def make_tracker(kind: str, options: dict):
+    """The tracker for one job: ``phalp`` (the PHALP-style Tracker) or ``iou`` (the plain baseline)."""
+    if kind == "iou":
+        return IouTracker()
+    return Tracker(**{key: options[key] for key in TRACKER_OPTIONS if key in options})
 
 
 @dataclass
@@ -32,49 +46,48 @@ class Job:
     """One job's publishing state."""
 
     id: str
-    tracker: IouTracker
     start: dict | None = None  # job_start from decode, once it arrived
     end: dict | None = None  # job_end from decode: how many frames to expect
-    started: bool = False  # job_start published
+    tracker: object = None  # made when the job starts publishing
     published: int = 0
     with_person: int = 0
-    timestamps: dict = field(default_factory=dict)  # index -> stage timestamps
+    frame_info: dict = field(default_factory=dict)  # index -> (timestamps, detection failed)
     out_file: object = None
+    kept_frames: list[TrackedFrame] | None = None  # for the PHALP export
 
 
-def public_job_start(start: dict) -> dict:
+def public_job_start(start: dict, first_detections: dict | None) -> dict:
     """Decode's job_start plus what a backend needs to read the arrays."""
-    return {
+    detector = start.get("options", {}).get("detector", "unknown")
+    K = camera.intrinsics(start["width"], start["height"])
+    message = {
         **start,
-        "detector": start.get("options", {}).get("detector", "unknown"),
-        "joints": {"keypoints_2d": list(CANONICAL_JOINTS), "keypoints_3d": list(CANONICAL_JOINTS)},
+        "detector": detector,
+        "joints": {"keypoints_2d": list(CANONICAL_JOINTS), "keypoints_3d": list(CANONICAL_JOINTS),
+                   **({"keypoints_3d_native": list(NATIVE_JOINTS[detector])} if detector in NATIVE_JOINTS else {})},
         "angles": list(ANGLE_KEYS),
-        "intrinsics": dict(zip(("fx", "fy", "cx", "cy"), _intrinsics(start["width"], start["height"]))),
+        "intrinsics": {"fx": K[0, 0], "fy": K[1, 1], "cx": K[0, 2], "cy": K[1, 2]},
     }
-
-
-def _intrinsics(width: int, height: int) -> tuple[float, float, float, float]:
-    K = camera.intrinsics(width, height)
-    return K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    if first_detections is not None and "mesh_faces" in first_detections:
+        message["mesh_faces"] = first_detections["mesh_faces"]
+    return message
 
 
 class TrackStage:
-    def __init__(self, results: zmq.Socket, status: zmq.Socket | None, out_dir: Path | None,
-                 wait_subscribers: int, log):
+    def __init__(self, results: zmq.Socket, status: zmq.Socket | None, args: argparse.Namespace, log):
         self.results = results
         self.status = status
-        self.out_dir = out_dir
-        self.wait_subscribers = wait_subscribers
+        self.args = args
         self.subscriptions = 0
-        self.gate_open = wait_subscribers <= 0  # opens once, at the N-th subscription
+        self.gate_open = args.wait_subscribers <= 0  # opens once, at the N-th subscription
         self.log = log
         self.jobs: dict[str, Job] = {}
-        self.order: list[str] = []  # jobs in the order decode started them
+        self.order: list[str] = []  # jobs in the order they were first heard of
         self.reorder = ReorderBuffer()
 
     def job(self, job_id: str) -> Job:
         if job_id not in self.jobs:
-            self.jobs[job_id] = Job(job_id, IouTracker())
+            self.jobs[job_id] = Job(job_id)
             self.order.append(job_id)
         return self.jobs[job_id]
 
@@ -84,7 +97,7 @@ class TrackStage:
             self.subscriptions += 1
         elif frame[:1] == b"\x00":
             self.subscriptions -= 1
-        self.gate_open = self.gate_open or self.subscriptions >= self.wait_subscribers
+        self.gate_open = self.gate_open or self.subscriptions >= self.args.wait_subscribers
 
     def on_event(self, message: dict) -> None:
         job = self.job(message["job"])
@@ -109,39 +122,54 @@ class TrackStage:
 
     def pump(self) -> None:
         """Publish whatever is ready, head job first."""
-        if not self.gate_open:
-            return
-        while self.order:
+        while self.gate_open and self.order:
             job = self.jobs[self.order[0]]
-            if not job.started:
-                if job.start is None and job.end is None:
-                    return
-                if job.start is not None:
-                    if self.out_dir is not None:
-                        self.out_dir.mkdir(parents=True, exist_ok=True)
-                        job.out_file = open(self.out_dir / f"{job.id}.jsonl", "w")
-                    self.publish(job, public_job_start(job.start))
-                job.started = True
+            if job.tracker is None and not self.begin(job):
+                return
             for index, detections in self.reorder.ready(job.id):
-                job.timestamps[index] = detections.get("timestamps", {})
-                for tracked in job.tracker.push(messages.frame_detections(detections)):
-                    self.publish_frame(job, tracked)
+                job.frame_info[index] = (detections.get("timestamps", {}), detections.get("error") is not None)
+                self.publish_tracked(job, job.tracker.push(messages.frame_detections(detections)))
             if job.end is None or self.reorder.next_index(job.id) < job.end["frames"]:
                 return
-            for tracked in job.tracker.finish():
-                self.publish_frame(job, tracked)
+            self.publish_tracked(job, job.tracker.finish())
             self.finish(job)
 
-    def publish_frame(self, job: Job, tracked) -> None:
-        people = [messages.person(p.track_id, p.state, p.confidence, p.frames_since_seen, p.detection)
-                  for p in tracked.people]
-        message = messages.frame(job.id, tracked.index, tracked.pts_ms, people)
-        message["timestamps"] = {**job.timestamps.pop(tracked.index, {}), "published": time.time()}
-        self.publish(job, message)
-        job.published += 1
-        job.with_person += bool(people)
-        if self.status is not None:
-            sockets.send(self.status, messages.progress(job.id, job.published, job.with_person))
+    def begin(self, job: Job) -> bool:
+        """Publish job_start once frame 0 is in (it carries the mesh faces); False if not yet."""
+        if job.end is not None and job.start is None:  # the source never opened
+            job.tracker = IouTracker()
+            return True
+        first = self.reorder.peek(job.id, 0)
+        if job.start is None or (first is None and job.end is None):
+            return False
+        options = {**vars(self.args), **job.start.get("options", {})}
+        job.tracker = make_tracker(options["tracker"], options)
+        if self.args.out is not None:
+            self.args.out.mkdir(parents=True, exist_ok=True)
+            job.out_file = open(self.args.out / f"{job.id}.jsonl", "w")
+        if self.args.phalp_pkl is not None:
+            job.kept_frames = []
+        self.publish(job, public_job_start(job.start, first))
+        return True
+
+    def publish_tracked(self, job: Job, frames: list[TrackedFrame]) -> None:
+        for event in job.tracker.events:
+            self.publish(job, messages.track_event(job.id, event.index, event.kind, event.track_id))
+        job.tracker.events.clear()
+        for tracked in frames:
+            timestamps, failed = job.frame_info.pop(tracked.index, ({}, False))
+            people = [messages.person(p.track_id, p.state, p.confidence, p.frames_since_seen, p.detection, p.raw)
+                      for p in tracked.people]
+            message = messages.frame(job.id, tracked.index, tracked.pts_ms, people)
+            message["detection_failed"] = failed
+            message["timestamps"] = {**timestamps, "published": time.time()}
+            self.publish(job, message)
+            job.published += 1
+            job.with_person += bool(people)
+            if job.kept_frames is not None:
+                job.kept_frames.append(tracked)
+            if self.status is not None:
+                sockets.send(self.status, messages.progress(job.id, job.published, job.with_person))
 
     def finish(self, job: Job) -> None:
         error = job.end.get("error")
@@ -151,6 +179,10 @@ class TrackStage:
         self.publish(job, end)
         if job.out_file is not None:
             job.out_file.close()
+        if job.kept_frames is not None and job.start is not None:
+            path = self.args.phalp_pkl
+            write_phalp_pkl(path if path.suffix == ".pkl" else path / f"{job.id}.pkl", job.kept_frames,
+                            job.start["width"], job.start["height"])
         if self.status is not None:  # last: the launcher may stop the stages when it sees this
             sockets.send(self.status, end)
         self.log.info("job %s: published %d frames, %s", job.id, job.published, end["status"])
@@ -159,12 +191,29 @@ class TrackStage:
         self.order.pop(0)
 
 
+def add_tracker_flags(parser: argparse.ArgumentParser) -> None:
+    """Tracker options; the launcher passes them through and a job's options may override them."""
+    parser.add_argument("--tracker", default="phalp", choices=["phalp", "iou"],
+                        help="phalp: PHALP-style tracker that fills every frame; iou: plain box matching")
+    parser.add_argument("--lookahead", type=int, default=8, metavar="K",
+                        help="frames held back to interpolate gaps (0: strictly causal; default 8)")
+    parser.add_argument("--subjects", type=int, default=1, choices=[0, 1],
+                        help="1: keep a primary subject (the rider) first in every frame (default)")
+    parser.add_argument("--no-smoothing", dest="smoothing", action="store_false",
+                        help="publish unsmoothed values")
+    parser.add_argument("--n-init", type=int, default=3, help="hits that confirm a track (default 3)")
+    parser.add_argument("--max-age", type=int, default=30, help="missed frames that end a track (default 30)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.track", description=__doc__.split("\n")[0])
     parser.add_argument("--wait-subscribers", type=int, default=0, metavar="N",
                         help="hold publishing until N subscriptions have arrived")
     parser.add_argument("--out", type=Path, metavar="DIR", help="also write each job to DIR/<job>.jsonl")
+    parser.add_argument("--phalp-pkl", type=Path, metavar="PATH",
+                        help="also write PHALP-format results: PATH if it ends in .pkl, else PATH/<job>.pkl")
     parser.add_argument("--status", metavar="ENDPOINT", help="send progress to the launcher here")
+    add_tracker_flags(parser)
     runtime.add_endpoint_flags(parser, "detections", "events", "results")
     runtime.log_level_flag(parser)
     args = parser.parse_args(argv)
@@ -175,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     events = sockets.bind(ctx, "events", args.events)
     results = sockets.bind(ctx, "results", args.results)
     status = sockets.connect(ctx, "status", args.status) if args.status else None
-    stage = TrackStage(results, status, args.out, args.wait_subscribers, log)
+    stage = TrackStage(results, status, args, log)
     bad = sockets.Counter("track")
     poller = zmq.Poller()
     for sock in (detections, events, results):
@@ -193,8 +242,6 @@ def main(argv: list[str] | None = None) -> None:
                     except ValueError as exc:
                         bad.drop(exc)
             stage.pump()
-    except KeyboardInterrupt:
-        pass
     finally:
         ctx.destroy(linger=2000)
 

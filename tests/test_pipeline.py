@@ -23,6 +23,9 @@ def run_and_collect(endpoint, *args):
 
 
 def check_complete_run(messages, frames=180):
+    events = [m for m in messages if m["type"] == "track_event"]
+    assert [(e["event"], e["track_id"]) for e in events][:2] == [("born", 1), ("confirmed", 1)]
+    messages[:] = [m for m in messages if m["type"] != "track_event"]
     kinds = [m["type"] for m in messages]
     assert kinds == ["job_start"] + ["frame"] * frames + ["job_end"]
     start, end = messages[0], messages[-1]
@@ -53,6 +56,7 @@ def test_one_worker_publishes_every_frame_in_order(endpoint, tmp_path):
     check_runner_in_every_frame(messages)
     (written,) = tmp_path.glob("*.jsonl")
     lines = [json.loads(line) for line in written.read_text().splitlines()]
+    lines = [line for line in lines if line["type"] != "track_event"]
     assert len(lines) == 182 and lines[90]["index"] == 89
     np.testing.assert_allclose(np.array(lines[90]["people"][0]["keypoints_2d"], np.float32),
                                messages[90]["people"][0]["keypoints_2d"], rtol=1e-6)
@@ -163,7 +167,7 @@ def test_serve_keeps_serving_after_a_bad_job(endpoint, tmp_path):
         time.sleep(0.5)
         assert control.submit(str(tmp_path / "frames"), job=good_job) == good_job
         reader.join(60)
-        assert [m["type"] for m in got] == ["job_start"] + ["frame"] * 5 + ["job_end"]
+        assert [m["type"] for m in got if m["type"] != "track_event"] == ["job_start"] + ["frame"] * 5 + ["job_end"]
         assert got[-1]["status"] == "ok"
         assert control.status(good_job)["state"] == "done"
         assert all(control.request(cmd="health")["stages"].values())
@@ -171,3 +175,34 @@ def test_serve_keeps_serving_after_a_bad_job(endpoint, tmp_path):
         control.close()
         server.send_signal(signal.SIGINT)
         server.wait(10)
+
+
+SMALL_CHECKPOINT = VIDEO.parents[1] / "fixtures" / "hmr2" / "small_checkpoint.ckpt"
+
+
+def test_hmr2_pipeline_with_the_small_checkpoint(endpoint, tmp_path):
+    result, messages = run_and_collect(endpoint, "--detector", "hmr2", "--checkpoint", SMALL_CHECKPOINT,
+                                       "--mesh", "--phalp-pkl", tmp_path / "phalp.pkl")
+    assert result.returncode == 0, result.stderr
+    start = messages[0]
+    assert start["detector"] == "hmr2" and start["mesh_faces"].shape == (13776, 3)
+    assert len(start["joints"]["keypoints_3d_native"]) == 44
+    check_complete_run(messages)
+    for frame in messages[1:-1]:
+        person = frame["people"][0]
+        assert person["smpl"]["body_pose"].shape == (23, 3, 3) and person["vertices"].shape == (6890, 3)
+        assert person["keypoints_3d_native"].shape == (44, 3)
+        assert person["camera"]["focal_length"] == 5000 / 256 * 1920
+    import joblib
+
+    phalp = joblib.load(tmp_path / "phalp.pkl")
+    assert len(phalp) == 180
+
+
+def test_hmr2_without_a_checkpoint_fails_before_reading_frames(tmp_path):
+    result = launch(VIDEO, "--detector", "hmr2", "--cache-dir", tmp_path / "empty-cache", timeout=60,
+                    env={**__import__("os").environ, "HOME": str(tmp_path)})
+    assert result.returncode == 1
+    assert "HMR 2.0 checkpoint not found" in result.stderr
+    assert str(tmp_path / "empty-cache") in result.stderr and "hmr2_data.tar.gz" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
 
-import cv2
 import numpy as np
 import torch
 
@@ -53,35 +52,29 @@ class BoxSource(Protocol):
 
 
 class BlazePoseBoxes:
-    """One person per image: the extent of BlazePose's 33 landmarks, padded and clipped to the image.
+    """One person per image: ``detectors.blazepose``'s landmark box, in static mode.
 
     ``score_threshold`` is BlazePose's person-detection confidence; the reported
     score is the landmarks' mean visibility. No minimum box size.
     """
 
-    def __init__(self, score_threshold: float = 0.5, padding: float = 0.1):
-        import mediapipe  # only this box source needs it
+    def __init__(self, score_threshold: float = 0.5):
+        from detectors.blazepose import BlazePoseDetector  # only this box source needs mediapipe
 
-        self.padding = padding
-        self.pose = mediapipe.solutions.pose.Pose(static_image_mode=True, model_complexity=1,
-                                                  min_detection_confidence=score_threshold)
+        self.detector = BlazePoseDetector(mode="static", min_confidence=score_threshold)
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[PersonBoxes]:
-        return [self.person_box(image) for image in images]
-
-    def person_box(self, image: np.ndarray) -> PersonBoxes:
-        result = self.pose.process(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-        if result.pose_landmarks is None:
-            return PersonBoxes(np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
-        height, width = image.shape[:2]
-        landmarks = np.array([(p.x * width, p.y * height, p.visibility) for p in result.pose_landmarks.landmark])
-        low, high = landmarks[:, :2].min(axis=0), landmarks[:, :2].max(axis=0)
-        margin = self.padding * (high - low)
-        box = np.concatenate([np.maximum(low - margin, 0), np.minimum(high + margin, [width, height])])
-        return PersonBoxes(box[None].astype(np.float32), np.array([landmarks[:, 2].mean()], np.float32))
+        found = self.detector.detect([FrameImage("boxes", i, 0.0, image) for i, image in enumerate(images)])
+        return [PersonBoxes(np.array([xywh_to_xyxy(p.bbox) for p in people], np.float32).reshape(-1, 4),
+                            np.array([p.score for p in people], np.float32)) for people in found]
 
     def close(self) -> None:
-        self.pose.close()
+        self.detector.close()
+
+
+def xywh_to_xyxy(box: np.ndarray) -> np.ndarray:
+    """(4,) x, y, w, h -> (4,) x1, y1, x2, y2."""
+    return np.concatenate([box[:2], box[:2] + box[2:]])
 
 
 class FasterRcnnBoxes:
@@ -145,8 +138,9 @@ class Hmr2Detector:
                            if isinstance(box_source, str) else box_source)
         self.batch_size = batch_size
         self.mesh = mesh
-        # (13776, 3) vertex indices of the SMPL triangles, for the job_start message.
+        # (13776, 3) vertex indices of the SMPL triangles, sent once per job (job_start) when vertices are.
         self.faces = self.model.smpl.faces_tensor.cpu().numpy().astype(np.int32)
+        self.mesh_faces = self.faces if mesh else None
         if torch_compile:
             # The ViT is nearly all the work; SMPL's per-joint loop gains nothing from compiling.
             self.model.backbone.forward_features = torch.compile(self.model.backbone.forward_features, dynamic=True)
