@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from report.summary import TrackSeries
+from report.summary import NO_PERSON, TrackSeries
 
 # Okabe–Ito colours: distinguishable with the common colour-vision deficiencies.
 STATE_COLOURS = {
@@ -21,7 +21,7 @@ STATE_COLOURS = {
     "predicted": "#E69F00",
     "interpolated": "#56B4E9",
     "held": "#D55E00",
-    "none": "#D0D0D0",
+    NO_PERSON: "#D0D0D0",
 }
 SIDE_STYLES = {"left": {"color": "#0072B2"}, "right": {"color": "#CC79A7"}, None: {"color": "#333333"}}
 DPI = 100
@@ -55,16 +55,15 @@ def angles_png(series: TrackSeries) -> bytes:
     rows = max(1, -(-len(grouped) // PANEL_COLUMNS))
     figure = Figure(figsize=(12, 0.4 + 2.6 * rows), layout="constrained")
     axes = figure.subplots(rows, PANEL_COLUMNS, squeeze=False).ravel()
-    span = (series.index.min(initial=0) - 0.5, series.index.max(initial=0) + 0.5)
     for ax, (joint, keys) in zip(axes, grouped.items()):
         _angle_panel(ax, series, joint, keys)
-        ax.set_xlim(*span)
+        _frame_axis(ax, series.index)
     for ax in axes[len(grouped):]:
         ax.set_axis_off()
     # One legend for the figure: per-panel legends would cover the curves.
     entries = {line.get_label(): line for ax in axes for line in ax.get_lines()}
-    entries.update({state: Patch(color=STATE_COLOURS[state], alpha=0.25)
-                    for state in dict.fromkeys(series.states) if state != "observed"})
+    entries.update({state: Patch(color=STATE_COLOURS[state], alpha=0.35)
+                    for state in dict.fromkeys(series.states) if state not in ("observed", None)})
     figure.legend(entries.values(), entries.keys(), loc="outside upper right", ncols=len(entries), fontsize=9,
                   frameon=False)
     figure.suptitle(f"Track {series.track_id}", fontsize=12, x=0.01, ha="left", y=0.995, va="top")
@@ -79,7 +78,6 @@ def _angle_panel(ax, series: TrackSeries, joint: str, keys: list[tuple[str, str 
     ax.set_ylim(0, 185)
     ax.set_yticks([0, 45, 90, 135, 180])
     ax.grid(True, alpha=0.3)
-    ax.set_xlabel("frame", fontsize=9)
     if all(np.isnan(series.angles[key]).all() for key, _ in keys):
         ax.text(0.5, 0.5, "not measured", transform=ax.transAxes, ha="center", va="center", color="#888888")
 
@@ -87,19 +85,26 @@ def _angle_panel(ax, series: TrackSeries, joint: str, keys: list[tuple[str, str 
 def _shade_unobserved(ax, series: TrackSeries) -> None:
     """Tint each run of frames the tracker filled in, in its state's colour."""
     for first, last, state in state_runs(series.index, series.states):
-        if state != "observed":
-            ax.axvspan(first - 0.5, last + 0.5, color=STATE_COLOURS[state], alpha=0.25, linewidth=0)
+        if state not in ("observed", None):
+            ax.axvspan(first - 0.5, last + 0.5, color=STATE_COLOURS[state], alpha=0.35, linewidth=0)
 
 
-def state_runs(index: np.ndarray, states: list[str]) -> list[tuple[int, int, str]]:
+def state_runs(index: np.ndarray, states: list[str | None]) -> list[tuple[int, int, str | None]]:
     """(first frame, last frame, state) for each run of consecutive frames in one state."""
-    runs: list[tuple[int, int, str]] = []
+    runs: list[tuple[int, int, str | None]] = []
     for i, state in zip(index.tolist(), states):
         if runs and runs[-1][2] == state and runs[-1][1] == i - 1:
             runs[-1] = (runs[-1][0], i, state)
         else:
             runs.append((i, i, state))
     return runs
+
+
+def _frame_axis(ax, index: np.ndarray) -> None:
+    """The job's whole frame range, on every plot, so plots line up with each other and the strip."""
+    if len(index):
+        ax.set_xlim(index.min() - 0.5, index.max() + 0.5)
+    ax.set_xlabel("frame", fontsize=9)
 
 
 def people_count_png(index: np.ndarray, counts: np.ndarray) -> bytes:
@@ -110,7 +115,7 @@ def people_count_png(index: np.ndarray, counts: np.ndarray) -> bytes:
     ax.fill_between(index, counts, step="mid", color="#009E73", alpha=0.25)
     ax.set_ylim(0, max(1, int(counts.max(initial=0))) + 0.5)
     ax.yaxis.get_major_locator().set_params(integer=True)
-    ax.set_xlabel("frame", fontsize=9)
+    _frame_axis(ax, index)
     ax.set_ylabel("people", fontsize=9)
     ax.grid(True, alpha=0.3)
     return png(figure)

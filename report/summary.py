@@ -95,18 +95,20 @@ def latency(frames: list[dict], since: str, until: str) -> Latency | None:
 
 @dataclass
 class TrackSeries:
-    """One track's per-frame values, for plotting: only frames the track is in."""
+    """One track's values over every frame of the job, for plotting; gaps where it is absent."""
 
     track_id: int
-    index: np.ndarray  # frame indices
-    states: list[str]
-    angles: dict[str, np.ndarray]  # angle key -> degrees, NaN where not measured
+    index: np.ndarray  # frame indices, all frames of the job
+    states: list[str | None]  # None where the track is not in the frame
+    angles: dict[str, np.ndarray]  # angle key -> degrees, NaN where not measured or absent
 
 
 def track_series(frames: list[dict], track_id: int, angle_keys: list[str]) -> TrackSeries:
-    rows = [(f["index"], p) for f in frames for p in f["people"] if p["track_id"] == track_id]
-    angles = {key: np.array([_degrees(p["joint_angles"].get(key)) for _, p in rows]) for key in angle_keys}
-    return TrackSeries(track_id, np.array([i for i, _ in rows]), [p["state"] for _, p in rows], angles)
+    found = [next((p for p in f["people"] if p["track_id"] == track_id), None) for f in frames]
+    angles = {key: np.array([_degrees(p["joint_angles"].get(key)) if p else np.nan for p in found])
+              for key in angle_keys}
+    return TrackSeries(track_id, np.array([f["index"] for f in frames]), [p and p["state"] for p in found],
+                       angles)
 
 
 def _degrees(value: float | None) -> float:
