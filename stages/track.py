@@ -54,6 +54,7 @@ class Job:
     frame_info: dict = field(default_factory=dict)  # index -> (timestamps, detection failed)
     out_file: object = None
     kept_frames: list[TrackedFrame] | None = None  # for the PHALP export
+    report_messages: list[dict] | None = None  # what the per-job report reads
 
 
 def public_job_start(start: dict, first_detections: dict | None) -> dict:
@@ -71,6 +72,14 @@ def public_job_start(start: dict, first_detections: dict | None) -> dict:
     if first_detections is not None and "mesh_faces" in first_detections:
         message["mesh_faces"] = first_detections["mesh_faces"]
     return message
+
+
+def report_view(message: dict) -> dict:
+    """The part of a public message the per-job report reads (no arrays: a job's worth stays small)."""
+    if message["type"] != "frame":
+        return {k: v for k, v in message.items() if k != "mesh_faces"}
+    people = [{key: p[key] for key in ("track_id", "state", "joint_angles")} for p in message["people"]]
+    return {**message, "people": people}
 
 
 class TrackStage:
@@ -119,6 +128,8 @@ class TrackStage:
         sockets.send(self.results, message)
         if job.out_file is not None:
             job.out_file.write(json.dumps(codec.to_json_compatible(message)) + "\n")
+        if job.report_messages is not None and message["type"] != "track_event":
+            job.report_messages.append(report_view(message))
 
     def pump(self) -> None:
         """Publish whatever is ready, head job first."""
@@ -149,6 +160,8 @@ class TrackStage:
             job.out_file = open(self.args.out / f"{job.id}.jsonl", "w")
         if self.args.phalp_pkl is not None:
             job.kept_frames = []
+        if self.args.report is not None:
+            job.report_messages = []
         self.publish(job, public_job_start(job.start, first))
         return True
 
@@ -183,6 +196,11 @@ class TrackStage:
             path = self.args.phalp_pkl
             write_phalp_pkl(path if path.suffix == ".pkl" else path / f"{job.id}.pkl", job.kept_frames,
                             job.start["width"], job.start["height"])
+        if job.report_messages is not None:
+            from report import write_report  # matplotlib: only paid for when asked
+
+            self.args.report.mkdir(parents=True, exist_ok=True)
+            write_report(job.report_messages, self.args.report / f"{job.id}.html")
         if self.status is not None:  # last: the launcher may stop the stages when it sees this
             sockets.send(self.status, end)
         self.log.info("job %s: published %d frames, %s", job.id, job.published, end["status"])
@@ -212,6 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, metavar="DIR", help="also write each job to DIR/<job>.jsonl")
     parser.add_argument("--phalp-pkl", type=Path, metavar="PATH",
                         help="also write PHALP-format results: PATH if it ends in .pkl, else PATH/<job>.pkl")
+    parser.add_argument("--report", type=Path, metavar="DIR", help="write an HTML report per job to DIR/<job>.html")
     parser.add_argument("--status", metavar="ENDPOINT", help="send progress to the launcher here")
     add_tracker_flags(parser)
     runtime.add_endpoint_flags(parser, "detections", "events", "results")
