@@ -135,9 +135,12 @@ function checkHeader(message, topic) {
 
 /**
  * Result messages from a results endpoint, as an async iterable. The socket
- * connects and subscribes at construction, so create it before submitting a job.
+ * connects and subscribes at construction, so create it before submitting a job
+ * (and await `connected`): the results socket does not replay what was missed.
  */
 export class Subscription {
+  /** Resolves once connected to the publisher; the subscriptions go out right after. */
+  connected;
   #socket;
   #endpoint;
   #job;
@@ -152,6 +155,7 @@ export class Subscription {
     this.#timeoutMs = timeoutMs;
     this.#signal = signal;
     this.#socket = new zmq.Subscriber({ linger: 0, receiveHighWaterMark: 1000, receiveTimeout: timeoutMs ?? -1 });
+    this.connected = new Promise((resolve) => this.#socket.events.on("handshake", () => resolve()));
     this.#socket.connect(endpoint);
     this.#socket.subscribe(...(topics ?? (job !== undefined ? PUBLIC_TYPES.map((type) => `${type}/${job}`) : [""])));
     signal?.addEventListener("abort", this.#onAbort, { once: true });
@@ -198,6 +202,7 @@ export function subscribe(endpoint, options = {}) {
 export function frames(endpoint, job, options = {}) {
   const subscription = subscribe(endpoint, { ...options, job });
   return {
+    connected: subscription.connected,
     [Symbol.asyncIterator]: () => contiguousFrames(subscription, job),
     close: () => subscription.close(),
   };

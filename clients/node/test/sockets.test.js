@@ -36,7 +36,9 @@ async function collect(iterable) {
 test("subscribe(job) yields that job's messages until its job_end, not those of a job whose id it prefixes", async () => {
   const pub = await publisher();
   try {
-    const stream = collect(subscribe(pub.endpoint, { job: "j1" }));
+    const subscription = subscribe(pub.endpoint, { job: "j1" });
+    await subscription.connected;
+    const stream = collect(subscription);
     await pub.ready(3);
     await pub.publish(jobStart("j10"), jobStart("j1"), frame("j10", 0), frame("j1", 0), frame("j1", 1), jobEnd("j10", 1), jobEnd("j1", 2));
     const messages = await stream;
