@@ -7,8 +7,7 @@ export const PUBLIC_TYPES = Object.freeze(["job_start", "frame", "job_end"]);
 export const SCHEMA = 1;
 const EXT_NDARRAY = 1;
 
-// The dtypes bus/codec.py may send (all little-endian) and the typed array for each.
-// '<f2' has no typed array in Node 20: it is widened to Float32Array.
+// The dtypes bus/codec.py may send (all little-endian) and the typed array each is read as.
 const TYPED_ARRAYS = {
   "|b1": Uint8Array,
   "|u1": Uint8Array,
@@ -19,7 +18,7 @@ const TYPED_ARRAYS = {
   "<i4": Int32Array,
   "<u8": BigUint64Array,
   "<i8": BigInt64Array,
-  "<f2": Uint16Array,
+  "<f2": Uint16Array, // raw bits: Node 20 has no Float16Array, so halfToFloat widens them to Float32Array
   "<f4": Float32Array,
   "<f8": Float64Array,
 };
