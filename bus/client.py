@@ -23,15 +23,12 @@ def subscribe(endpoint: str, job: str | None = None, timeout_ms: int | None = No
     nothing arrives for ``timeout_ms``.
     """
     ctx = ctx or zmq.Context.instance()
-    topics = tuple(f"{kind}/{job}".encode() for kind in messages.PUBLIC_TYPES) if job else (b"",)
-    sock = sockets.connect(ctx, "results", endpoint, topics=topics)
+    sock = sockets.connect(ctx, "results", endpoint, topics=(f"{job}/".encode() if job else b"",))
     try:
         while True:
             if timeout_ms is not None and not sock.poll(timeout_ms):
                 raise TimeoutError(f"no message from {endpoint} for {timeout_ms} ms")
             message = sockets.receive(sock, messages.PUBLIC_TYPES)
-            if job is not None and message["job"] != job:
-                continue  # a longer job id with this one as prefix
             yield message
             if job is not None and message["type"] == "job_end":
                 return
@@ -70,6 +67,12 @@ class Control:
 
     def status(self, job: str) -> dict:
         return self.request(cmd="status", job=job)
+
+    def list(self) -> dict:
+        return self.request(cmd="list")
+
+    def health(self) -> dict:
+        return self.request(cmd="health")
 
     def close(self) -> None:
         self._sock.close(linger=0)

@@ -148,8 +148,9 @@ def validate_request(request: dict) -> dict:
 
 
 def topic(message: dict) -> bytes:
-    """Results-socket topic: ``<type>/<job>``, so subscribers filter by kind or kind and job."""
-    return f"{message['type']}/{message['job']}".encode()
+    """Results-socket topic ``<job>/<type>``: one subscription to ``<job>/`` follows exactly one job
+    (job ids contain no ``/``), so ``--wait-subscribers`` counts one per subscriber."""
+    return f"{message['job']}/{message['type']}".encode()
 
 
 def _header(kind: str, job: str) -> dict:

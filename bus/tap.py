@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bus.tap", description=__doc__.split("\n")[0])
     parser.add_argument("endpoint")
     parser.add_argument("--link", default="results", choices=sorted(RECEIVERS))
-    parser.add_argument("--topic", default="", help="results topic prefix, e.g. frame/ or job_end/JOB")
+    parser.add_argument("--topic", default="", help="results topic prefix: JOB/ for one job, JOB/frame for its frames")
     parser.add_argument("--count", type=int, help="exit after this many messages")
     args = parser.parse_args(argv)
 

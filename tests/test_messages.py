@@ -69,7 +69,7 @@ def test_image_needs_exactly_one_payload():
 
 
 def test_topics_let_subscribers_filter_by_kind_and_job():
-    assert messages.topic(messages.job_end("abc", 1)) == b"job_end/abc"
+    assert messages.topic(messages.job_end("abc", 1)) == b"abc/job_end"
 
 
 def test_control_requests():

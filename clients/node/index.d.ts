@@ -83,9 +83,17 @@ export interface JobEndMessage extends Header {
   error?: string | null;
 }
 
-export type ResultMessage = JobStartMessage | FrameMessage | JobEndMessage;
+/** A track was born, confirmed, lost, re-identified or ended at frame `index`. */
+export interface TrackEventMessage extends Header {
+  type: "track_event";
+  index: number;
+  event: "born" | "confirmed" | "lost" | "reidentified" | "ended";
+  track_id: number;
+}
 
-export const PUBLIC_TYPES: readonly ["job_start", "frame", "job_end"];
+export type ResultMessage = JobStartMessage | FrameMessage | TrackEventMessage | JobEndMessage;
+
+export const PUBLIC_TYPES: readonly ["job_start", "frame", "track_event", "job_end"];
 export const SCHEMA: 1;
 
 /** A message that cannot be decoded; the text says why in one line. */
@@ -103,7 +111,7 @@ export function decode(parts: ArrayLike<Uint8Array | ArrayBuffer>): Record<strin
 export interface SubscribeOptions {
   /** Only this job's messages; iteration ends after its job_end. */
   job?: string;
-  /** Raw topic prefixes to subscribe to instead of the default (the job's three topics, or everything). */
+  /** Raw topic prefixes to subscribe to instead of the default (`<job>/` for a job, or everything). */
   topics?: string[];
   /** Aborting closes the socket; iteration then throws the signal's reason. */
   signal?: AbortSignal;

@@ -3,7 +3,7 @@
 import { decode as unpack, encode as pack } from "@msgpack/msgpack";
 import * as zmq from "zeromq";
 
-export const PUBLIC_TYPES = Object.freeze(["job_start", "frame", "job_end"]);
+export const PUBLIC_TYPES = Object.freeze(["job_start", "frame", "track_event", "job_end"]);
 export const SCHEMA = 1;
 const EXT_NDARRAY = 1;
 
@@ -128,7 +128,7 @@ function checkHeader(message, topic) {
   if (!PUBLIC_TYPES.includes(message.type)) throw new Error(`unexpected message type ${JSON.stringify(message.type)}`);
   if (message.schema !== SCHEMA) throw new Error(`schema version ${JSON.stringify(message.schema)} is not ${SCHEMA}`);
   if (typeof message.job !== "string") throw new Error(`${message.type}.job is not a string`);
-  if (topic !== `${message.type}/${message.job}`) throw new Error(`topic ${topic} does not match the ${message.type} message of job ${message.job}`);
+  if (topic !== `${message.job}/${message.type}`) throw new Error(`topic ${topic} does not match the ${message.type} message of job ${message.job}`);
   return message;
 }
 
@@ -156,7 +156,8 @@ export class Subscription {
     this.#socket = new zmq.Subscriber({ linger: 0, receiveHighWaterMark: 1000, receiveTimeout: timeoutMs ?? -1 });
     this.connected = new Promise((resolve) => this.#socket.events.on("handshake", () => resolve()));
     this.#socket.connect(endpoint);
-    this.#socket.subscribe(...(topics ?? (job !== undefined ? PUBLIC_TYPES.map((type) => `${type}/${job}`) : [""])));
+    // Topics are `<job>/<type>` and job ids hold no "/": one prefix follows exactly one job.
+    this.#socket.subscribe(...(topics ?? [job !== undefined ? `${job}/` : ""]));
     signal?.addEventListener("abort", this.#onAbort, { once: true });
   }
 

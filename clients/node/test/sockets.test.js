@@ -21,7 +21,7 @@ async function publisher() {
       for (let i = 0; i < subscriptions; i++) await socket.receive();
     },
     async publish(...messages) {
-      for (const message of messages) await socket.send([`${message.type}/${message.job}`, encode(message)]);
+      for (const message of messages) await socket.send([`${message.job}/${message.type}`, encode(message)]);
     },
     close: () => socket.close(),
   };
@@ -39,7 +39,7 @@ test("subscribe(job) yields that job's messages until its job_end, not those of 
     const subscription = subscribe(pub.endpoint, { job: "j1" });
     await subscription.connected;
     const stream = collect(subscription);
-    await pub.ready(3);
+    await pub.ready(1);
     await pub.publish(jobStart("j10"), jobStart("j1"), frame("j10", 0), frame("j1", 0), frame("j1", 1), jobEnd("j10", 1), jobEnd("j1", 2));
     const messages = await stream;
     assert.deepEqual(messages.map((m) => `${m.type}/${m.job}/${m.index ?? ""}`), ["job_start/j1/", "frame/j1/0", "frame/j1/1", "job_end/j1/"]);
@@ -78,7 +78,7 @@ for (const [name, indices, end, error] of [
     const pub = await publisher();
     try {
       const stream = collect(frames(pub.endpoint, "j"));
-      await pub.ready(3);
+      await pub.ready(1);
       await pub.publish(jobStart("j"), ...indices.map((i) => frame("j", i)), end);
       await assert.rejects(stream, error);
     } finally {
@@ -91,7 +91,7 @@ test("frames() yields contiguous frames in order", async () => {
   const pub = await publisher();
   try {
     const stream = collect(frames(pub.endpoint, "j"));
-    await pub.ready(3);
+    await pub.ready(1);
     await pub.publish(jobStart("j"), frame("j", 0), frame("j", 1), frame("j", 2), jobEnd("j", 3));
     assert.deepEqual((await stream).map((m) => m.index), [0, 1, 2]);
   } finally {
@@ -113,7 +113,7 @@ test("subscribe() stops with the signal's reason when aborted", async () => {
   try {
     const controller = new AbortController();
     const stream = collect(subscribe(pub.endpoint, { job: "j", signal: controller.signal }));
-    await pub.ready(3);
+    await pub.ready(1);
     controller.abort();
     await assert.rejects(stream, { name: "AbortError" });
   } finally {
