@@ -1,0 +1,5 @@
+"""Result files for the app, built from one job's public messages (no sockets here).
+
+``outputs.app_json``: the JSON document SnowboardingExplained stores per video.
+``outputs.overlay``: the overlay video (skeleton, box, track state, mesh silhouette).
+"""
