@@ -81,9 +81,10 @@ class Pipeline:
                  "--tracker", a.tracker, "--lookahead", str(a.lookahead), "--subjects", str(a.subjects),
                  "--n-init", str(a.n_init), "--max-age", str(a.max_age), *([] if a.smoothing else ["--no-smoothing"]),
                  *(["--out", str(a.out)] if a.out else []), *(["--phalp-pkl", str(a.phalp_pkl)] if a.phalp_pkl else []),
-                 *(["--report", str(a.report)] if a.report else [])]
+                 *(["--report", str(a.report)] if a.report else []), *(["--record", str(a.record)] if a.record else [])]
         decode = ["-m", "stages.decode", "--frames", e["frames"], "--events", e["events"], "--jobs", e["jobs"],
-                  *(["--jpeg", str(a.jpeg)] if a.jpeg else []), *(["--realtime"] if a.realtime else [])]
+                  *(["--jpeg", str(a.jpeg)] if a.jpeg else []), *(["--realtime"] if a.realtime else []),
+                  *(["--record", str(a.record)] if a.record else [])]
         detect = ["-m", "stages.detect", "--frames", e["frames"], "--detections", e["detections"],
                   "--detector", a.detector, "--blazepose-mode", a.blazepose_mode, "--device", a.device,
                   "--boxes", a.boxes, "--crops-per-forward", str(a.crops_per_forward),
@@ -313,6 +314,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--control", default=sockets.LINKS["control"].default, metavar="ENDPOINT")
     parser.add_argument("--out", type=Path, metavar="DIR", help="also write results to DIR/<job>.jsonl")
     parser.add_argument("--report", type=Path, metavar="DIR", help="write an HTML report per job to DIR/<job>.html")
+    parser.add_argument("--record", type=Path, metavar="DIR",
+                        help="save every bus stream of each job to DIR/<job>/ (replay a stage alone on it)")
     parser.add_argument("--wait-subscribers", type=int, default=0, metavar="N",
                         help="hold publishing until N subscribers have subscribed")
     parser.add_argument("--jpeg", type=int, metavar="QUALITY", help="send frames as JPEG (remote workers)")

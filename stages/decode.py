@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 import time
 import uuid
+from pathlib import Path
 
 import cv2
 import zmq
 
 from bus import messages, sockets
+from bus.log import MessageLog
 from stages import runtime
 from video.sources import SourceError, open_source
 
@@ -29,8 +31,11 @@ def encode_jpeg(image, quality: int) -> bytes:
     return data.tobytes()
 
 
+RECORD_JPEG_QUALITY = 90  # recordings keep frames as JPEG: ~20x smaller than raw pixels
+
+
 def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality: int | None,
-            realtime: bool, log) -> None:
+            realtime: bool, log, record_dir: Path | None = None) -> None:
     job, options = request["job"], request.get("options", {})
     try:
         source = open_source(request["source"], fps=options.get("fps"))
@@ -43,6 +48,7 @@ def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality:
                                             info.frame_count, options=options))
     log.info("job %s: %s, %dx%d at %.3f fps", job, info.source, info.width, info.height, info.fps)
     decoded, error, started = 0, None, time.monotonic()
+    recording = MessageLog(record_dir / job / "frames.log") if record_dir else None
     try:
         for index, pts_ms, image in source:
             if realtime:  # pace like a live camera
@@ -52,10 +58,16 @@ def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality:
                        if jpeg_quality else messages.image(job, index, pts_ms, image))
             message["timestamps"] = {"decoded": time.time()}
             sockets.send(frames, message)
+            if recording:
+                recording.write(messages.image(job, index, pts_ms, jpeg=encode_jpeg(image, RECORD_JPEG_QUALITY),
+                                               width=image.shape[1], height=image.shape[0]))
             decoded += 1
     except SourceError as exc:
         error = str(exc)
         log.error("job %s: %s", job, exc)
+    finally:
+        if recording:
+            recording.close()
     sockets.send(events, messages.job_end(job, decoded, error))
     log.info("job %s: decoded %d frames", job, decoded)
 
@@ -68,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jpeg", type=int, metavar="QUALITY",
                         help="send JPEG instead of raw pixels (for workers on other hosts)")
     parser.add_argument("--realtime", action="store_true", help="pace frames at the source's frame rate")
+    parser.add_argument("--record", type=Path, metavar="DIR", help="save each job's frames to DIR/<job>/frames.log")
     runtime.add_endpoint_flags(parser, "frames", "events", "jobs")
     runtime.log_level_flag(parser)
     args = parser.parse_args(argv)
@@ -81,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.source:
             options = {"fps": args.fps} if args.fps else {}
             request = messages.job_request(args.job or uuid.uuid4().hex[:12], args.source, options)
-            run_job(request, frames, events, args.jpeg, args.realtime, log)
+            run_job(request, frames, events, args.jpeg, args.realtime, log, args.record)
             return
         jobs = sockets.connect(ctx, "jobs", args.jobs)
         while True:
@@ -90,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
             except ValueError as exc:
                 bad.drop(exc)
                 continue
-            run_job(request, frames, events, args.jpeg, args.realtime, log)
+            run_job(request, frames, events, args.jpeg, args.realtime, log, args.record)
     except KeyboardInterrupt:
         pass
     finally:

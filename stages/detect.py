@@ -13,6 +13,7 @@ import argparse
 import os
 import socket
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -20,6 +21,8 @@ import zmq
 
 import detectors
 from bus import messages, sockets
+from bus.log import read, write_all
+from bus.tap import summary
 from detectors.base import FrameImage
 from stages import runtime
 from tracking.appearance import colour_descriptor
@@ -101,16 +104,35 @@ def add_detector_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crops-per-forward", type=int, default=16, help="HMR 2.0 batch size in person crops")
 
 
+def replay(detector, folder: Path, out: Path | None, batch_size: int, log) -> None:
+    """Run the detector on a recorded job's frames; write the detections log or print one line each."""
+    frames = list(read(folder / "frames.log", ("image",)))
+    replies = [reply for start in range(0, len(frames), batch_size)
+               for reply in detect_batch(detector, frames[start:start + batch_size], "replay", log)]
+    if out is not None:
+        write_all(out, replies)
+    else:
+        for reply in replies:
+            print(summary(reply))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.detect", description=__doc__.split("\n")[0])
     add_detector_flags(parser)
     parser.add_argument("--batch", type=int, default=8, help="most frames per detector call (those already waiting)")
+    parser.add_argument("--replay", type=Path, metavar="JOB_DIR",
+                        help="detect on a recorded job's frames (DIR/<job> of --record) instead of the bus, then exit")
+    parser.add_argument("--replay-out", type=Path, metavar="LOG", help="with --replay: write the detections log here")
     runtime.add_endpoint_flags(parser, "frames", "detections")
     runtime.log_level_flag(parser)
     args = parser.parse_args(argv)
     log = runtime.start("detect", args.log_level)
 
     detector = detectors.create(args.detector, **detector_options(args))
+    if args.replay:
+        replay(detector, args.replay, args.replay_out, args.batch, log)
+        detector.close()
+        return
     worker = f"{socket.gethostname()}:{os.getpid()}"
     ctx = zmq.Context()
     frames = sockets.connect(ctx, "frames", args.frames)

@@ -20,6 +20,7 @@ from pathlib import Path
 import zmq
 
 from bus import codec, messages, sockets
+from bus.log import MessageLog, read
 from bus.reorder import ReorderBuffer, ReorderOverflow
 from pose import camera
 from pose.angles import ANGLE_KEYS
@@ -30,6 +31,7 @@ from tracking.phalp_export import write_phalp_pkl
 from tracking.tracker import Tracker
 from tracking.types import TrackedFrame
 
+RECORDED_STREAMS = ("events", "detections", "results")
 NATIVE_JOINTS = {"hmr2": HMR2_JOINTS}  # names of each detector's keypoints_3d_native
 TRACKER_OPTIONS = ("lookahead", "subjects", "smoothing", "n_init", "max_age")  # a job may override these
 
@@ -55,6 +57,7 @@ class Job:
     out_file: object = None
     kept_frames: list[TrackedFrame] | None = None  # for the PHALP export
     report_messages: list[dict] | None = None  # what the per-job report reads
+    recording: dict[str, MessageLog] | None = None  # stream name -> log, with --record
 
 
 def public_job_start(start: dict, first_detections: dict | None) -> dict:
@@ -83,8 +86,16 @@ def report_view(message: dict) -> dict:
 
 
 class TrackStage:
-    def __init__(self, results: zmq.Socket, status: zmq.Socket | None, args: argparse.Namespace, log):
+    """The stage's logic, fed by the socket loop (live) or by a recording (replay).
+
+    ``clock`` stamps each frame's ``published`` time; a replay passes None so that
+    the same recording always gives byte-identical output.
+    """
+
+    def __init__(self, results: zmq.Socket, status: zmq.Socket | None, args: argparse.Namespace, log,
+                 clock=time.time):
         self.results = results
+        self.clock = clock
         self.status = status
         self.args = args
         self.subscriptions = 0
@@ -96,9 +107,16 @@ class TrackStage:
 
     def job(self, job_id: str) -> Job:
         if job_id not in self.jobs:
-            self.jobs[job_id] = Job(job_id)
+            job = self.jobs[job_id] = Job(job_id)
             self.order.append(job_id)
+            if self.args.record is not None:
+                folder = self.args.record / job_id
+                job.recording = {name: MessageLog(folder / f"{name}.log") for name in RECORDED_STREAMS}
         return self.jobs[job_id]
+
+    def record(self, job: Job, stream: str, message: dict) -> None:
+        if job.recording is not None:
+            job.recording[stream].write(message)
 
     # --- inputs ------------------------------------------------------------
     def on_subscription(self, frame: bytes) -> None:
@@ -110,6 +128,7 @@ class TrackStage:
 
     def on_event(self, message: dict) -> None:
         job = self.job(message["job"])
+        self.record(job, "events", message)
         if message["type"] == "job_start":
             job.start = message
         else:
@@ -117,6 +136,7 @@ class TrackStage:
 
     def on_detections(self, message: dict) -> None:
         job = self.job(message["job"])
+        self.record(job, "detections", message)
         try:
             if not self.reorder.add(job.id, message["index"], message):
                 self.log.warning("job %s: duplicate frame %d dropped", job.id, message["index"])
@@ -126,6 +146,7 @@ class TrackStage:
     # --- output ------------------------------------------------------------
     def publish(self, job: Job, message: dict) -> None:
         sockets.send(self.results, message)
+        self.record(job, "results", message)
         if job.out_file is not None:
             job.out_file.write(json.dumps(codec.to_json_compatible(message)) + "\n")
         if job.report_messages is not None and message["type"] != "track_event":
@@ -175,7 +196,7 @@ class TrackStage:
                       for p in tracked.people]
             message = messages.frame(job.id, tracked.index, tracked.pts_ms, people)
             message["detection_failed"] = failed
-            message["timestamps"] = {**timestamps, "published": time.time()}
+            message["timestamps"] = {**timestamps, **({"published": self.clock()} if self.clock else {})}
             self.publish(job, message)
             job.published += 1
             job.with_person += bool(people)
@@ -192,6 +213,8 @@ class TrackStage:
         self.publish(job, end)
         if job.out_file is not None:
             job.out_file.close()
+        for recording in (job.recording or {}).values():
+            recording.close()
         if job.kept_frames is not None and job.start is not None:
             path = self.args.phalp_pkl
             write_phalp_pkl(path if path.suffix == ".pkl" else path / f"{job.id}.pkl", job.kept_frames,
@@ -223,6 +246,21 @@ def add_tracker_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-age", type=int, default=30, help="missed frames that end a track (default 30)")
 
 
+def replay(stage: TrackStage, folder: Path) -> None:
+    """Feed a recorded job through the stage: its job_start, every detection in recorded order, its job_end."""
+    events = list(read(folder / "events.log", ("job_start", "job_end")))
+    for message in events:
+        if message["type"] == "job_start":
+            stage.on_event(message)
+    for message in read(folder / "detections.log", ("detections",)):
+        stage.on_detections(message)
+        stage.pump()
+    for message in events:
+        if message["type"] == "job_end":
+            stage.on_event(message)
+    stage.pump()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.track", description=__doc__.split("\n")[0])
     parser.add_argument("--wait-subscribers", type=int, default=0, metavar="N",
@@ -232,6 +270,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="also write PHALP-format results: PATH if it ends in .pkl, else PATH/<job>.pkl")
     parser.add_argument("--report", type=Path, metavar="DIR", help="write an HTML report per job to DIR/<job>.html")
     parser.add_argument("--status", metavar="ENDPOINT", help="send progress to the launcher here")
+    parser.add_argument("--record", type=Path, metavar="DIR",
+                        help="save each job's events, detections and results to DIR/<job>/*.log")
+    parser.add_argument("--replay", type=Path, metavar="JOB_DIR",
+                        help="run a recorded job (DIR/<job> of --record) through the tracker alone, then exit")
     add_tracker_flags(parser)
     runtime.add_endpoint_flags(parser, "detections", "events", "results")
     runtime.log_level_flag(parser)
@@ -243,6 +285,12 @@ def main(argv: list[str] | None = None) -> None:
     events = sockets.bind(ctx, "events", args.events)
     results = sockets.bind(ctx, "results", args.results)
     status = sockets.connect(ctx, "status", args.status) if args.status else None
+    if args.replay:
+        try:
+            replay(TrackStage(results, status, args, log, clock=None), args.replay)
+        finally:
+            ctx.destroy(linger=2000)
+        return
     stage = TrackStage(results, status, args, log)
     bad = sockets.Counter("track")
     poller = zmq.Poller()
