@@ -68,8 +68,8 @@ def list_keys(folder: str | os.PathLike | None = None) -> list[Key]:
     """Own key pairs first, then the authorized client keys."""
     folder = keys_dir(folder)
     keys = []
-    for prefix, files in (("", sorted(folder.glob("*.key"))), (f"{AUTHORIZED}/", sorted(folder.glob(f"{AUTHORIZED}/*.key")))):
-        for public_file in files:
+    for prefix in ("", f"{AUTHORIZED}/"):
+        for public_file in sorted(folder.glob(f"{prefix}*.key")):
             public, _ = zmq.auth.load_certificate(public_file)
             has_secret = public_file.with_suffix(".key_secret").exists()
             keys.append(Key(prefix + public_file.stem, public.decode(), has_secret))
