@@ -5,6 +5,12 @@
 
     control = Control("tcp://127.0.0.1:5556")
     job = control.submit("clip.mp4")
+
+Across machines, with CURVE (see docs/security.md)::
+
+    curve = Curve(keys_dir(), "backend", server_name="server")  # from bus.security
+    for message in subscribe("tcp://gpu-box:5555", security=curve):
+        ...
 """
 from __future__ import annotations
 
@@ -13,17 +19,19 @@ from typing import Iterator
 import zmq
 
 from bus import codec, messages, sockets
+from bus.security import Curve
 
 
 def subscribe(endpoint: str, job: str | None = None, timeout_ms: int | None = None,
-              ctx: zmq.Context | None = None) -> Iterator[dict]:
+              ctx: zmq.Context | None = None, security: Curve | None = None) -> Iterator[dict]:
     """Validated result messages (of one job, if given) until that job's ``job_end``.
 
     With no job, yields messages of every job forever. Raises TimeoutError when
-    nothing arrives for ``timeout_ms``.
+    nothing arrives for ``timeout_ms``. With ``security``, a tcp endpoint is reached over CURVE.
     """
     ctx = ctx or zmq.Context.instance()
-    sock = sockets.connect(ctx, "results", endpoint, topics=(f"{job}/".encode() if job else b"",))
+    sock = sockets.connect(ctx, "results", endpoint, topics=(f"{job}/".encode() if job else b"",),
+                           security=security)
     try:
         while True:
             if timeout_ms is not None and not sock.poll(timeout_ms):
@@ -39,14 +47,16 @@ def subscribe(endpoint: str, job: str | None = None, timeout_ms: int | None = No
 class Control:
     """Requests to a ``launch.py serve`` control socket."""
 
-    def __init__(self, endpoint: str, timeout_ms: int = 10_000, ctx: zmq.Context | None = None):
+    def __init__(self, endpoint: str, timeout_ms: int = 10_000, ctx: zmq.Context | None = None,
+                 security: Curve | None = None):
         self.ctx = ctx or zmq.Context.instance()
         self.endpoint = endpoint
         self.timeout_ms = timeout_ms
+        self.security = security
         self._sock = self._connect()
 
     def _connect(self) -> zmq.Socket:
-        sock = sockets.connect(self.ctx, "control", self.endpoint)
+        sock = sockets.connect(self.ctx, "control", self.endpoint, security=self.security)
         sock.setsockopt(zmq.RCVTIMEO, self.timeout_ms)
         return sock
 

@@ -22,6 +22,10 @@ go), track binds ``detections``, ``events`` and ``results``, the launcher
 binds ``jobs``, ``status`` and ``control``. High-water marks are small for
 frames (a raw 1080p frame is 6 MB; ZeroMQ's default of 1000 queues 6 GB per
 pipe) and generous for small messages.
+
+With ``security`` (a :class:`bus.security.Curve`), tcp links use CURVE: the
+binding end is the server, the connecting end the client. ipc and inproc links
+never leave the machine and go without it (the launcher's ipc folder is 0700).
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ from urllib.parse import urlsplit
 import zmq
 
 from bus import codec, messages
+from bus.security import Curve
 
 log = logging.getLogger("posebus.bus")
 
@@ -80,14 +85,22 @@ def _tune(sock: zmq.Socket, link: Link) -> zmq.Socket:
     return sock
 
 
-def bind(ctx: zmq.Context, name: str, endpoint: str | None = None) -> zmq.Socket:
-    """Create and bind the binding end of link ``name``."""
+def is_tcp(endpoint: str) -> bool:
+    return urlsplit(endpoint).scheme == "tcp"
+
+
+def bind(ctx: zmq.Context, name: str, endpoint: str | None = None,
+         security: Curve | None = None) -> zmq.Socket:
+    """Create and bind the binding end of link ``name`` (a CURVE server over tcp with ``security``)."""
     link = LINKS[name]
     endpoint = endpoint or link.default
-    if not is_loopback(endpoint):
+    curve = security is not None and is_tcp(endpoint)
+    if not is_loopback(endpoint) and not curve:
         print(f"posebus: warning: {name} binds {endpoint}, reachable from other machines "
               "without encryption", file=sys.stderr)
     sock = _tune(ctx.socket(link.bind_type), link)
+    if curve:
+        security.as_server(sock)
     if link.bind_type == zmq.XPUB:
         # Block instead of silently dropping when a subscriber's queue is full,
         # and pass every subscription up so the publisher can count subscribers.
@@ -98,14 +111,18 @@ def bind(ctx: zmq.Context, name: str, endpoint: str | None = None) -> zmq.Socket
 
 
 def connect(ctx: zmq.Context, name: str, endpoint: str | None = None,
-            topics: tuple[bytes, ...] = (b"",)) -> zmq.Socket:
-    """Create and connect the connecting end of link ``name`` (``topics`` for SUB)."""
+            topics: tuple[bytes, ...] = (b"",), security: Curve | None = None) -> zmq.Socket:
+    """Create and connect the connecting end of link ``name`` (``topics`` for SUB;
+    a CURVE client over tcp with ``security``)."""
     link = LINKS[name]
+    endpoint = endpoint or link.default
     sock = _tune(ctx.socket(link.connect_type), link)
+    if security is not None and is_tcp(endpoint):
+        security.as_client(sock)
     if link.connect_type == zmq.SUB:
         for t in topics:
             sock.setsockopt(zmq.SUBSCRIBE, t)
-    sock.connect(endpoint or link.default)
+    sock.connect(endpoint)
     return sock
 
 

@@ -1,4 +1,4 @@
-"""What every stage process does at start: logging, signals, endpoint flags."""
+"""What every stage process does at start: logging, signals, endpoint and CURVE flags."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 
+from bus.security import Curve, keys_dir
 from bus.sockets import LINKS
 
 
@@ -13,6 +14,30 @@ def add_endpoint_flags(parser: argparse.ArgumentParser, *names: str) -> None:
     for name in names:
         parser.add_argument(f"--{name}", default=LINKS[name].default, metavar="ENDPOINT",
                             help=f"{name} link (default {LINKS[name].default})")
+
+
+def add_security_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--curve-name", metavar="NAME",
+                        help="turn CURVE on for tcp links with this key pair from the key store")
+    parser.add_argument("--curve-server", metavar="NAME",
+                        help="public key (in the key store) of the server this process connects to")
+    parser.add_argument("--curve-keys", metavar="DIR",
+                        help="key store (default $POSEBUS_KEYS, else ~/.config/posebus/keys)")
+
+
+def security_from_args(args: argparse.Namespace) -> Curve | None:
+    """The CURVE settings of the flags; None (no CURVE) without --curve-name."""
+    if args.curve_name is None:
+        return None
+    return Curve(keys_dir(args.curve_keys), args.curve_name, args.curve_server)
+
+
+def security_argv(security: Curve | None) -> list[str]:
+    """The flags that give a stage process these CURVE settings."""
+    if security is None:
+        return []
+    return ["--curve-keys", str(security.keys_dir), "--curve-name", security.own_name,
+            *(["--curve-server", security.server_name] if security.server_name else [])]
 
 
 def start(stage: str, log_level: str = "info") -> logging.Logger:
