@@ -27,6 +27,7 @@ from pathlib import Path
 import zmq
 
 from bus import codec, messages, sockets
+from stages import runtime
 
 log = logging.getLogger("posebus.launch")
 STOP_GRACE_S = 3.0
@@ -66,6 +67,7 @@ class Pipeline:
         self.endpoints = {name: f"ipc://{self.folder / name}" for name in
                           ("jobs", "frames", "events", "detections", "status")}
         self.ctx = zmq.Context()
+        self.security = runtime.security_from_args(args)
         self.jobs_out = sockets.bind(self.ctx, "jobs", self.endpoints["jobs"])
         self.status_in = sockets.bind(self.ctx, "status", self.endpoints["status"])
         self.records: dict[str, JobRecord] = {}
@@ -90,7 +92,8 @@ class Pipeline:
                   "--boxes", a.boxes, "--crops-per-forward", str(a.crops_per_forward),
                   *(["--checkpoint", str(a.checkpoint)] if a.checkpoint else []),
                   *(["--hmr2-config", a.hmr2_config] if a.hmr2_config else []), *(["--mesh"] if a.mesh else [])]
-        commands = {"track": track + common, "decode": decode + common}
+        # Only the track stage has tcp links (results) here; the others are ipc in a 0700 folder.
+        commands = {"track": track + runtime.security_argv(self.security) + common, "decode": decode + common}
         for i in range(a.workers):
             commands[f"detect-{i}"] = detect + common
         return commands
@@ -236,7 +239,7 @@ def handle_request(pipeline: Pipeline, request: dict) -> dict:
 
 def serve(args: argparse.Namespace) -> int:
     pipeline = Pipeline(args)
-    control = sockets.bind(pipeline.ctx, "control", args.control)
+    control = sockets.bind(pipeline.ctx, "control", args.control, security=pipeline.security)
     print(f"posebus: serving; control {args.control}, results {args.results}", file=sys.stderr)
     try:
         while True:
@@ -321,6 +324,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--jpeg", type=int, metavar="QUALITY", help="send frames as JPEG (remote workers)")
     parser.add_argument("--realtime", action="store_true", help="decode at the source's frame rate, like a camera")
     parser.add_argument("--job", help="job id (default: random)")
+    runtime.add_security_flags(parser)
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     return parser.parse_args(argv)
 

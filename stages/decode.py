@@ -82,13 +82,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--realtime", action="store_true", help="pace frames at the source's frame rate")
     parser.add_argument("--record", type=Path, metavar="DIR", help="save each job's frames to DIR/<job>/frames.log")
     runtime.add_endpoint_flags(parser, "frames", "events", "jobs")
+    runtime.add_security_flags(parser)
     runtime.log_level_flag(parser)
     args = parser.parse_args(argv)
     log = runtime.start("decode", args.log_level)
 
     ctx = zmq.Context()
-    frames = sockets.bind(ctx, "frames", args.frames)
-    events = sockets.connect(ctx, "events", args.events)
+    security = runtime.security_from_args(args)
+    frames = sockets.bind(ctx, "frames", args.frames, security=security)
+    events = sockets.connect(ctx, "events", args.events, security=security)
     bad = sockets.Counter("decode")
     try:
         if args.source:
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
             request = messages.job_request(args.job or uuid.uuid4().hex[:12], args.source, options)
             run_job(request, frames, events, args.jpeg, args.realtime, log, args.record)
             return
-        jobs = sockets.connect(ctx, "jobs", args.jobs)
+        jobs = sockets.connect(ctx, "jobs", args.jobs, security=security)
         while True:
             try:
                 request = sockets.receive(jobs, ("job",))

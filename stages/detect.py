@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="detect on a recorded job's frames (DIR/<job> of --record) instead of the bus, then exit")
     parser.add_argument("--replay-out", type=Path, metavar="LOG", help="with --replay: write the detections log here")
     runtime.add_endpoint_flags(parser, "frames", "detections")
+    runtime.add_security_flags(parser)
     runtime.log_level_flag(parser)
     args = parser.parse_args(argv)
     log = runtime.start("detect", args.log_level)
@@ -135,8 +136,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     worker = f"{socket.gethostname()}:{os.getpid()}"
     ctx = zmq.Context()
-    frames = sockets.connect(ctx, "frames", args.frames)
-    results = sockets.connect(ctx, "detections", args.detections)
+    security = runtime.security_from_args(args)
+    frames = sockets.connect(ctx, "frames", args.frames, security=security)
+    results = sockets.connect(ctx, "detections", args.detections, security=security)
     bad = sockets.Counter("detect")
     log.info("worker %s ready with %s", worker, args.detector)
     try:

@@ -276,15 +276,17 @@ def main(argv: list[str] | None = None) -> None:
                         help="run a recorded job (DIR/<job> of --record) through the tracker alone, then exit")
     add_tracker_flags(parser)
     runtime.add_endpoint_flags(parser, "detections", "events", "results")
+    runtime.add_security_flags(parser)
     runtime.log_level_flag(parser)
     args = parser.parse_args(argv)
     log = runtime.start("track", args.log_level)
 
     ctx = zmq.Context()
-    detections = sockets.bind(ctx, "detections", args.detections)
-    events = sockets.bind(ctx, "events", args.events)
-    results = sockets.bind(ctx, "results", args.results)
-    status = sockets.connect(ctx, "status", args.status) if args.status else None
+    security = runtime.security_from_args(args)
+    detections = sockets.bind(ctx, "detections", args.detections, security=security)
+    events = sockets.bind(ctx, "events", args.events, security=security)
+    results = sockets.bind(ctx, "results", args.results, security=security)
+    status = sockets.connect(ctx, "status", args.status, security=security) if args.status else None
     if args.replay:
         try:
             replay(TrackStage(results, status, args, log, clock=None), args.replay)
