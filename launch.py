@@ -82,8 +82,11 @@ class Pipeline:
                  "--results", a.results, "--status", e["status"], "--wait-subscribers", str(a.wait_subscribers),
                  "--tracker", a.tracker, "--lookahead", str(a.lookahead), "--subjects", str(a.subjects),
                  "--n-init", str(a.n_init), "--max-age", str(a.max_age), *([] if a.smoothing else ["--no-smoothing"]),
+                 "--history", a.history, "--job-log", str(a.job_log), "--keep-jobs", str(a.keep_jobs),
                  *(["--out", str(a.out)] if a.out else []), *(["--phalp-pkl", str(a.phalp_pkl)] if a.phalp_pkl else []),
-                 *(["--report", str(a.report)] if a.report else []), *(["--record", str(a.record)] if a.record else [])]
+                 *(["--report", str(a.report)] if a.report else []), *(["--record", str(a.record)] if a.record else []),
+                 *(["--app-json", str(a.app_json)] if a.app_json else []),
+                 *(["--overlay", str(a.overlay)] if a.overlay else [])]
         decode = ["-m", "stages.decode", "--frames", e["frames"], "--events", e["events"], "--jobs", e["jobs"],
                   *(["--jpeg", str(a.jpeg)] if a.jpeg else []), *(["--realtime"] if a.realtime else []),
                   *(["--record", str(a.record)] if a.record else [])]
@@ -300,7 +303,7 @@ def resolve_checkpoint(args: argparse.Namespace) -> str | None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from detectors.hmr2.weights import DEFAULT_URL
     from stages.detect import add_detector_flags
-    from stages.track import add_tracker_flags
+    from stages.track import add_output_flags, add_tracker_flags
 
     parser = argparse.ArgumentParser(prog="python launch.py", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -309,14 +312,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=1, help="detect worker processes (default 1)")
     add_detector_flags(parser)
     add_tracker_flags(parser)
+    add_output_flags(parser)
     parser.add_argument("--cache-dir", help="4D-Humans cache folder to look in for the HMR 2.0 checkpoint")
     parser.add_argument("--url", default=DEFAULT_URL, help="where download-models fetches the HMR 2.0 archive")
     parser.add_argument("--phalp-pkl", type=Path, metavar="PATH",
                         help="also write PHALP-format results: PATH if it ends in .pkl, else PATH/<job>.pkl")
     parser.add_argument("--results", default=sockets.LINKS["results"].default, metavar="ENDPOINT")
     parser.add_argument("--control", default=sockets.LINKS["control"].default, metavar="ENDPOINT")
+    parser.add_argument("--history", default=sockets.LINKS["history"].default, metavar="ENDPOINT",
+                        help="where backends ask for a job's results from any frame (replay)")
     parser.add_argument("--out", type=Path, metavar="DIR", help="also write results to DIR/<job>.jsonl")
-    parser.add_argument("--report", type=Path, metavar="DIR", help="write an HTML report per job to DIR/<job>.html")
     parser.add_argument("--record", type=Path, metavar="DIR",
                         help="save every bus stream of each job to DIR/<job>/ (replay a stage alone on it)")
     parser.add_argument("--wait-subscribers", type=int, default=0, metavar="N",

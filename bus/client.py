@@ -3,6 +3,9 @@
     for message in subscribe("tcp://127.0.0.1:5555", job="abc"):
         ...  # job_start, then frame messages in order, then job_end
 
+    for message in follow("tcp://127.0.0.1:5555", "tcp://127.0.0.1:5562", job="abc", start=90):
+        ...  # the same from frame 90, whenever you join: logged messages first, then live
+
     control = Control("tcp://127.0.0.1:5556")
     job = control.submit("clip.mp4")
 
@@ -42,6 +45,95 @@ def subscribe(endpoint: str, job: str | None = None, timeout_ms: int | None = No
                 return
     finally:
         sock.close(linger=0)
+
+
+REPLAY_CHUNK = 500  # frames asked for per replay request
+CATCH_UP_WAIT_MS = 100
+IDLE_REPLAY_MS = 1000  # a quiet live stream may have lost its last messages: check the log this often
+
+
+def replay(sock: zmq.Socket, job: str, start: int, count: int = REPLAY_CHUNK) -> tuple[list[dict], dict]:
+    """One request on the history link: (messages of ``job`` from frame ``start``, the replay_end)."""
+    sock.send_multipart(codec.encode({"cmd": "replay", "job": job, "from": start, "count": count}))
+    found = []
+    while True:
+        _topic, *parts = sock.recv_multipart(copy=False)
+        message = messages.validate(codec.decode(parts), (*messages.PUBLIC_TYPES, "replay_end"))
+        if message["type"] == "replay_end":
+            if message.get("error"):
+                raise ValueError(f"replay refused: {message['error']}")
+            return found, message
+        found.append(message)
+
+
+class _Sequencer:
+    """Passes each message of one job once, frames in index order from ``start``."""
+
+    def __init__(self, start: int):
+        self.next_index = start
+        self.seen_start = False
+        self.seen_events: set[tuple] = set()
+
+    def admit(self, message: dict) -> bool:
+        kind = message["type"]
+        if kind == "job_start":
+            fresh, self.seen_start = not self.seen_start, True
+            return fresh
+        if kind == "frame":
+            if message["index"] != self.next_index:
+                return False
+            self.next_index += 1
+            return True
+        if kind == "track_event":
+            key = (message["index"], message["event"], message["track_id"])
+            fresh = key not in self.seen_events
+            self.seen_events.add(key)
+            return fresh
+        return True  # job_end
+
+
+def follow(results: str, history: str, job: str, start: int = 0, timeout_ms: int | None = None,
+           ctx: zmq.Context | None = None, security: Curve | None = None) -> Iterator[dict]:
+    """Every message of ``job`` from frame ``start``, in order, no gaps, no duplicates, until job_end.
+
+    The ZeroMQ guide's Clone pattern: subscribe to the live stream first, then
+    catch up from the job's log over the history link, then carry on live;
+    whenever the live stream skips a frame (a late start, or falling more than
+    the high-water mark behind), the missing frames are fetched from the log.
+    """
+    ctx = ctx or zmq.Context.instance()
+    live = sockets.connect(ctx, "results", results, topics=(f"{job}/".encode(),), security=security)
+    log = sockets.connect(ctx, "history", history, security=security)
+    sequence = _Sequencer(start)
+    need_replay, live_seen, idle_ms = True, False, 0
+    try:
+        while True:
+            if need_replay:
+                found, _end = replay(log, job, sequence.next_index)
+                for message in found:
+                    if sequence.admit(message):
+                        yield message
+                        if message["type"] == "job_end":
+                            return
+                need_replay = False
+            if live.poll(CATCH_UP_WAIT_MS):
+                message = sockets.receive(live, messages.PUBLIC_TYPES)
+                live_seen, idle_ms = True, 0
+                if message["type"] == "frame" and message["index"] > sequence.next_index:
+                    need_replay = True  # a gap: the log has what the live stream lost
+                elif sequence.admit(message):
+                    yield message
+                    if message["type"] == "job_end":
+                        return
+                continue
+            idle_ms += CATCH_UP_WAIT_MS
+            if timeout_ms is not None and idle_ms >= timeout_ms:
+                raise TimeoutError(f"job {job}: nothing new for {timeout_ms} ms")
+            # Until the subscription is surely active, or when the stream has gone quiet, ask the log.
+            need_replay = not live_seen or idle_ms % IDLE_REPLAY_MS == 0
+    finally:
+        live.close(linger=0)
+        log.close(linger=0)
 
 
 class Control:

@@ -22,14 +22,17 @@ from bus import codec, messages
 class MessageLog:
     """Appends messages to a log file."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, flush: bool = False):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "wb")
+        self._flush = flush  # for logs read while they are written
 
     def write(self, message: dict) -> None:
         parts = [bytes(part) for part in codec.encode(message)]
         self._file.write(msgpack.packb(parts, use_bin_type=True))
+        if self._flush:
+            self._file.flush()
 
     def close(self) -> None:
         self._file.close()

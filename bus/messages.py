@@ -106,6 +106,8 @@ SPECS: dict[str, Struct] = {
     "track_event": Struct({**_HEADER, "index": int, "event": Enum(TRACK_EVENTS), "track_id": int}),
     "job_end": Struct({**_HEADER, "frames": int, "status": Enum(("ok", "error"))}, {"error": Optional(str)}),
     "progress": Struct({**_HEADER, "frames": int, "with_person": int}),
+    # Last reply to a replay request: where to ask next, and whether the job has ended.
+    "replay_end": Struct({**_HEADER, "next": int, "done": bool}, {"error": Optional(str)}),
 }
 PUBLIC_TYPES = ("job_start", "frame", "track_event", "job_end")
 
@@ -117,6 +119,8 @@ CONTROL_REQUESTS: dict[str, Struct] = {
     "list": Struct({"cmd": str}),
     "health": Struct({"cmd": str}),
 }
+# Requests on the replay socket (DEALER -> ROUTER): a job's messages from frame ``from``.
+REPLAY_REQUEST = Struct({"cmd": str, "job": str, "from": int, "count": int})
 
 
 def validate(message: dict, expected: tuple[str, ...] | None = None) -> dict:
@@ -134,6 +138,17 @@ def validate(message: dict, expected: tuple[str, ...] | None = None) -> dict:
     if kind == "image" and ("image" in message) == ("jpeg" in message):
         raise SchemaError("image must carry exactly one of image or jpeg")
     return message
+
+
+def validate_replay_request(request: dict) -> dict:
+    check(request, REPLAY_REQUEST, "replay")
+    if request["cmd"] != "replay" or not JOB_ID.match(request["job"]) or request["from"] < 0 or request["count"] < 1:
+        raise SchemaError(f"bad replay request {request!r}")
+    return request
+
+
+def replay_end(job: str, next_index: int, done: bool, error: str | None = None) -> dict:
+    return {**_header("replay_end", job), "next": next_index, "done": done, "error": error}
 
 
 def validate_request(request: dict) -> dict:

@@ -16,6 +16,7 @@
     results     track (XPUB)        backends (SUB)
     status      launcher (PULL)     track (PUSH)
     control     launcher (REP)      backends (REQ)
+    history     track (ROUTER)      backends (DEALER)
 
 The stable end of each link binds: decode binds ``frames`` (workers come and
 go), track binds ``detections``, ``events`` and ``results``, the launcher
@@ -58,9 +59,11 @@ LINKS: dict[str, Link] = {
     "frames": Link(zmq.PUSH, zmq.PULL, "decode", "tcp://127.0.0.1:5557", hwm=2, linger_ms=0),
     "events": Link(zmq.PULL, zmq.PUSH, "track", "tcp://127.0.0.1:5559", hwm=1000, linger_ms=2000),
     "detections": Link(zmq.PULL, zmq.PUSH, "track", "tcp://127.0.0.1:5558", hwm=100, linger_ms=2000),
-    "results": Link(zmq.XPUB, zmq.SUB, "track", "tcp://127.0.0.1:5555", hwm=1000, linger_ms=2000),
+    "results": Link(zmq.XPUB, zmq.SUB, "track", "tcp://127.0.0.1:5555", hwm=10_000, linger_ms=2000),
     "status": Link(zmq.PULL, zmq.PUSH, "launcher", "tcp://127.0.0.1:5561", hwm=1000, linger_ms=500),
     "control": Link(zmq.REP, zmq.REQ, "launcher", "tcp://127.0.0.1:5556", hwm=100, linger_ms=0),
+    # A job's logged results from any frame on request: catching up after a late start or a gap.
+    "history": Link(zmq.ROUTER, zmq.DEALER, "track", "tcp://127.0.0.1:5562", hwm=2000, linger_ms=0),
 }
 
 
@@ -102,9 +105,10 @@ def bind(ctx: zmq.Context, name: str, endpoint: str | None = None,
     if curve:
         security.as_server(sock)
     if link.bind_type == zmq.XPUB:
-        # Block instead of silently dropping when a subscriber's queue is full,
-        # and pass every subscription up so the publisher can count subscribers.
-        sock.setsockopt(zmq.XPUB_NODROP, 1)
+        # Pass every subscription up so the publisher can count subscribers. A
+        # subscriber more than `hwm` messages behind loses live messages rather
+        # than stalling the pipeline for everyone; frame indices show it the gap
+        # and the replay link fills it (bus.client.follow does both).
         sock.setsockopt(zmq.XPUB_VERBOSE, 1)
     sock.bind(endpoint)
     return sock

@@ -16,10 +16,9 @@ Modes:
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import warnings
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -28,6 +27,7 @@ from detectors.base import FrameImage
 from pose import camera
 from pose.detection import Detection
 from pose.skeleton import BLAZEPOSE_TO_CANONICAL, available, to_canonical
+from video.native import quiet_native_stderr
 
 # Keep MediaPipe's C++ and protobuf chatter out of the service's own logs.
 os.environ.setdefault("GLOG_minloglevel", "2")
@@ -37,17 +37,7 @@ warnings.filterwarnings("ignore", module="google.protobuf")
 BOX_MARGIN = 0.1  # fraction of the landmark extent added on each side
 
 
-@contextlib.contextmanager
-def _quiet_native_stderr() -> Iterator[None]:
-    """Silence what MediaPipe's C++ prints to fd 2 (set-up notices, not errors)."""
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+BOX_MARGIN = 0.1  # fraction of the landmark extent added on each side
 
 
 def landmark_box(pixels: np.ndarray, width: int, height: int, margin: float = BOX_MARGIN) -> np.ndarray:
@@ -98,7 +88,7 @@ class BlazePoseDetector:
         graph, fresh = self._graph_for(frame)
         rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
         if fresh:  # a new graph logs its set-up on the first frame
-            with _quiet_native_stderr():
+            with quiet_native_stderr():
                 result = graph.process(rgb)
         else:
             result = graph.process(rgb)

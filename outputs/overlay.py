@@ -21,6 +21,7 @@ from pose.skeleton import BONES, JOINT_INDEX
 from report.plots import STATE_COLOURS as REPORT_STATE_COLOURS
 from report.summary import split_job
 from video.sources import SourceError, open_source
+from video.native import quiet_native_stderr
 
 # H.264 first: browsers play it; MPEG-4 Part 2 is the fallback every OpenCV build can write.
 CODECS = ("avc1", "mp4v")
@@ -77,7 +78,8 @@ class OverlayWriter:
 def open_video_writer(path: Path, fps: float, width: int, height: int) -> tuple[str, cv2.VideoWriter]:
     """The first of ``CODECS`` this OpenCV build can write, and its opened writer."""
     for codec in CODECS:
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), float(fps), (width, height))
+        with quiet_native_stderr():  # OpenCV logs each codec it cannot open
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), float(fps), (width, height))
         if writer.isOpened():
             return codec, writer
         writer.release()

@@ -20,6 +20,7 @@ from pathlib import Path
 import zmq
 
 from bus import codec, messages, sockets
+from bus.joblog import DEFAULT_FOLDER, JobLogs
 from bus.log import MessageLog, read
 from bus.reorder import ReorderBuffer, ReorderOverflow
 from pose import camera
@@ -56,7 +57,7 @@ class Job:
     frame_info: dict = field(default_factory=dict)  # index -> (timestamps, detection failed)
     out_file: object = None
     kept_frames: list[TrackedFrame] | None = None  # for the PHALP export
-    report_messages: list[dict] | None = None  # what the per-job report reads
+    log: MessageLog | None = None  # the job's results log, for replay and the output files
     recording: dict[str, MessageLog] | None = None  # stream name -> log, with --record
 
 
@@ -75,14 +76,6 @@ def public_job_start(start: dict, first_detections: dict | None) -> dict:
     if first_detections is not None and "mesh_faces" in first_detections:
         message["mesh_faces"] = first_detections["mesh_faces"]
     return message
-
-
-def report_view(message: dict) -> dict:
-    """The part of a public message the per-job report reads (no arrays: a job's worth stays small)."""
-    if message["type"] != "frame":
-        return {k: v for k, v in message.items() if k != "mesh_faces"}
-    people = [{key: p[key] for key in ("track_id", "state", "joint_angles")} for p in message["people"]]
-    return {**message, "people": people}
 
 
 class TrackStage:
@@ -104,6 +97,7 @@ class TrackStage:
         self.jobs: dict[str, Job] = {}
         self.order: list[str] = []  # jobs in the order they were first heard of
         self.reorder = ReorderBuffer()
+        self.logs = JobLogs(args.job_log, args.keep_jobs)
 
     def job(self, job_id: str) -> Job:
         if job_id not in self.jobs:
@@ -145,12 +139,11 @@ class TrackStage:
 
     # --- output ------------------------------------------------------------
     def publish(self, job: Job, message: dict) -> None:
+        job.log.write(message)  # first: whoever sees it live can already replay it
         sockets.send(self.results, message)
         self.record(job, "results", message)
         if job.out_file is not None:
             job.out_file.write(json.dumps(codec.to_json_compatible(message)) + "\n")
-        if job.report_messages is not None and message["type"] != "track_event":
-            job.report_messages.append(report_view(message))
 
     def pump(self) -> None:
         """Publish whatever is ready, head job first."""
@@ -170,6 +163,7 @@ class TrackStage:
         """Publish job_start once frame 0 is in (it carries the mesh faces); False if not yet."""
         if job.end is not None and job.start is None:  # the source never opened
             job.tracker = IouTracker()
+            job.log = self.logs.open(job.id)
             return True
         first = self.reorder.peek(job.id, 0)
         if job.start is None or (first is None and job.end is None):
@@ -181,10 +175,43 @@ class TrackStage:
             job.out_file = open(self.args.out / f"{job.id}.jsonl", "w")
         if self.args.phalp_pkl is not None:
             job.kept_frames = []
-        if self.args.report is not None:
-            job.report_messages = []
+        job.log = self.logs.open(job.id)
         self.publish(job, public_job_start(job.start, first))
         return True
+
+    def write_outputs(self, job: Job) -> None:
+        """The files asked for, made from the job's results log once it has ended."""
+        wanted = {name: getattr(self.args, name) for name in ("report", "app_json", "overlay")}
+        if not any(wanted.values()):
+            return
+        from outputs.app_json import write_app_json  # matplotlib and friends: only paid for when asked
+        from outputs.overlay import render_overlay
+        from report import write_report
+
+        results = self.logs.messages(job.id)
+        writers = {"report": (write_report, "html"), "app_json": (write_app_json, "json"),
+                   "overlay": (lambda m, path: render_overlay(job.start["source"], m, path), "mp4")}
+        for name, folder in wanted.items():
+            if folder is None or (name != "report" and (job.start is None or job.end.get("error"))):
+                continue
+            write, suffix = writers[name]
+            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                write(results, folder / f"{job.id}.{suffix}")
+            except Exception as exc:  # an output file failing must not take the stage down
+                self.log.error("job %s: could not write the %s: %s", job.id, name.replace("_", " "), exc)
+
+    def serve_replay(self, sock: zmq.Socket) -> None:
+        """Answer one replay request: the job's logged messages from a frame index, then replay_end."""
+        identity, *parts = sock.recv_multipart(copy=False)
+        try:
+            request = messages.validate_replay_request(codec.decode(parts))
+            found, next_index, done = self.logs.replay(request["job"], request["from"], request["count"])
+            end = messages.replay_end(request["job"], next_index, done)
+        except ValueError as exc:
+            found, end = [], messages.replay_end("invalid", 0, True, str(exc))
+        for message in [*found, end]:
+            sock.send_multipart([identity, messages.topic(message), *codec.encode(message)], copy=False)
 
     def publish_tracked(self, job: Job, frames: list[TrackedFrame]) -> None:
         for event in job.tracker.events:
@@ -219,11 +246,8 @@ class TrackStage:
             path = self.args.phalp_pkl
             write_phalp_pkl(path if path.suffix == ".pkl" else path / f"{job.id}.pkl", job.kept_frames,
                             job.start["width"], job.start["height"])
-        if job.report_messages is not None:
-            from report import write_report  # matplotlib: only paid for when asked
-
-            self.args.report.mkdir(parents=True, exist_ok=True)
-            write_report(job.report_messages, self.args.report / f"{job.id}.html")
+        job.log.close()
+        self.write_outputs(job)
         if self.status is not None:  # last: the launcher may stop the stages when it sees this
             sockets.send(self.status, end)
         self.log.info("job %s: published %d frames, %s", job.id, job.published, end["status"])
@@ -261,6 +285,17 @@ def replay(stage: TrackStage, folder: Path) -> None:
     stage.pump()
 
 
+def add_output_flags(parser: argparse.ArgumentParser) -> None:
+    """Where results go besides the live socket; the launcher passes them through."""
+    parser.add_argument("--job-log", type=Path, default=DEFAULT_FOLDER, metavar="DIR",
+                        help=f"per-job results logs, for replay (default {DEFAULT_FOLDER})")
+    parser.add_argument("--keep-jobs", type=int, default=50, metavar="N", help="job logs kept (default 50)")
+    parser.add_argument("--report", type=Path, metavar="DIR", help="write an HTML report per job to DIR/<job>.html")
+    parser.add_argument("--app-json", type=Path, metavar="DIR",
+                        help="write the app's JSON document per job to DIR/<job>.json")
+    parser.add_argument("--overlay", type=Path, metavar="DIR", help="write an overlay video per job to DIR/<job>.mp4")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.track", description=__doc__.split("\n")[0])
     parser.add_argument("--wait-subscribers", type=int, default=0, metavar="N",
@@ -268,14 +303,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, metavar="DIR", help="also write each job to DIR/<job>.jsonl")
     parser.add_argument("--phalp-pkl", type=Path, metavar="PATH",
                         help="also write PHALP-format results: PATH if it ends in .pkl, else PATH/<job>.pkl")
-    parser.add_argument("--report", type=Path, metavar="DIR", help="write an HTML report per job to DIR/<job>.html")
+    add_output_flags(parser)
     parser.add_argument("--status", metavar="ENDPOINT", help="send progress to the launcher here")
     parser.add_argument("--record", type=Path, metavar="DIR",
                         help="save each job's events, detections and results to DIR/<job>/*.log")
     parser.add_argument("--replay", type=Path, metavar="JOB_DIR",
                         help="run a recorded job (DIR/<job> of --record) through the tracker alone, then exit")
     add_tracker_flags(parser)
-    runtime.add_endpoint_flags(parser, "detections", "events", "results")
+    runtime.add_endpoint_flags(parser, "detections", "events", "results", "history")
     runtime.add_security_flags(parser)
     runtime.log_level_flag(parser)
     args = parser.parse_args(argv)
@@ -286,6 +321,7 @@ def main(argv: list[str] | None = None) -> None:
     detections = sockets.bind(ctx, "detections", args.detections, security=security)
     events = sockets.bind(ctx, "events", args.events, security=security)
     results = sockets.bind(ctx, "results", args.results, security=security)
+    history = sockets.bind(ctx, "history", args.history, security=security)
     status = sockets.connect(ctx, "status", args.status, security=security) if args.status else None
     if args.replay:
         try:
@@ -296,13 +332,15 @@ def main(argv: list[str] | None = None) -> None:
     stage = TrackStage(results, status, args, log)
     bad = sockets.Counter("track")
     poller = zmq.Poller()
-    for sock in (detections, events, results):
+    for sock in (detections, events, results, history):
         poller.register(sock, zmq.POLLIN)
     try:
         while True:
             ready = dict(poller.poll())
             if results in ready:
                 stage.on_subscription(results.recv())
+            if history in ready:
+                stage.serve_replay(history)
             for sock, expected, handle in ((events, ("job_start", "job_end"), stage.on_event),
                                            (detections, ("detections",), stage.on_detections)):
                 if sock in ready:

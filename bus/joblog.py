@@ -1,0 +1,62 @@
+"""Per-job result logs on disk, and reading them back for replay.
+
+Every public message the track stage publishes is also appended to
+``<folder>/<job>.log`` (a ``bus.log`` message log, flushed per message), so a
+backend that subscribed late, restarted or fell behind can ask for a job's
+messages from any frame index (``replay``), then carry on live: the ZeroMQ
+guide's Clone pattern. Retention keeps the newest ``keep`` logs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from bus.log import MessageLog, read
+
+DEFAULT_FOLDER = Path("~/.cache/posebus/jobs").expanduser()
+MAX_REPLAY_FRAMES = 1000  # per request: the client asks again for more (credit-based flow)
+
+
+class JobLogs:
+    def __init__(self, folder: Path = DEFAULT_FOLDER, keep: int = 50):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.keep = keep
+
+    def path(self, job: str) -> Path:
+        return self.folder / f"{job}.log"
+
+    def open(self, job: str) -> MessageLog:
+        """A fresh log for a job, after removing the oldest beyond the retention count."""
+        logs = sorted(self.folder.glob("*.log"), key=lambda p: p.stat().st_mtime)
+        for old in logs[: max(0, len(logs) - self.keep + 1)]:
+            old.unlink(missing_ok=True)
+        return MessageLog(self.path(job), flush=True)
+
+    def messages(self, job: str) -> list[dict]:
+        return list(read(self.path(job)))
+
+    def replay(self, job: str, first: int, count: int) -> tuple[list[dict], int, bool]:
+        """A job's messages from frame ``first``: (messages, next frame index, whether the job has ended).
+
+        Gives job_start, then frames ``first``… (at most ``count``) with the track
+        events published among them, then job_end once reached.
+        """
+        if not self.path(job).exists():
+            return [], first, False
+        count = min(count, MAX_REPLAY_FRAMES)
+        selected, next_index = [], first
+        for message in read(self.path(job)):
+            kind = message["type"]
+            if kind == "job_start":
+                selected.append(message)
+            elif kind == "job_end":
+                selected.append(message)
+                return selected, next_index, True
+            elif next_index - first >= count:
+                break
+            elif kind == "frame" and message["index"] >= first:
+                selected.append(message)
+                next_index = message["index"] + 1
+            elif kind == "track_event" and next_index > first:
+                selected.append(message)  # events published among the replayed frames
+        return selected, next_index, False
