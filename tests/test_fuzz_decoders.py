@@ -19,7 +19,7 @@ from bus.schema import SchemaError
 from pose.detection import Detection
 from pose.skeleton import CANONICAL_JOINTS
 
-FUZZ = settings(max_examples=150, deadline=2000)
+FUZZ = settings(max_examples=100, deadline=2000)
 REJECTIONS = (codec.CodecError, SchemaError)
 J = len(CANONICAL_JOINTS)
 
@@ -95,7 +95,7 @@ def with_extensions(draw) -> dict:
     """A map holding random ExtType values (array headers declaring huge shapes, other codes)."""
     values = {}
     for i in range(draw(st.integers(1, 3))):
-        code = draw(st.sampled_from([codec.EXT_NDARRAY, codec.EXT_NDARRAY, 0, 2, 127, -1]))
+        code = draw(st.sampled_from([codec.EXT_NDARRAY, codec.EXT_NDARRAY, 0, 2, 127]))
         values[f"a{i}"] = msgpack.ExtType(code, ext_header(draw))
     return values
 
@@ -122,6 +122,11 @@ def mutated(draw, value):
     if isinstance(value, np.ndarray):
         return draw(arrays() | st.just(value.reshape(-1)) | st.just(value.astype(np.float64)))
     return draw(decoded_values)
+
+
+def mutated_map(value: dict) -> st.SearchStrategy:
+    """A mutation of ``value`` that is still a map (what the validators get from the codec)."""
+    return mutated(value).filter(lambda changed: isinstance(changed, dict))
 
 
 @st.composite
@@ -256,7 +261,7 @@ def test_validate_random_maps(message):
 
 
 @FUZZ
-@given(st.sampled_from(VALID).flatmap(mutated))
+@given(st.sampled_from(VALID).flatmap(mutated_map))
 def test_validate_mutated_messages(message):
     validate_or_reject(message)
 
@@ -271,7 +276,7 @@ def test_validate_mutated_messages_after_a_trip_through_the_codec(parts):
 
 @FUZZ
 @given(st.dictionaries(field_names, decoded_values, max_size=6)
-       | st.sampled_from(VALID_REQUESTS).flatmap(mutated))
+       | st.sampled_from(VALID_REQUESTS).flatmap(mutated_map))
 def test_validate_request_random_and_mutated(request):
     validate_or_reject(request, messages.validate_request)
 
