@@ -376,15 +376,16 @@ def test_track_survives_job_options_of_the_wrong_type(tmp_path, options):
         assert published_job_end(subscriber, "real") is not None
 
 
-@pytest.mark.xfail(strict=True, reason="decode: options.fps is passed to open_source unchecked; a string fps makes "
-                                       "messages.job_start raise ValueError outside run_job's SourceError handler, "
-                                       "and the stage exits")
-def test_decode_survives_a_string_fps(frames_folder, tmp_path):
+@pytest.mark.xfail(strict=True, reason="decode: options.fps reaches open_source unchecked; fps 'fast' makes "
+                                       "messages.job_start raise ValueError (float('fast')), fps '30' makes the "
+                                       "folder iterator raise TypeError: both outside run_job's SourceError handler, "
+                                       "so the stage exits")
+def test_decode_ends_a_job_with_a_non_numeric_fps_with_an_error(frames_folder, tmp_path):
     with standalone_decode(tmp_path, BUG_TIMEOUT_MS) as (stage, jobs, frames, events):
-        jobs.send_multipart(codec.encode(messages.job_request("odd", str(frames_folder), {"fps": "30"})))
+        jobs.send_multipart(codec.encode(messages.job_request("odd", str(frames_folder), {"fps": "fast"})))
         jobs.send_multipart(codec.encode(messages.job_request("ghost", str(tmp_path / "nope"))))
-        ends = [m for m in (receive(events), receive(events)) if m["type"] == "job_end"]
-        assert ends and ends[-1]["job"] == "ghost"
+        ends = {m["job"]: m["status"] for m in (receive(events), receive(events)) if m["type"] == "job_end"}
+        assert ends == {"odd": "error", "ghost": "error"}
 
 
 @pytest.mark.xfail(strict=True, reason="launcher: {'cmd': []} makes validate_request raise TypeError, which serve "
