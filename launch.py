@@ -71,6 +71,7 @@ class Pipeline:
         self.jobs_out = sockets.bind(self.ctx, "jobs", self.endpoints["jobs"])
         self.status_in = sockets.bind(self.ctx, "status", self.endpoints["status"])
         self.records: dict[str, JobRecord] = {}
+        self.bad = sockets.Counter("launcher")
         self.unsent: list[dict] = []
         self.processes: dict[str, subprocess.Popen] = {}
         self._start_stages()
@@ -81,7 +82,7 @@ class Pipeline:
         track = ["-m", "stages.track", "--detections", e["detections"], "--events", e["events"],
                  "--results", a.results, "--status", e["status"], "--wait-subscribers", str(a.wait_subscribers),
                  "--tracker", a.tracker, "--lookahead", str(a.lookahead), "--subjects", str(a.subjects),
-                 "--n-init", str(a.n_init), "--max-age", str(a.max_age), *([] if a.smoothing else ["--no-smoothing"]),
+                 "--n-init", str(a.n_init), "--max-age", str(a.max_age), "--stall-timeout", str(a.stall_timeout), *([] if a.smoothing else ["--no-smoothing"]),
                  "--history", a.history, "--job-log", str(a.job_log), "--keep-jobs", str(a.keep_jobs),
                  *(["--out", str(a.out)] if a.out else []), *(["--phalp-pkl", str(a.phalp_pkl)] if a.phalp_pkl else []),
                  *(["--report", str(a.report)] if a.report else []), *(["--record", str(a.record)] if a.record else []),
@@ -134,7 +135,11 @@ class Pipeline:
         arrived = []
         while self.status_in.poll(timeout_ms):
             timeout_ms = 0
-            message = sockets.receive(self.status_in, ("progress", "job_end"))
+            try:
+                message = sockets.receive(self.status_in, ("progress", "job_end"))
+            except ValueError as exc:
+                self.bad.drop(exc)
+                continue
             record = self.records.get(message["job"])
             if record is not None:
                 record.frames = message["frames"]
@@ -224,10 +229,12 @@ def handle_request(pipeline: Pipeline, request: dict) -> dict:
     if command == "submit":
         from video.sources import SourceError, open_source
 
-        try:
-            open_source(request["source"])
-        except SourceError as exc:
-            return {"ok": False, "error": str(exc)}
+        source = request["source"]
+        if "://" not in source and not source.isdigit():  # streams and cameras would block the socket
+            try:
+                open_source(source)
+            except SourceError as exc:
+                return {"ok": False, "error": str(exc)}
         return {"ok": True, "job": pipeline.submit(request["source"], request.get("job"), request.get("options"))}
     if command == "status":
         record = pipeline.records.get(request["job"])

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from bus.schema import Array, Enum, ListOf, MapOf, Optional, SchemaError, Struct, check
+from bus.schema import Array, Between, Enum, ListOf, MapOf, Optional, SchemaError, Struct, check
 from pose.angles import ANGLE_KEYS, joint_angles
 from pose.detection import Detection, FrameDetections
 from pose.skeleton import CANONICAL_JOINTS
@@ -68,11 +68,17 @@ TRACK_EVENTS = ("born", "confirmed", "lost", "reidentified", "ended")
 _FACES = Array("<i4", (None, 3), max_items=100_000)
 
 _HEADER = {"type": str, "schema": int, "job": str}
+# What a job may ask for; the rest of the pipeline's settings are the launcher's.
+JOB_OPTIONS = Struct({}, {
+    "detector": str, "fps": Between(float, 0.01, 1000), "tracker": Enum(("phalp", "iou")),
+    "lookahead": Between(int, 0, 1000), "subjects": Enum((0, 1)), "smoothing": bool,
+    "n_init": Between(int, 1, 100), "max_age": Between(int, 0, 100_000),
+})
 # Wall-clock seconds (time.time()) at which a frame passed each stage, for latency figures.
 _TIMESTAMPS = {"timestamps": MapOf(float, 8)}
 
 SPECS: dict[str, Struct] = {
-    "job": Struct({**_HEADER, "source": str}, {"options": MapOf(object)}),
+    "job": Struct({**_HEADER, "source": str}, {"options": JOB_OPTIONS}),
     "job_start": Struct(
         {
             **_HEADER,
@@ -87,7 +93,7 @@ SPECS: dict[str, Struct] = {
             "joints": MapOf(ListOf(str, 1000)),
             "angles": ListOf(str),
             "intrinsics": Struct({"fx": float, "fy": float, "cx": float, "cy": float}),
-            "options": object,
+            "options": JOB_OPTIONS,
             "mesh_faces": _FACES,
         },
     ),
@@ -114,7 +120,7 @@ PUBLIC_TYPES = ("job_start", "frame", "track_event", "job_end")
 # Requests on the control socket (REQ/REP): a map with ``cmd``; every reply has
 # ``ok`` and, when ``ok`` is false, ``error``.
 CONTROL_REQUESTS: dict[str, Struct] = {
-    "submit": Struct({"cmd": str, "source": str}, {"job": str, "options": MapOf(object, 32)}),
+    "submit": Struct({"cmd": str, "source": str}, {"job": str, "options": JOB_OPTIONS}),
     "status": Struct({"cmd": str, "job": str}),
     "list": Struct({"cmd": str}),
     "health": Struct({"cmd": str}),
@@ -126,11 +132,11 @@ REPLAY_REQUEST = Struct({"cmd": str, "job": str, "from": int, "count": int})
 def validate(message: dict, expected: tuple[str, ...] | None = None) -> dict:
     """Check a decoded message against its type's spec; returns it, or raises SchemaError."""
     kind = message.get("type")
-    if kind not in SPECS:
+    if not isinstance(kind, str) or kind not in SPECS:
         raise SchemaError(f"unknown message type {kind!r}")
     if expected is not None and kind not in expected:
         raise SchemaError(f"unexpected message type {kind!r} here (want {', '.join(expected)})")
-    if message.get("schema") != SCHEMA:
+    if not isinstance(message.get("schema"), int) or message["schema"] != SCHEMA:
         raise SchemaError(f"schema version {message.get('schema')!r} is not {SCHEMA}")
     check(message, SPECS[kind], kind)
     if not JOB_ID.match(message["job"]):
@@ -154,7 +160,7 @@ def replay_end(job: str, next_index: int, done: bool, error: str | None = None) 
 def validate_request(request: dict) -> dict:
     """Check a decoded control request; returns it, or raises SchemaError."""
     command = request.get("cmd")
-    if command not in CONTROL_REQUESTS:
+    if not isinstance(command, str) or command not in CONTROL_REQUESTS:
         raise SchemaError(f"unknown command {command!r} (known: {', '.join(CONTROL_REQUESTS)})")
     check(request, CONTROL_REQUESTS[command], command)
     if "job" in request and not JOB_ID.match(request["job"]):

@@ -43,6 +43,9 @@ class ReorderBuffer:
         """The item waiting under (job, index), or None; it stays there."""
         return self._pending.get(job, {}).get(index)
 
+    def waiting_items(self, job: str) -> list[Any]:
+        return [self._pending[job][i] for i in sorted(self._pending.get(job, {}))]
+
     def next_index(self, job: str) -> int:
         return self._next.get(job, 0)
 

@@ -32,6 +32,15 @@ class Optional:
 
 
 @dataclass(frozen=True)
+class Between:
+    """A number (``int`` or ``float`` spec) in [low, high]."""
+
+    spec: Any
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
 class Enum:
     values: tuple
 
@@ -69,8 +78,12 @@ def check(value: Any, spec: Any, path: str = "message") -> None:
     elif spec in (str, bool, bytes):
         if not isinstance(value, spec):
             raise SchemaError(f"{path} must be {spec.__name__}, got {type(value).__name__}")
+    elif isinstance(spec, Between):
+        check(value, spec.spec, path)
+        if not spec.low <= value <= spec.high:
+            raise SchemaError(f"{path} must be between {spec.low} and {spec.high}, got {value}")
     elif isinstance(spec, Enum):
-        if value not in spec.values:
+        if not isinstance(value, (str, int)) or value not in spec.values:
             raise SchemaError(f"{path} must be one of {', '.join(map(str, spec.values))}, got {value!r}")
     elif isinstance(spec, Array):
         if not isinstance(value, np.ndarray):

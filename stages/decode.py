@@ -18,8 +18,9 @@ from pathlib import Path
 import cv2
 import zmq
 
-from bus import messages, sockets
+from bus import codec, messages, sockets
 from bus.log import MessageLog
+from bus.schema import SchemaError
 from stages import runtime
 from video.sources import SourceError, open_source
 
@@ -72,6 +73,13 @@ def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality:
     log.info("job %s: decoded %d frames", job, decoded)
 
 
+def refuse(events: zmq.Socket, request: dict, error: SchemaError) -> None:
+    """A job request that failed validation still ends its job, when it names one, so nobody waits on it."""
+    job = request.get("job")
+    if isinstance(job, str) and messages.JOB_ID.match(job):
+        sockets.send(events, messages.job_end(job, 0, f"bad job request: {error}"))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.decode", description=__doc__.split("\n")[0])
     parser.add_argument("source", nargs="?", help="video file, image folder, camera index or stream URL")
@@ -101,9 +109,14 @@ def main(argv: list[str] | None = None) -> None:
         jobs = sockets.connect(ctx, "jobs", args.jobs, security=security)
         while True:
             try:
-                request = sockets.receive(jobs, ("job",))
-            except ValueError as exc:
+                message = codec.decode(jobs.recv_multipart(copy=False))
+                request = messages.validate(message, ("job",))
+            except codec.CodecError as exc:
                 bad.drop(exc)
+                continue
+            except SchemaError as exc:
+                bad.drop(exc)
+                refuse(events, message, exc)
                 continue
             run_job(request, frames, events, args.jpeg, args.realtime, log, args.record)
     except KeyboardInterrupt:

@@ -31,7 +31,10 @@ from tracking.appearance import colour_descriptor
 def frame_image(message: dict) -> FrameImage:
     pixels = message.get("image")
     if pixels is None:
-        pixels = cv2.imdecode(np.frombuffer(message["jpeg"], np.uint8), cv2.IMREAD_COLOR)
+        try:
+            pixels = cv2.imdecode(np.frombuffer(message["jpeg"], np.uint8), cv2.IMREAD_COLOR)
+        except cv2.error:  # an empty buffer
+            pixels = None
         if pixels is None:
             raise ValueError(f"frame {message['index']} of job {message['job']}: undecodable JPEG")
     return FrameImage(message["job"], message["index"], message["pts_ms"], pixels)

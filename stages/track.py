@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from tracking.tracker import Tracker
 from tracking.types import TrackedFrame
 
 RECORDED_STREAMS = ("events", "detections", "results")
+MAX_EARLY_JOBS = 8
 NATIVE_JOINTS = {"hmr2": HMR2_JOINTS}  # names of each detector's keypoints_3d_native
 TRACKER_OPTIONS = ("lookahead", "subjects", "smoothing", "n_init", "max_age")  # a job may override these
 
@@ -55,6 +57,7 @@ class Job:
     published: int = 0
     with_person: int = 0
     frame_info: dict = field(default_factory=dict)  # index -> (timestamps, detection failed)
+    last_progress: float = field(default_factory=time.monotonic)
     out_file: object = None
     kept_frames: list[TrackedFrame] | None = None  # for the PHALP export
     log: MessageLog | None = None  # the job's results log, for replay and the output files
@@ -95,17 +98,22 @@ class TrackStage:
         self.gate_open = args.wait_subscribers <= 0  # opens once, at the N-th subscription
         self.log = log
         self.jobs: dict[str, Job] = {}
-        self.order: list[str] = []  # jobs in the order they were first heard of
+        self.order: list[str] = []  # jobs in the order decode started them
+        self.early_jobs: OrderedDict[str, None] = OrderedDict()  # detections seen, job_start not yet
         self.reorder = ReorderBuffer()
         self.logs = JobLogs(args.job_log, args.keep_jobs)
 
     def job(self, job_id: str) -> Job:
+        """The job decode told us about (only decode's events create jobs)."""
         if job_id not in self.jobs:
             job = self.jobs[job_id] = Job(job_id)
             self.order.append(job_id)
+            self.early_jobs.pop(job_id, None)
             if self.args.record is not None:
                 folder = self.args.record / job_id
                 job.recording = {name: MessageLog(folder / f"{name}.log") for name in RECORDED_STREAMS}
+                for message in self.reorder.waiting_items(job_id):  # arrived before its job_start
+                    job.recording["detections"].write(message)
         return self.jobs[job_id]
 
     def record(self, job: Job, stream: str, message: dict) -> None:
@@ -122,6 +130,7 @@ class TrackStage:
 
     def on_event(self, message: dict) -> None:
         job = self.job(message["job"])
+        job.last_progress = time.monotonic()
         self.record(job, "events", message)
         if message["type"] == "job_start":
             job.start = message
@@ -129,13 +138,41 @@ class TrackStage:
             job.end = message
 
     def on_detections(self, message: dict) -> None:
-        job = self.job(message["job"])
-        self.record(job, "detections", message)
+        job_id = message["job"]
+        job = self.jobs.get(job_id)
+        if job is None:
+            self.hold_early(job_id)
+        else:
+            self.record(job, "detections", message)
+            job.last_progress = time.monotonic()
         try:
-            if not self.reorder.add(job.id, message["index"], message):
-                self.log.warning("job %s: duplicate frame %d dropped", job.id, message["index"])
+            if not self.reorder.add(job_id, message["index"], message):
+                self.log.warning("job=%s frame=%d event=duplicate_dropped", job_id, message["index"])
         except ReorderOverflow as exc:
             self.log.error("%s", exc)
+
+    def hold_early(self, job_id: str) -> None:
+        """Detections may overtake their job's job_start (another link); keep a few such jobs' frames."""
+        self.early_jobs[job_id] = None
+        self.early_jobs.move_to_end(job_id)
+        while len(self.early_jobs) > MAX_EARLY_JOBS:
+            stale, _ = self.early_jobs.popitem(last=False)
+            self.reorder.forget(stale)
+            self.log.warning("job=%s event=unknown_job_dropped (no job_start came)", stale)
+
+    def fail_stalled(self) -> None:
+        """End the head job with an error when nothing has moved it for ``stall_timeout`` seconds."""
+        if not self.order:
+            return
+        job = self.jobs[self.order[0]]
+        idle = time.monotonic() - job.last_progress
+        if idle < self.args.stall_timeout:
+            return
+        job.end = messages.job_end(job.id, self.reorder.next_index(job.id),
+                                   f"stalled: no progress for {idle:.0f} s at frame {self.reorder.next_index(job.id)}")
+        if job.tracker is None:
+            job.start = None  # publish only the error
+        self.pump(force_end=True)
 
     # --- output ------------------------------------------------------------
     def publish(self, job: Job, message: dict) -> None:
@@ -145,8 +182,8 @@ class TrackStage:
         if job.out_file is not None:
             job.out_file.write(json.dumps(codec.to_json_compatible(message)) + "\n")
 
-    def pump(self) -> None:
-        """Publish whatever is ready, head job first."""
+    def pump(self, force_end: bool = False) -> None:
+        """Publish whatever is ready, head job first (``force_end``: the head job ends now)."""
         while self.gate_open and self.order:
             job = self.jobs[self.order[0]]
             if job.tracker is None and not self.begin(job):
@@ -154,8 +191,10 @@ class TrackStage:
             for index, detections in self.reorder.ready(job.id):
                 job.frame_info[index] = (detections.get("timestamps", {}), detections.get("error") is not None)
                 self.publish_tracked(job, job.tracker.push(messages.frame_detections(detections)))
-            if job.end is None or self.reorder.next_index(job.id) < job.end["frames"]:
+                job.last_progress = time.monotonic()
+            if not force_end and (job.end is None or self.reorder.next_index(job.id) < job.end["frames"]):
                 return
+            force_end = False
             self.publish_tracked(job, job.tracker.finish())
             self.finish(job)
 
@@ -266,6 +305,8 @@ def add_tracker_flags(parser: argparse.ArgumentParser) -> None:
                         help="1: keep a primary subject (the rider) first in every frame (default)")
     parser.add_argument("--no-smoothing", dest="smoothing", action="store_false",
                         help="publish unsmoothed values")
+    parser.add_argument("--stall-timeout", type=float, default=300, metavar="S",
+                        help="end a job with an error when it makes no progress for S seconds (default 300)")
     parser.add_argument("--n-init", type=int, default=3, help="hits that confirm a track (default 3)")
     parser.add_argument("--max-age", type=int, default=30, help="missed frames that end a track (default 30)")
 
@@ -336,7 +377,8 @@ def main(argv: list[str] | None = None) -> None:
         poller.register(sock, zmq.POLLIN)
     try:
         while True:
-            ready = dict(poller.poll())
+            ready = dict(poller.poll(1000))  # wake up now and then to notice a stalled job
+            stage.fail_stalled()
             if results in ready:
                 stage.on_subscription(results.recv())
             if history in ready:

@@ -4,9 +4,6 @@ The contract: ``codec.decode`` returns a map or raises ``CodecError``;
 ``messages.validate`` and ``messages.validate_request`` return the message or
 raise ``SchemaError``/``CodecError``. Never another exception, never a hang
 (the hypothesis deadline catches slow inputs).
-
-Inputs that hit a bug pinned by an ``xfail`` test at the bottom are skipped
-(``hits_known_bug``) so the rest of the input space stays covered.
 """
 import msgpack
 import numpy as np
@@ -16,7 +13,7 @@ from hypothesis.extra import numpy as hnp
 
 from bus import codec, messages
 from bus.schema import SchemaError
-from fuzzing import VALID, VALID_REQUESTS, hits_known_bug
+from fuzzing import VALID, VALID_REQUESTS
 
 FUZZ = settings(max_examples=100, deadline=2000)
 REJECTIONS = (codec.CodecError, SchemaError)
@@ -149,7 +146,6 @@ def decode_or_reject(parts):
 
 
 def validate_or_reject(message: dict, validator=messages.validate) -> None:
-    assume(not hits_known_bug(message))
     try:
         assert validator(message) is message
     except REJECTIONS:
@@ -240,7 +236,7 @@ def test_every_valid_message_and_request_passes():
         assert messages.validate_request(codec.decode(codec.encode(request))) is not None
 
 
-# --- known bugs -----------------------------------------------------------------
+# --- bugs the fuzzing found (fixed) ------------------------------------------------
 
 def rejected(validator, message) -> bool:
     try:
@@ -250,9 +246,6 @@ def rejected(validator, message) -> bool:
     return False
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="validate/validate_request test `type`/`cmd` with `in dict`: a list or map value "
-                          "raises TypeError (unhashable), which no stage catches")
 @pytest.mark.parametrize("validator, message", [
     (messages.validate, {"type": []}),
     (messages.validate, {"type": {}}),
@@ -262,9 +255,6 @@ def test_unhashable_type_or_cmd_is_a_schema_error(validator, message):
     assert rejected(validator, message)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="schema version and Enum fields are compared with ==/in: an array value raises numpy's "
-                          "'truth value of an array is ambiguous' ValueError instead of SchemaError")
 @pytest.mark.parametrize("message", [
     {**messages.job_end("j1", 1), "schema": np.zeros(2, np.uint8)},
     {**messages.job_end("j1", 1), "status": np.zeros(2, np.uint8)},
