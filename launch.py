@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import logging
+import re
 import shutil
 import signal
 import subprocess
@@ -31,6 +32,7 @@ from stages import runtime
 
 log = logging.getLogger("posebus.launch")
 STOP_GRACE_S = 3.0
+MAX_IN_FLIGHT = 32  # frames decode keeps until the track stage has them (resent if a worker dies)
 PR_SET_PDEATHSIG = 1
 
 
@@ -65,7 +67,7 @@ class Pipeline:
         self.args = args
         self.folder = Path(tempfile.mkdtemp(prefix="posebus-"))
         self.endpoints = {name: f"ipc://{self.folder / name}" for name in
-                          ("jobs", "frames", "events", "detections", "status")}
+                          ("jobs", "frames", "events", "detections", "status", "acks")}
         self.ctx = zmq.Context()
         self.security = runtime.security_from_args(args)
         self.jobs_out = sockets.bind(self.ctx, "jobs", self.endpoints["jobs"])
@@ -83,12 +85,13 @@ class Pipeline:
                  "--results", a.results, "--status", e["status"], "--wait-subscribers", str(a.wait_subscribers),
                  "--tracker", a.tracker, "--lookahead", str(a.lookahead), "--subjects", str(a.subjects),
                  "--n-init", str(a.n_init), "--max-age", str(a.max_age), "--stall-timeout", str(a.stall_timeout), *([] if a.smoothing else ["--no-smoothing"]),
-                 "--history", a.history, "--job-log", str(a.job_log), "--keep-jobs", str(a.keep_jobs),
+                 "--history", a.history, "--acks", e["acks"], "--job-log", str(a.job_log), "--keep-jobs", str(a.keep_jobs),
                  *(["--out", str(a.out)] if a.out else []), *(["--phalp-pkl", str(a.phalp_pkl)] if a.phalp_pkl else []),
                  *(["--report", str(a.report)] if a.report else []), *(["--record", str(a.record)] if a.record else []),
                  *(["--app-json", str(a.app_json)] if a.app_json else []),
                  *(["--overlay", str(a.overlay)] if a.overlay else [])]
         decode = ["-m", "stages.decode", "--frames", e["frames"], "--events", e["events"], "--jobs", e["jobs"],
+                  "--acks", e["acks"], "--max-in-flight", str(MAX_IN_FLIGHT),
                   *(["--jpeg", str(a.jpeg)] if a.jpeg else []), *(["--realtime"] if a.realtime else []),
                   *(["--record", str(a.record)] if a.record else [])]
         detect = ["-m", "stages.detect", "--frames", e["frames"], "--detections", e["detections"],
@@ -307,6 +310,12 @@ def resolve_checkpoint(args: argparse.Namespace) -> str | None:
     return str(found) if found else None
 
 
+def history_beside(results: str) -> str:
+    """The history endpoint paired with a results endpoint: same host, port + 7 (5555 -> 5562)."""
+    match = re.fullmatch(r"tcp://(.+):(\d+)", results)
+    return f"tcp://{match.group(1)}:{int(match.group(2)) + 7}" if match else sockets.LINKS["history"].default
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from detectors.hmr2.weights import DEFAULT_URL
     from stages.detect import add_detector_flags
@@ -326,8 +335,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="also write PHALP-format results: PATH if it ends in .pkl, else PATH/<job>.pkl")
     parser.add_argument("--results", default=sockets.LINKS["results"].default, metavar="ENDPOINT")
     parser.add_argument("--control", default=sockets.LINKS["control"].default, metavar="ENDPOINT")
-    parser.add_argument("--history", default=sockets.LINKS["history"].default, metavar="ENDPOINT",
-                        help="where backends ask for a job's results from any frame (replay)")
+    parser.add_argument("--history", metavar="ENDPOINT",
+                        help="where backends ask for a job's results from any frame (replay); "
+                             "default: the results endpoint's port + 7 (tcp://127.0.0.1:5562)")
     parser.add_argument("--out", type=Path, metavar="DIR", help="also write results to DIR/<job>.jsonl")
     parser.add_argument("--record", type=Path, metavar="DIR",
                         help="save every bus stream of each job to DIR/<job>/ (replay a stage alone on it)")
@@ -343,6 +353,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.history = args.history or history_beside(args.results)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s launch %(levelname)s %(message)s")
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     if args.source == "models":

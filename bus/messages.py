@@ -7,7 +7,7 @@ thing for people and a test keeps the two in step. A message is a map with
 Public (published to backends on the results socket): ``job_start``,
 ``frame``, ``track_event``, ``job_end``. Internal (between posebus processes): ``job``
 (launcher → decode), ``image`` (decode → detect), ``detections``
-(detect → track), ``progress`` (track → launcher).
+(detect → track), ``ack`` (track → decode), ``progress`` (track → launcher).
 """
 from __future__ import annotations
 
@@ -112,6 +112,8 @@ SPECS: dict[str, Struct] = {
     "track_event": Struct({**_HEADER, "index": int, "event": Enum(TRACK_EVENTS), "track_id": int}),
     "job_end": Struct({**_HEADER, "frames": int, "status": Enum(("ok", "error"))}, {"error": Optional(str)}),
     "progress": Struct({**_HEADER, "frames": int, "with_person": int}),
+    # Track -> decode: frames below ``upto`` are done; send the ``resend`` ones again.
+    "ack": Struct({**_HEADER, "upto": int, "resend": ListOf(int, 10_000)}),
     # Last reply to a replay request: where to ask next, and whether the job has ended.
     "replay_end": Struct({**_HEADER, "next": int, "done": bool}, {"error": Optional(str)}),
 }
@@ -209,6 +211,10 @@ def detections(job: str, index: int, pts_ms: float, people: list[Detection],
                error: str | None = None, worker: str = "") -> dict:
     return {**_header("detections", job), "index": index, "pts_ms": float(pts_ms),
             "people": [detection_to_wire(p) for p in people], "error": error, "worker": worker}
+
+
+def ack(job: str, upto: int, resend: list[int]) -> dict:
+    return {**_header("ack", job), "upto": int(upto), "resend": [int(i) for i in resend]}
 
 
 def progress(job: str, frames: int, with_person: int) -> dict:

@@ -46,6 +46,10 @@ class ReorderBuffer:
     def waiting_items(self, job: str) -> list[Any]:
         return [self._pending[job][i] for i in sorted(self._pending.get(job, {}))]
 
+    def last_waiting(self, job: str) -> int | None:
+        """The highest index waiting (a frame before it may be missing), or None."""
+        return max(self._pending.get(job) or [None], key=lambda i: -1 if i is None else i)
+
     def next_index(self, job: str) -> int:
         return self._next.get(job, 0)
 

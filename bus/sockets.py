@@ -13,6 +13,7 @@
     frames      decode (PUSH)       detect workers (PULL)
     events      track (PULL)        decode (PUSH)
     detections  track (PULL)        detect workers (PUSH)
+    acks        track (PUSH)        decode (PULL)
     results     track (XPUB)        backends (SUB)
     status      launcher (PULL)     track (PUSH)
     control     launcher (REP)      backends (REQ)
@@ -59,6 +60,8 @@ LINKS: dict[str, Link] = {
     "frames": Link(zmq.PUSH, zmq.PULL, "decode", "tcp://127.0.0.1:5557", hwm=2, linger_ms=0),
     "events": Link(zmq.PULL, zmq.PUSH, "track", "tcp://127.0.0.1:5559", hwm=1000, linger_ms=2000),
     "detections": Link(zmq.PULL, zmq.PUSH, "track", "tcp://127.0.0.1:5558", hwm=100, linger_ms=2000),
+    # Track tells decode which frames are done and which to send again (at-least-once delivery).
+    "acks": Link(zmq.PUSH, zmq.PULL, "track", "tcp://127.0.0.1:5564", hwm=1000, linger_ms=0),
     "results": Link(zmq.XPUB, zmq.SUB, "track", "tcp://127.0.0.1:5555", hwm=10_000, linger_ms=2000),
     "status": Link(zmq.PULL, zmq.PUSH, "launcher", "tcp://127.0.0.1:5561", hwm=1000, linger_ms=500),
     "control": Link(zmq.REP, zmq.REQ, "launcher", "tcp://127.0.0.1:5556", hwm=100, linger_ms=0),

@@ -33,10 +33,59 @@ def encode_jpeg(image, quality: int) -> bytes:
 
 
 RECORD_JPEG_QUALITY = 90  # recordings keep frames as JPEG: ~20x smaller than raw pixels
+ACK_WAIT_MS = 100
+ACK_TIMEOUT_S = 60.0  # give up on acknowledgements after this long without any (the track stage is gone)
+
+
+class InFlight:
+    """Frames sent but not yet acknowledged by the track stage, kept to send again on request.
+
+    A worker that dies takes the frames it held with it; the track stage notices
+    the gap and asks for them (at-least-once; it drops duplicates). Holding at
+    most ``limit`` frames also keeps decode from running far ahead.
+    """
+
+    def __init__(self, job: str, frames: zmq.Socket, acks: zmq.Socket | None, limit: int, log):
+        self.job, self.frames, self.acks, self.limit, self.log = job, frames, acks, limit, log
+        self.unacked: dict[int, dict] = {}
+
+    def add(self, index: int, message: dict) -> None:
+        if self.acks is not None:
+            self.unacked[index] = message
+            while len(self.unacked) >= self.limit:
+                self.handle_acks(ACK_WAIT_MS)
+
+    def handle_acks(self, timeout_ms: int = 0) -> bool:
+        """Apply the acks that arrive within ``timeout_ms``; False if none came."""
+        if self.acks is None or not self.acks.poll(timeout_ms):
+            return False
+        while self.acks.poll(0):
+            try:
+                ack = sockets.receive(self.acks, ("ack",))
+            except ValueError as exc:
+                self.log.warning("decode: dropped a bad ack: %s", exc)
+                continue
+            if ack["job"] != self.job:
+                continue
+            for index in [i for i in self.unacked if i < ack["upto"]]:
+                del self.unacked[index]
+            for index in ack["resend"]:
+                if index in self.unacked:
+                    self.log.info("job=%s frame=%d event=resent", self.job, index)
+                    sockets.send(self.frames, self.unacked[index])
+        return True
+
+    def drain(self, timeout_s: float) -> None:
+        """After the last frame: keep answering until every frame is acknowledged."""
+        quiet_since = time.monotonic()
+        while self.unacked and time.monotonic() - quiet_since < timeout_s:
+            if self.handle_acks(ACK_WAIT_MS):
+                quiet_since = time.monotonic()
 
 
 def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality: int | None,
-            realtime: bool, log, record_dir: Path | None = None) -> None:
+            realtime: bool, log, record_dir: Path | None = None, acks: zmq.Socket | None = None,
+            max_in_flight: int = 0) -> None:
     job, options = request["job"], request.get("options", {})
     try:
         source = open_source(request["source"], fps=options.get("fps"))
@@ -50,6 +99,7 @@ def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality:
     log.info("job %s: %s, %dx%d at %.3f fps", job, info.source, info.width, info.height, info.fps)
     decoded, error, started = 0, None, time.monotonic()
     recording = MessageLog(record_dir / job / "frames.log") if record_dir else None
+    in_flight = InFlight(job, frames, acks if max_in_flight > 0 else None, max_in_flight, log)
     try:
         for index, pts_ms, image in source:
             if realtime:  # pace like a live camera
@@ -59,6 +109,7 @@ def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality:
                        if jpeg_quality else messages.image(job, index, pts_ms, image))
             message["timestamps"] = {"decoded": time.time()}
             sockets.send(frames, message)
+            in_flight.add(index, message)
             if recording:
                 recording.write(messages.image(job, index, pts_ms, jpeg=encode_jpeg(image, RECORD_JPEG_QUALITY),
                                                width=image.shape[1], height=image.shape[0]))
@@ -70,6 +121,7 @@ def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality:
         if recording:
             recording.close()
     sockets.send(events, messages.job_end(job, decoded, error))
+    in_flight.drain(ACK_TIMEOUT_S)
     log.info("job %s: decoded %d frames", job, decoded)
 
 
@@ -89,7 +141,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="send JPEG instead of raw pixels (for workers on other hosts)")
     parser.add_argument("--realtime", action="store_true", help="pace frames at the source's frame rate")
     parser.add_argument("--record", type=Path, metavar="DIR", help="save each job's frames to DIR/<job>/frames.log")
-    runtime.add_endpoint_flags(parser, "frames", "events", "jobs")
+    parser.add_argument("--max-in-flight", type=int, default=0, metavar="N",
+                        help="keep up to N frames until the track stage acknowledges them, resending lost ones "
+                             "(the launcher uses 32; 0: off, for running decode alone)")
+    runtime.add_endpoint_flags(parser, "frames", "events", "jobs", "acks")
     runtime.add_security_flags(parser)
     runtime.log_level_flag(parser)
     args = parser.parse_args(argv)
@@ -99,12 +154,13 @@ def main(argv: list[str] | None = None) -> None:
     security = runtime.security_from_args(args)
     frames = sockets.bind(ctx, "frames", args.frames, security=security)
     events = sockets.connect(ctx, "events", args.events, security=security)
+    acks = sockets.connect(ctx, "acks", args.acks, security=security) if args.max_in_flight else None
     bad = sockets.Counter("decode")
     try:
         if args.source:
             options = {"fps": args.fps} if args.fps else {}
             request = messages.job_request(args.job or uuid.uuid4().hex[:12], args.source, options)
-            run_job(request, frames, events, args.jpeg, args.realtime, log, args.record)
+            run_job(request, frames, events, args.jpeg, args.realtime, log, args.record, acks, args.max_in_flight)
             return
         jobs = sockets.connect(ctx, "jobs", args.jobs, security=security)
         while True:
@@ -118,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
                 bad.drop(exc)
                 refuse(events, message, exc)
                 continue
-            run_job(request, frames, events, args.jpeg, args.realtime, log, args.record)
+            run_job(request, frames, events, args.jpeg, args.realtime, log, args.record, acks, args.max_in_flight)
     except KeyboardInterrupt:
         pass
     finally:

@@ -6,6 +6,8 @@ import logging
 import signal
 import sys
 
+import zmq
+
 from bus.security import Curve, keys_dir
 from bus.sockets import LINKS
 
@@ -53,11 +55,15 @@ def start(stage: str, log_level: str = "info") -> logging.Logger:
 
 
 def run(main) -> None:
-    """Run a stage's main; an interrupt (Ctrl-C, SIGTERM) at any point ends it quietly."""
+    """Run a stage's main; an interrupt (Ctrl-C, SIGTERM) at any point ends it quietly,
+    and a socket that cannot bind ends it with one line instead of a traceback."""
     try:
         main()
     except KeyboardInterrupt:
         pass
+    except zmq.ZMQError as exc:
+        print(f"posebus: error: {exc}", file=sys.stderr)
+        sys.exit(1)
 
 
 def log_level_flag(parser: argparse.ArgumentParser) -> None:

@@ -35,6 +35,9 @@ from tracking.types import TrackedFrame
 
 RECORDED_STREAMS = ("events", "detections", "results")
 MAX_EARLY_JOBS = 8
+MAX_DETECTION_TRIES = 3
+RESEND_AFTER_MIN_S = 2.0  # a frame missing this long (and a few detection latencies) is asked for again
+RESEND_AFTER_LATENCIES = 4
 NATIVE_JOINTS = {"hmr2": HMR2_JOINTS}  # names of each detector's keypoints_3d_native
 TRACKER_OPTIONS = ("lookahead", "subjects", "smoothing", "n_init", "max_age")  # a job may override these
 
@@ -58,6 +61,10 @@ class Job:
     with_person: int = 0
     frame_info: dict = field(default_factory=dict)  # index -> (timestamps, detection failed)
     last_progress: float = field(default_factory=time.monotonic)
+    last_detection: float = field(default_factory=time.monotonic)
+    detection_latency: float = 0.0  # running mean, s: how long to wait before asking decode to resend
+    resend_tries: dict = field(default_factory=dict)  # index -> times asked
+    acked_upto: int = 0
     out_file: object = None
     kept_frames: list[TrackedFrame] | None = None  # for the PHALP export
     log: MessageLog | None = None  # the job's results log, for replay and the output files
@@ -89,8 +96,9 @@ class TrackStage:
     """
 
     def __init__(self, results: zmq.Socket, status: zmq.Socket | None, args: argparse.Namespace, log,
-                 clock=time.time):
+                 clock=time.time, acks: zmq.Socket | None = None):
         self.results = results
+        self.acks = acks
         self.clock = clock
         self.status = status
         self.args = args
@@ -144,7 +152,10 @@ class TrackStage:
             self.hold_early(job_id)
         else:
             self.record(job, "detections", message)
-            job.last_progress = time.monotonic()
+            job.last_progress = job.last_detection = time.monotonic()
+            stamps = message.get("timestamps", {})
+            if "decoded" in stamps and "detected" in stamps:
+                job.detection_latency += 0.1 * (stamps["detected"] - stamps["decoded"] - job.detection_latency)
         try:
             if not self.reorder.add(job_id, message["index"], message):
                 self.log.warning("job=%s frame=%d event=duplicate_dropped", job_id, message["index"])
@@ -159,6 +170,51 @@ class TrackStage:
             stale, _ = self.early_jobs.popitem(last=False)
             self.reorder.forget(stale)
             self.log.warning("job=%s event=unknown_job_dropped (no job_start came)", stale)
+
+    def acknowledge(self, job: Job) -> None:
+        """Tell decode which frames are done, so it can forget them."""
+        upto = self.reorder.next_index(job.id)
+        if upto != job.acked_upto:
+            self.send_ack(messages.ack(job.id, upto, []))
+            job.acked_upto = upto
+
+    def send_ack(self, ack: dict) -> None:
+        if self.acks is not None:
+            try:
+                sockets.send(self.acks, ack, zmq.NOBLOCK)
+            except zmq.Again:  # no decode listening (a stage run alone): the resend tries run out instead
+                pass
+
+    def request_missing(self) -> None:
+        """Ask decode again for the head job's frames that have not come (a worker died holding them).
+
+        After ``MAX_DETECTION_TRIES`` requests a frame is published as failed
+        (``detection_failed``, people filled by the tracker) rather than stall the job.
+        """
+        if not self.order:
+            return
+        job = self.jobs[self.order[0]]
+        first = self.reorder.next_index(job.id)
+        waiting = self.reorder.last_waiting(job.id)
+        stop = job.end["frames"] if job.end is not None else (waiting + 1 if waiting is not None else first)
+        wait_s = max(RESEND_AFTER_MIN_S, RESEND_AFTER_LATENCIES * job.detection_latency)
+        if job.tracker is None or job.start is None or first >= stop or time.monotonic() - job.last_detection < wait_s:
+            return
+        resend = []
+        for index in (i for i in range(first, stop) if self.reorder.peek(job.id, i) is None):
+            job.resend_tries[index] = job.resend_tries.get(index, 0) + 1
+            if job.resend_tries[index] <= MAX_DETECTION_TRIES:
+                resend.append(index)
+            else:
+                error = f"no detection after {MAX_DETECTION_TRIES} tries"
+                self.log.error("job=%s frame=%d event=detection_failed %s", job.id, index, error)
+                pts = index * 1000.0 / job.start["fps"]
+                self.reorder.add(job.id, index, messages.detections(job.id, index, pts, [], error))
+        if resend:
+            self.log.warning("job=%s event=resend frames=%s", job.id, resend)
+            self.send_ack(messages.ack(job.id, first, resend))
+        job.last_detection = time.monotonic()
+        self.pump()
 
     def fail_stalled(self) -> None:
         """End the head job with an error when nothing has moved it for ``stall_timeout`` seconds."""
@@ -192,6 +248,7 @@ class TrackStage:
                 job.frame_info[index] = (detections.get("timestamps", {}), detections.get("error") is not None)
                 self.publish_tracked(job, job.tracker.push(messages.frame_detections(detections)))
                 job.last_progress = time.monotonic()
+            self.acknowledge(job)
             if not force_end and (job.end is None or self.reorder.next_index(job.id) < job.end["frames"]):
                 return
             force_end = False
@@ -351,7 +408,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--replay", type=Path, metavar="JOB_DIR",
                         help="run a recorded job (DIR/<job> of --record) through the tracker alone, then exit")
     add_tracker_flags(parser)
-    runtime.add_endpoint_flags(parser, "detections", "events", "results", "history")
+    runtime.add_endpoint_flags(parser, "detections", "events", "results", "history", "acks")
     runtime.add_security_flags(parser)
     runtime.log_level_flag(parser)
     args = parser.parse_args(argv)
@@ -363,6 +420,7 @@ def main(argv: list[str] | None = None) -> None:
     events = sockets.bind(ctx, "events", args.events, security=security)
     results = sockets.bind(ctx, "results", args.results, security=security)
     history = sockets.bind(ctx, "history", args.history, security=security)
+    acks = sockets.bind(ctx, "acks", args.acks, security=security)
     status = sockets.connect(ctx, "status", args.status, security=security) if args.status else None
     if args.replay:
         try:
@@ -370,14 +428,15 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             ctx.destroy(linger=2000)
         return
-    stage = TrackStage(results, status, args, log)
+    stage = TrackStage(results, status, args, log, acks=acks)
     bad = sockets.Counter("track")
     poller = zmq.Poller()
     for sock in (detections, events, results, history):
         poller.register(sock, zmq.POLLIN)
     try:
         while True:
-            ready = dict(poller.poll(1000))  # wake up now and then to notice a stalled job
+            ready = dict(poller.poll(250))  # wake up now and then to notice missing frames and stalls
+            stage.request_missing()
             stage.fail_stalled()
             if results in ready:
                 stage.on_subscription(results.recv())
