@@ -46,12 +46,12 @@ def wait_for_quiet(max_wait_s: float) -> bool:
 
 
 def interleaved(trials: dict[str, Callable[[], object]], rounds: int,
-                max_wait_s: float = 10.0) -> tuple[dict[str, list], str]:
+                max_wait_s: float | None = 10.0) -> tuple[dict[str, list], str]:
     """Run every trial once per round, rotating the order each round, each once the CPUs are quiet.
 
     Returns each trial's results in round order, and a sentence on how quiet the machine was.
     On a shared, noisy machine rotating spreads background load over all variants
-    instead of letting it land on whichever ran during a busy spell.
+    instead of letting it land on whichever ran during a busy spell. ``max_wait_s=None``: no waiting.
     """
     names = list(trials)
     results: dict[str, list] = {name: [] for name in names}
@@ -59,12 +59,13 @@ def interleaved(trials: dict[str, Callable[[], object]], rounds: int,
     for round_ in range(rounds):
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
-            busy += not wait_for_quiet(max_wait_s)
+            busy += max_wait_s is not None and not wait_for_quiet(max_wait_s)
             results[name].append(trials[name]())
             print(f"  round {round_ + 1}/{rounds}: {name} done", file=sys.stderr)
-    note = (f"Each trial waited (up to {max_wait_s:.0f} s) for ≥ {QUIET_IDLE:.0%} idle CPU; "
-            f"{busy} of {rounds * len(names)} started on a busy machine.")
-    return results, note
+    if max_wait_s is None:
+        return results, "Trials did not wait for a quiet machine."
+    return results, (f"Each trial waited (up to {max_wait_s:.0f} s) for ≥ {QUIET_IDLE:.0%} idle CPU; "
+                     f"{busy} of {rounds * len(names)} started on a busy machine.")
 
 
 def median(values: Iterable[float]) -> float:
