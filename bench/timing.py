@@ -25,6 +25,16 @@ def cpu_seconds(*pids: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def process_tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds so far of a process and all its descendants (those that have already exited: not counted)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        own = cpu_seconds(pid)
+    except FileNotFoundError:
+        return 0.0
+    return own + sum(process_tree_cpu_seconds(int(child)) for child in children)
+
+
 def idle_fraction(seconds: float = 0.5) -> float:
     """Share of all CPUs' time spent idle over the next ``seconds`` (from /proc/stat)."""
     def times() -> list[int]:
