@@ -1,0 +1,99 @@
+"""Run benches and assemble bench/RESULTS.md: ``python -m bench [NAME ...]`` (default: all).
+
+Each bench runs alone as ``python -m bench.NAME``; its markdown (stdout) is
+kept as bench/results/NAME.md. RESULTS.md then gathers every
+bench/results/*.md, including those of benches not run this time, under a
+header with the date and the machine.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+from bench.timing import RESULTS, ROOT
+
+BENCHES = ["transport", "pipeline", "latency", "hmr2", "tracking"]  # about 1, 3, 1, 1 and 0.5 min
+PACKAGES = ["pyzmq", "msgpack", "numpy", "opencv-python-headless", "mediapipe", "torch", "flask"]
+
+
+def cpu_model() -> str:
+    for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def memory_gib() -> float:
+    with open("/proc/meminfo") as meminfo:
+        kib = int(next(line for line in meminfo if line.startswith("MemTotal:")).split()[1])
+    return kib / 2**20
+
+
+def package_versions() -> str:
+    found = []
+    for name in PACKAGES:
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            pass
+    import zmq
+
+    return ", ".join(found) + f" (libzmq {zmq.zmq_version()})"
+
+
+def header(load_before: tuple[float, ...]) -> str:
+    load_after = os.getloadavg()
+    return "\n\n".join([
+        "# posebus benchmarks",
+        f"- date: {datetime.datetime.now(datetime.timezone.utc):%a %b %d %H:%M:%S UTC %Y}\n"
+        f"- machine: {cpu_model()}, {os.cpu_count()} CPUs, {memory_gib():.0f} GiB RAM, "
+        f"{platform.system()} {platform.machine()}, no GPU used\n"
+        f"- software: Python {platform.python_version()}, {package_versions()}\n"
+        f"- load average (1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after: other tenants' jobs "
+        f"share these CPUs, so treat differences under ~25% as noise",
+        "Regenerate with `python -m bench` (all) or `python -m bench NAME ...`; "
+        "each section is also in bench/results/NAME.md.",
+    ])
+
+
+def run_bench(name: str) -> bool:
+    print(f"bench.{name} ...", file=sys.stderr)
+    done = subprocess.run([sys.executable, "-m", f"bench.{name}"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        print(f"bench.{name} failed (exit {done.returncode}); its old results are kept", file=sys.stderr)
+        return False
+    section = done.stdout.strip()
+    if not section.startswith("#"):
+        section = f"## {name}\n\n{section}"
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.md").write_text(section + "\n")
+    return True
+
+
+def assemble(load_before: tuple[float, ...]) -> None:
+    found = {path.stem: path for path in RESULTS.glob("*.md")}
+    order = [name for name in BENCHES if name in found] + sorted(set(found) - set(BENCHES))
+    sections = [found[name].read_text().strip() for name in order]
+    (ROOT / "bench" / "RESULTS.md").write_text("\n\n".join([header(load_before), *sections]) + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("names", nargs="*", metavar="NAME", help=", ".join(BENCHES))
+    names = parser.parse_args().names or BENCHES
+    unknown = sorted(set(names) - set(BENCHES))
+    if unknown:
+        parser.error(f"no bench {', '.join(unknown)} (known: {', '.join(BENCHES)})")
+    load_before = os.getloadavg()
+    failed = [name for name in names if not run_bench(name)]
+    assemble(load_before)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
