@@ -32,6 +32,8 @@ from stages import runtime
 
 log = logging.getLogger("posebus.launch")
 STOP_GRACE_S = 3.0
+RESTART_BACKOFF_S = 0.5  # first restart delay of a dead worker, doubling up to the max
+RESTART_BACKOFF_MAX_S = 30.0
 MAX_IN_FLIGHT = 32  # frames decode keeps until the track stage has them (resent if a worker dies)
 PR_SET_PDEATHSIG = 1
 
@@ -76,6 +78,10 @@ class Pipeline:
         self.bad = sockets.Counter("launcher")
         self.unsent: list[dict] = []
         self.processes: dict[str, subprocess.Popen] = {}
+        self.restarts: dict[str, int] = {}
+        self.restart_at: dict[str, float] = {}
+        # To end a job whose decode stage died: the track stage takes job_end from decode's link.
+        self.events_out = sockets.connect(self.ctx, "events", self.endpoints["events"])
         self._start_stages()
 
     def _stage_commands(self) -> dict[str, list[str]]:
@@ -106,10 +112,12 @@ class Pipeline:
         return commands
 
     def _start_stages(self) -> None:
-        root = Path(__file__).resolve().parent
         for name, command in self._stage_commands().items():
-            self.processes[name] = subprocess.Popen([sys.executable, *command], cwd=root,
-                                                    preexec_fn=_stage_preexec)
+            self.processes[name] = self._spawn(command)
+
+    def _spawn(self, command: list[str]) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, *command], cwd=Path(__file__).resolve().parent,
+                                preexec_fn=_stage_preexec)
 
     def submit(self, source: str, job_id: str | None = None, options: dict | None = None) -> str:
         job_id = job_id or uuid.uuid4().hex[:12]
@@ -129,8 +137,39 @@ class Pipeline:
                 return
             self.unsent.pop(0)
 
-    def dead_stages(self) -> list[str]:
-        return [f"{name} (exit {p.returncode})" for name, p in self.processes.items() if p.poll() is not None]
+    def supervise(self) -> list[str]:
+        """Restart dead detect workers (with back-off); return the other stages that died.
+
+        A worker's frames are not lost: the track stage asks decode for them again.
+        """
+        dead = []
+        for name, process in self.processes.items():
+            if process.poll() is None:
+                continue
+            if not name.startswith("detect"):
+                dead.append(f"{name} (exit {process.returncode})")
+            elif time.monotonic() >= self.restart_at.setdefault(name, 0.0):
+                self.restarts[name] = self.restarts.get(name, 0) + 1
+                delay = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_S * 2 ** (self.restarts[name] - 1))
+                self.restart_at[name] = time.monotonic() + delay
+                print(f"posebus: {name} exited (code {process.returncode}); restarted "
+                      f"(restart {self.restarts[name]})", file=sys.stderr)
+                self.processes[name] = self._spawn(self._stage_commands()[name])
+        return dead
+
+    def restart_dead(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                self.processes[name] = self._spawn(self._stage_commands()[name])
+
+    def fail_running_job(self, reason: str) -> None:
+        """A stage the job needs died: end the job with an error (published by the track stage if it lives)."""
+        record = next((r for r in self.records.values() if r.state in ("queued", "running")), None)
+        if record is None:
+            return
+        record.state, record.error = "failed", reason
+        if self.processes["track"].poll() is None:
+            sockets.send(self.events_out, messages.job_end(record.id, 0, reason))
 
     def poll(self, timeout_ms: int) -> list[dict]:
         """Status messages that arrived within ``timeout_ms``, applied to the job records."""
@@ -209,9 +248,9 @@ def run_one(args: argparse.Namespace) -> int:
         while record.state not in ("done", "failed"):
             pipeline.poll(200)
             bar.update(record)
-            dead = pipeline.dead_stages()
+            dead = pipeline.supervise()
             if dead:
-                record.state, record.error = "failed", f"stage stopped: {', '.join(dead)}"
+                pipeline.fail_running_job(f"stage stopped: {', '.join(dead)}")
         bar.close()
         if record.state == "failed":
             print(f"posebus: error: job {job}: {record.error}", file=sys.stderr)
@@ -247,7 +286,7 @@ def handle_request(pipeline: Pipeline, request: dict) -> dict:
     if command == "list":
         return {"ok": True, "jobs": [vars(r) for r in pipeline.records.values()]}
     return {"ok": True, "stages": {name: p.poll() is None for name, p in pipeline.processes.items()},
-            "detector": pipeline.args.detector}
+            "restarts": pipeline.restarts, "detector": pipeline.args.detector}
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -257,9 +296,11 @@ def serve(args: argparse.Namespace) -> int:
     try:
         while True:
             pipeline.poll(0)
-            if pipeline.dead_stages():
-                print(f"posebus: error: stage stopped: {', '.join(pipeline.dead_stages())}", file=sys.stderr)
-                return 1
+            dead = pipeline.supervise()
+            if dead:  # fail the job in hand, bring the stage back, take the next job
+                print(f"posebus: error: stage stopped: {', '.join(dead)}; restarting it", file=sys.stderr)
+                pipeline.fail_running_job(f"stage stopped: {', '.join(dead)}")
+                pipeline.restart_dead()
             if not control.poll(100):
                 continue
             try:
