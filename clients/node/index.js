@@ -394,6 +394,7 @@ export function appFrames(endpoint, job, { includeMesh = true, ...options } = {}
 }
 
 function frameStream(endpoint, job, { history, start = 0, signal, timeoutMs }, convert) {
+  if (history === undefined && start !== 0) throw new Error("frames from a start index need the history endpoint");
   const source = history === undefined
     ? subscribe(endpoint, { job, signal, timeoutMs })
     : follow(endpoint, history, job, { start, signal, timeoutMs });

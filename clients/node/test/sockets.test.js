@@ -229,6 +229,19 @@ test("replay() gives the logged messages and the replay_end, and rejects a refus
   }
 });
 
+test("follow() stops with the signal's reason when aborted", async () => {
+  const stage = await trackStage();
+  try {
+    const controller = new AbortController();
+    const stream = collect(follow(stage.results, stage.history, "j", { signal: controller.signal }));
+    await stage.ready(1);
+    controller.abort();
+    await assert.rejects(stream, { name: "AbortError" });
+  } finally {
+    stage.close();
+  }
+});
+
 test("follow() throws TimeoutError when nothing new arrives within timeoutMs", async () => {
   const stage = await trackStage();
   try {
