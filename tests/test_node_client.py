@@ -31,6 +31,10 @@ def node_modules():
                        timeout=120)
 
 
+def tcp_endpoint() -> str:
+    return f"tcp://127.0.0.1:{free_port()}"
+
+
 def node(script: str, *args: str) -> subprocess.Popen:
     return subprocess.Popen([NODE, script, *map(str, args)], cwd=CLIENT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -50,11 +54,12 @@ def test_node_unit_tests_pass():
 
 
 def test_node_subscriber_receives_every_frame_of_a_run(tmp_path):
-    endpoint, job = f"tcp://127.0.0.1:{free_port()}", "node-run"
+    endpoint, job = tcp_endpoint(), "node-run"
     collector = node("examples/collect.js", endpoint, job)  # subscribes first; the run waits for it
     try:
-        run = launch(VIDEO, "--results", endpoint, "--wait-subscribers", "1", "--job", job, "--out", tmp_path,
-                     timeout=90)
+        # A free history port too: runs on the default one collide when tests run side by side.
+        run = launch(VIDEO, "--results", endpoint, "--history", tcp_endpoint(), "--wait-subscribers", "1",
+                     "--job", job, "--out", tmp_path, "--job-log", tmp_path / "logs", timeout=90)
         assert run.returncode == 0, run.stderr
         summary = summary_of(collector)
     finally:
@@ -72,9 +77,10 @@ def test_node_subscriber_receives_every_frame_of_a_run(tmp_path):
     assert (end["frames"], end["status"], end["error"]) == (180, "ok", None)
 
 
-def test_node_control_submits_and_follows_a_job():
-    results, control = (f"tcp://127.0.0.1:{free_port()}" for _ in range(2))
-    server = subprocess.Popen([sys.executable, "launch.py", "serve", "--results", results, "--control", control],
+def test_node_control_submits_and_follows_a_job(tmp_path):
+    results, control = tcp_endpoint(), tcp_endpoint()
+    server = subprocess.Popen([sys.executable, "launch.py", "serve", "--results", results, "--control", control,
+                               "--history", tcp_endpoint(), "--job-log", tmp_path / "logs"],
                               cwd=ROOT, stderr=subprocess.PIPE, text=True)
     try:
         summary = summary_of(node("examples/submit-and-follow.js", control, results, VIDEO), timeout=90)
@@ -121,7 +127,7 @@ def late_followers(tmp_path_factory):
     """Two Node followers started together once a run has published half its frames: one prints every
     message's {type, index}, the other the frames in the app's shape. Gives (their lines, the --out file)."""
     folder = tmp_path_factory.mktemp("late")
-    results, history, job = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}", "node-late"
+    results, history, job = tcp_endpoint(), tcp_endpoint(), "node-late"
     run = realtime_run(results, history, job, folder)
     followers = []
     try:
@@ -155,7 +161,7 @@ def test_node_app_frames_are_python_app_document_frames(late_followers, tmp_path
 
 
 def test_node_follower_killed_mid_job_resumes_from_its_last_index(tmp_path):
-    results, history, job = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}", "node-resume"
+    results, history, job = tcp_endpoint(), tcp_endpoint(), "node-resume"
     run = realtime_run(results, history, job, tmp_path)
     first = second = None
     try:
