@@ -62,6 +62,8 @@ export interface JobStartMessage extends Header {
   joints?: Record<string, string[]>;
   angles?: string[];
   intrinsics?: { fx: number; fy: number; cx: number; cy: number };
+  /** HMR 2.0: the mesh's 13776×3 vertex indices, the same for every frame. */
+  mesh_faces?: NDArray;
   options?: unknown;
 }
 
@@ -131,16 +133,112 @@ export class Subscription implements AsyncIterable<ResultMessage> {
 
 export function subscribe(endpoint: string, options?: SubscribeOptions): Subscription;
 
-export interface FrameStream extends AsyncIterable<FrameMessage> {
+/** The history link's closing message of one replay request. */
+export interface ReplayEndMessage extends Header {
+  type: "replay_end";
+  /** The frame index after the last one replayed: where the next request starts. */
+  next: number;
+  /** Whether the job's job_end was reached. */
+  done: boolean;
+  error: string | null;
+}
+
+export const REPLAY_CHUNK: 500;
+
+/**
+ * One request to a history endpoint (the track stage's ROUTER, `launch.py --history`):
+ * the job's logged job_start, at most `count` frames from `from` with the track
+ * events among them, its job_end once reached; then the replay_end. Rejects
+ * when the request is refused, with `TimeoutError` after `timeoutMs`.
+ */
+export function replay(history: string, job: string, from: number, count?: number,
+  options?: { timeoutMs?: number }): Promise<{ messages: ResultMessage[]; end: ReplayEndMessage }>;
+
+export interface FollowOptions {
+  /** The first frame index wanted (default 0): the last index handled + 1 resumes a stopped follower. */
+  start?: number;
+  /** Aborting closes the sockets; iteration then throws the signal's reason. */
+  signal?: AbortSignal;
+  /** Throw `TimeoutError` when nothing new arrives (and the history link does not answer) for this long. */
+  timeoutMs?: number;
+}
+
+/**
+ * Every message of one job from frame `start`, in order, no gaps, no duplicates,
+ * until its job_end, whenever you join (bus/client.py's follow, the Clone
+ * pattern): job_start first, then the frames from `start` with their track
+ * events, then job_end. Connected and subscribed from construction.
+ */
+export class Follower implements AsyncIterable<ResultMessage> {
+  constructor(results: string, history: string, job: string, options?: FollowOptions);
+  [Symbol.asyncIterator](): AsyncGenerator<ResultMessage, void, undefined>;
+  /** Close the sockets; needed only when the follower is never iterated to its end. */
+  close(): void;
+}
+
+export function follow(results: string, history: string, job: string, options?: FollowOptions): Follower;
+
+export interface FrameStream<T = FrameMessage> extends AsyncIterable<T> {
+  /** Resolves once connected to the publisher (at once with `history`: the log covers what was missed). */
   readonly connected: Promise<void>;
   close(): void;
 }
 
+export interface FramesOptions extends FollowOptions {
+  /** The history endpoint: frames come from `follow`, so a late start catches up from the job's log. */
+  history?: string;
+}
+
 /**
- * One job's frame messages in order. Iteration throws if an index is skipped or
- * repeated, if the job ends with an error, or if job_end counts other frames.
+ * One job's frame messages in order from `start` (which needs `history`). Iteration throws if an index is
+ * skipped or repeated, if the job ends with an error, or if job_end counts other frames.
  */
-export function frames(endpoint: string, job: string, options?: Omit<SubscribeOptions, "job" | "topics">): FrameStream;
+export function frames(endpoint: string, job: string, options?: FramesOptions): FrameStream;
+
+/** A named joint of the app's shape; a joint the detector lacks has position null and confidence 0. */
+export interface AppJoint<P> {
+  name: string;
+  position: P | null;
+  confidence: number | null;
+}
+
+/** One person in the app's shape (outputs/app_json.py `_person`, docs/outputs.md). Numbers rounded to 6 decimals. */
+export interface AppPerson {
+  personId: number;
+  confidence: number;
+  tracked: true;
+  trackingState: TrackState;
+  trackingConfidence: number;
+  framesSinceSeen: number;
+  /** HMR 2.0's translation and focal length, or for BlazePose the pelvis of keypoints3d and the job's intrinsics. */
+  camera: { tx: number; ty: number; tz: number; focalLength: number; principalPoint: number[] } | null;
+  /** Rotation matrices: globalOrient 1×3×3, bodyPose 23×3×3; betas 10. Null for BlazePose. */
+  smpl: { globalOrient: number[][][]; bodyPose: number[][][]; betas: number[] } | null;
+  meshVertices: number[][] | null;
+  /** job_start.mesh_faces, the same array in every frame. */
+  meshFaces: number[][] | null;
+  /** [x, y, w, h] pixels. */
+  bbox: number[];
+  keypoints2d: AppJoint<{ x: number; y: number }>[];
+  keypoints3d: AppJoint<{ x: number; y: number; z: number }>[] | null;
+  jointAngles: Record<string, number | null>;
+}
+
+/** One frame in the app's per-frame shape (outputs/app_json.py `_frame`). */
+export interface AppFrame {
+  frameNumber: number;
+  /** Seconds (pts_ms / 1000). */
+  timestamp: number;
+  /** The primary subject (the rider) first. */
+  persons: AppPerson[];
+}
+
+/** One frame message in the app's shape; `jobStart` gives joint names, intrinsics and mesh faces. */
+export function appFrame(frame: FrameMessage, jobStart: JobStartMessage, options?: { includeMesh?: boolean }): AppFrame;
+
+/** As `frames`, each frame in the app's shape (`includeMesh: false` leaves out vertices and faces). */
+export function appFrames(endpoint: string, job: string,
+  options?: FramesOptions & { includeMesh?: boolean }): FrameStream<AppFrame>;
 
 export interface ControlReply {
   ok: boolean;

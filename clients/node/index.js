@@ -124,8 +124,8 @@ export function decode(parts) {
 }
 
 /** The header checks bus/messages.py makes on every public message; returns the message. */
-function checkHeader(message, topic) {
-  if (!PUBLIC_TYPES.includes(message.type)) throw new Error(`unexpected message type ${JSON.stringify(message.type)}`);
+function checkHeader(message, topic, types = PUBLIC_TYPES) {
+  if (!types.includes(message.type)) throw new Error(`unexpected message type ${JSON.stringify(message.type)}`);
   if (message.schema !== SCHEMA) throw new Error(`schema version ${JSON.stringify(message.schema)} is not ${SCHEMA}`);
   if (typeof message.job !== "string") throw new Error(`${message.type}.job is not a string`);
   if (topic !== `${message.job}/${message.type}`) throw new Error(`topic ${topic} does not match the ${message.type} message of job ${message.job}`);
@@ -195,31 +195,328 @@ export function subscribe(endpoint, options = {}) {
   return new Subscription(endpoint, options);
 }
 
+export const REPLAY_CHUNK = 500; // frames asked for per replay request
+const CATCH_UP_WAIT_MS = 100;
+const IDLE_REPLAY_MS = 1000; // a quiet live stream may have lost its last messages: check the log this often
+const REPLAY_TYPES = [...PUBLIC_TYPES, "replay_end"];
+
+/** One request on a history (DEALER) socket: the job's logged messages from frame `from`, and the replay_end. */
+async function requestReplay(socket, job, from, count) {
+  await socket.send(pack({ cmd: "replay", job, from, count }));
+  const messages = [];
+  while (true) {
+    let topic, parts;
+    try {
+      [topic, ...parts] = await socket.receive();
+    } catch (error) {
+      if (error.code === "EAGAIN" && !socket.closed) {
+        throw new TimeoutError(`no replay of job ${job} within ${socket.receiveTimeout} ms`);
+      }
+      throw error;
+    }
+    const message = checkHeader(decode(parts), topic.toString(), REPLAY_TYPES);
+    if (message.type === "replay_end") {
+      if (message.error) throw new Error(`replay refused: ${message.error}`);
+      return { messages, end: message };
+    }
+    messages.push(message);
+  }
+}
+
+function historySocket(history, timeoutMs) {
+  const socket = new zmq.Dealer({ linger: 0, receiveTimeout: timeoutMs ?? -1 });
+  socket.connect(history);
+  return socket;
+}
+
 /**
- * The frame messages of one job, in order: throws if an index is skipped or
- * repeated, if the job ends with an error, or if job_end counts other frames.
+ * One request to a history endpoint (the track stage's ROUTER): `job`'s logged
+ * messages from frame `from` (job_start, at most `count` frames with the track
+ * events among them, job_end once reached) and the closing replay_end
+ * `{next, done}`. Throws when the request is refused, `TimeoutError` after `timeoutMs`.
+ */
+export async function replay(history, job, from, count = REPLAY_CHUNK, { timeoutMs } = {}) {
+  const socket = historySocket(history, timeoutMs);
+  try {
+    return await requestReplay(socket, job, from, count);
+  } finally {
+    socket.close();
+  }
+}
+
+/** Passes each message of one job once, frames in index order from `start`. */
+class Sequencer {
+  nextIndex;
+  seenStart = false;
+  #seenEvents = new Set();
+
+  constructor(start) {
+    this.nextIndex = start;
+  }
+
+  admit(message) {
+    switch (message.type) {
+      case "job_start": {
+        const fresh = !this.seenStart;
+        this.seenStart = true;
+        return fresh;
+      }
+      case "frame":
+        if (message.index !== this.nextIndex) return false;
+        this.nextIndex += 1;
+        return true;
+      case "track_event": {
+        const key = `${message.index}/${message.event}/${message.track_id}`;
+        const fresh = !this.#seenEvents.has(key);
+        this.#seenEvents.add(key);
+        return fresh;
+      }
+      default:
+        return true; // job_end
+    }
+  }
+}
+
+/**
+ * Every message of one job from frame `start`, in order, no gaps, no
+ * duplicates, until its job_end (the ZeroMQ guide's Clone pattern, as
+ * bus/client.py's follow): subscribe to the live stream first, then catch up
+ * from the job's log over the history link, then carry on live; whenever the
+ * live stream skips a frame, the missing frames are fetched from the log.
+ */
+export class Follower {
+  #live;
+  #log;
+  #job;
+  #start;
+  #timeoutMs;
+  #signal;
+  #onAbort = () => this.close();
+
+  constructor(results, history, job, { start = 0, timeoutMs, signal } = {}) {
+    signal?.throwIfAborted();
+    this.#job = job;
+    this.#start = start;
+    this.#timeoutMs = timeoutMs;
+    this.#signal = signal;
+    this.#live = new zmq.Subscriber({ linger: 0, receiveHighWaterMark: 1000, receiveTimeout: CATCH_UP_WAIT_MS });
+    this.#live.connect(results);
+    this.#live.subscribe(`${job}/`);
+    this.#log = historySocket(history, timeoutMs);
+    signal?.addEventListener("abort", this.#onAbort, { once: true });
+  }
+
+  async *[Symbol.asyncIterator]() {
+    const job = this.#job;
+    const sequence = new Sequencer(this.#start);
+    let needReplay = true, liveSeen = false, idleMs = 0;
+    try {
+      while (true) {
+        if (needReplay) {
+          const { messages } = await requestReplay(this.#log, job, sequence.nextIndex, REPLAY_CHUNK);
+          for (const message of messages) {
+            if (!sequence.admit(message)) continue;
+            yield message;
+            if (message.type === "job_end") return;
+          }
+          needReplay = false;
+        }
+        const message = await this.#receiveLive();
+        if (message !== null) {
+          liveSeen = true;
+          idleMs = 0;
+          if (message.type === "frame" && (message.index > sequence.nextIndex || !sequence.seenStart)) {
+            needReplay = true; // a gap, or frames before their job_start: the log has what the live stream lost
+          } else if (sequence.admit(message)) {
+            yield message;
+            if (message.type === "job_end") return;
+          }
+          continue;
+        }
+        idleMs += CATCH_UP_WAIT_MS;
+        if (this.#timeoutMs !== undefined && idleMs >= this.#timeoutMs) {
+          throw new TimeoutError(`job ${job}: nothing new for ${this.#timeoutMs} ms`);
+        }
+        // Until the subscription is surely active, or when the stream has gone quiet, ask the log.
+        needReplay = !liveSeen || idleMs % IDLE_REPLAY_MS === 0;
+      }
+    } catch (error) {
+      this.#signal?.throwIfAborted();
+      throw error;
+    } finally {
+      this.close();
+    }
+  }
+
+  /** The next live message of the job, or null when none arrives within CATCH_UP_WAIT_MS. */
+  async #receiveLive() {
+    while (true) {
+      let topic, parts;
+      try {
+        [topic, ...parts] = await this.#live.receive();
+      } catch (error) {
+        if (error.code === "EAGAIN" && !this.#live.closed) return null;
+        throw error;
+      }
+      const message = checkHeader(decode(parts), topic.toString());
+      if (message.job === this.#job) return message; // not a longer job id with this one as prefix
+    }
+  }
+
+  close() {
+    this.#signal?.removeEventListener("abort", this.#onAbort);
+    for (const socket of [this.#live, this.#log]) if (!socket.closed) socket.close();
+  }
+}
+
+/** Every message of `job` from frame `start` whenever you join: logged messages first, then live. */
+export function follow(results, history, job, options = {}) {
+  return new Follower(results, history, job, options);
+}
+
+/**
+ * The frame messages of one job, in order from `start` (default 0): throws if
+ * an index is skipped or repeated, if the job ends with an error, or if job_end
+ * counts other frames. With `history`, the frames come from `follow`, so a late
+ * start catches up from the job's log; without, from `subscribe` (subscribe
+ * before the job starts).
  */
 export function frames(endpoint, job, options = {}) {
-  const subscription = subscribe(endpoint, { ...options, job });
+  return frameStream(endpoint, job, options, (frame) => frame);
+}
+
+/** As `frames`, each frame converted to the app's per-frame shape (`appFrame`). */
+export function appFrames(endpoint, job, { includeMesh = true, ...options } = {}) {
+  return frameStream(endpoint, job, options, (frame, jobStart) => {
+    if (jobStart === null) throw new Error(`job ${job}: frame ${frame.index} arrived before job_start`);
+    return appFrame(frame, jobStart, { includeMesh });
+  });
+}
+
+function frameStream(endpoint, job, { history, start = 0, signal, timeoutMs }, convert) {
+  if (history === undefined && start !== 0) throw new Error("frames from a start index need the history endpoint");
+  const source = history === undefined
+    ? subscribe(endpoint, { job, signal, timeoutMs })
+    : follow(endpoint, history, job, { start, signal, timeoutMs });
   return {
-    connected: subscription.connected,
-    [Symbol.asyncIterator]: () => contiguousFrames(subscription, job),
-    close: () => subscription.close(),
+    connected: source.connected ?? Promise.resolve(), // a follower catches up from the log: nothing to wait for
+    [Symbol.asyncIterator]: () => contiguousFrames(source, job, start, convert),
+    close: () => source.close(),
   };
 }
 
-async function* contiguousFrames(subscription, job) {
-  let next = 0;
-  for await (const message of subscription) {
-    if (message.type === "frame") {
+async function* contiguousFrames(messages, job, start, convert) {
+  let next = start, jobStart = null;
+  for await (const message of messages) {
+    if (message.type === "job_start") {
+      jobStart = message;
+    } else if (message.type === "frame") {
       if (message.index !== next) throw new Error(`job ${job}: frame ${message.index} arrived where frame ${next} was due`);
       next += 1;
-      yield message;
+      yield convert(message, jobStart);
     } else if (message.type === "job_end") {
       if (message.status !== "ok") throw new Error(`job ${job} failed: ${message.error}`);
       if (message.frames !== next) throw new Error(`job ${job}: job_end reports ${message.frames} frames, ${next} arrived`);
     }
   }
+}
+
+// --- the app's per-frame shape: outputs/app_json.py's _frame and _person --------------------
+
+const DECIMALS = 6; // as outputs/app_json.py: float32 carries about 7 significant digits
+
+/** numpy's round(x, 6): scale, round half to even, scale back; NaN becomes null. */
+function rounded(value) {
+  if (Number.isNaN(value)) return null;
+  const scale = 10 ** DECIMALS;
+  const scaled = value * scale;
+  let whole = Math.round(scaled); // rounds halves up
+  if (whole - scaled === 0.5 && whole % 2 !== 0) whole -= 1;
+  return whole / scale;
+}
+
+/** An NDArray as nested arrays by its shape, each value passed through `convert`. */
+function nested({ shape, data }, convert = rounded) {
+  const strides = shape.map((_, axis) => shape.slice(axis + 1).reduce((a, b) => a * b, 1));
+  const build = (axis, offset) => axis === shape.length
+    ? convert(data[offset])
+    : Array.from({ length: shape[axis] }, (_, i) => build(axis + 1, offset + i * strides[axis]));
+  return build(0, 0);
+}
+
+const facesOfJob = new WeakMap(); // job_start -> its mesh_faces as nested arrays, built once per job
+
+function meshFaces(jobStart) {
+  if (!facesOfJob.has(jobStart)) {
+    facesOfJob.set(jobStart, jobStart.mesh_faces == null ? null : nested(jobStart.mesh_faces, Number));
+  }
+  return facesOfJob.get(jobStart);
+}
+
+/**
+ * One frame message in the app's per-frame shape (outputs/app_json.py's
+ * `_frame`; docs/outputs.md): `{frameNumber, timestamp (s), persons}`.
+ * `jobStart` is the job's job_start (joint names, intrinsics, mesh faces).
+ */
+export function appFrame(frame, jobStart, { includeMesh = true } = {}) {
+  return {
+    frameNumber: frame.index,
+    timestamp: frame.pts_ms / 1000,
+    persons: frame.people.map((person) => appPerson(person, jobStart, includeMesh)),
+  };
+}
+
+function appPerson(person, jobStart, includeMesh) {
+  const names = jobStart.joints.keypoints_2d;
+  const keypoints2d = nested(person.keypoints_2d);
+  // keypoints_3d come from the same detection as keypoints_2d, so they share its per-joint confidence.
+  const confidence = keypoints2d.map((row) => row[2]);
+  const keypoints3d = person.keypoints_3d == null ? null : nested(person.keypoints_3d);
+  const smpl = person.smpl;
+  const hasMesh = includeMesh && person.vertices != null;
+  return {
+    personId: person.track_id,
+    confidence: person.confidence,
+    tracked: true,
+    trackingState: person.state,
+    trackingConfidence: person.confidence,
+    framesSinceSeen: person.frames_since_seen,
+    camera: cameraOf(person, keypoints3d, jobStart),
+    smpl: smpl == null ? null
+      : { globalOrient: nested(smpl.global_orient), bodyPose: nested(smpl.body_pose), betas: nested(smpl.betas) },
+    meshVertices: hasMesh ? nested(person.vertices) : null,
+    meshFaces: hasMesh ? meshFaces(jobStart) : null,
+    bbox: nested(person.bbox),
+    keypoints2d: namedJoints(names, keypoints2d.map((row) => row.slice(0, 2)), confidence),
+    keypoints3d: keypoints3d === null ? null : namedJoints(names, keypoints3d, confidence),
+    jointAngles: { ...person.joint_angles },
+  };
+}
+
+/**
+ * The app's `camera {tx, ty, tz, focalLength, principalPoint}` of one person:
+ * HMR 2.0's camera-frame translation, or for BlazePose (no body model) the
+ * pelvis of its camera-frame keypoints_3d with the job's intrinsics. Null when neither is known.
+ */
+function cameraOf(person, keypoints3d, jobStart) {
+  if (person.camera != null) {
+    const [tx, ty, tz] = nested(person.camera.translation);
+    return { tx, ty, tz, focalLength: person.camera.focal_length, principalPoint: nested(person.camera.principal_point) };
+  }
+  const intrinsics = jobStart.intrinsics;
+  if (keypoints3d === null || intrinsics == null) return null;
+  const [tx, ty, tz] = keypoints3d[jobStart.joints.keypoints_3d.indexOf("pelvis")];
+  if (tx === null) return null;
+  return { tx, ty, tz, focalLength: intrinsics.fx, principalPoint: [intrinsics.cx, intrinsics.cy] };
+}
+
+/** Rounded (J, 2 or 3) rows -> `[{name, position {x, y[, z]}, confidence}]`; a missing joint has position null, confidence 0. */
+function namedJoints(names, points, confidence) {
+  return names.slice(0, points.length).map((name, i) => {
+    const point = points[i];
+    const position = point.includes(null) ? null : Object.fromEntries(point.map((value, axis) => ["xyz"[axis], value]));
+    return { name, position, confidence: position ? confidence[i] : 0 };
+  });
 }
 
 /** Requests to a `launch.py serve` control socket (REQ with a timeout; Lazy Pirate). */

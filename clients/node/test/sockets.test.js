@@ -1,10 +1,10 @@
-// subscribe(), frames() and Control against stand-in sockets written here (no pipeline needed).
+// subscribe(), frames(), follow(), replay() and Control against stand-in sockets written here (no pipeline needed).
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { decode as unpack, encode, ExtData } from "@msgpack/msgpack";
 import * as zmq from "zeromq";
 
-import { Control, TimeoutError, frames, subscribe } from "../index.js";
+import { Control, TimeoutError, follow, frames, replay, subscribe } from "../index.js";
 
 const keypoints = new ExtData(1, encode(["<f4", [25, 3], new Uint8Array(25 * 3 * 4)]));
 const jobStart = (job) => ({ type: "job_start", schema: 1, job, source: "clip.mp4", fps: 30, width: 64, height: 48, frame_count: null });
@@ -118,6 +118,136 @@ test("subscribe() stops with the signal's reason when aborted", async () => {
     await assert.rejects(stream, { name: "AbortError" });
   } finally {
     pub.close();
+  }
+});
+
+/**
+ * The track stage's side of a job, stood in for: `publish` logs a message then
+ * sends it live, `logOnly` logs it as if the live stream lost it; a ROUTER
+ * answers replay requests from the log as bus/joblog.py does.
+ */
+async function trackStage() {
+  const pub = await publisher();
+  const log = [];
+  const history = new zmq.Router({ linger: 0 });
+  await history.bind("tcp://127.0.0.1:*");
+  const send = (identity, message) => history.send([identity, `${message.job}/${message.type}`, encode(message)]);
+  (async () => {
+    for await (const [identity, request] of history) {
+      const { job, from, count } = unpack(request);
+      if (from < 0) {
+        await send(identity, { type: "replay_end", schema: 1, job: "invalid", next: 0, done: true, error: "bad replay request" });
+        continue;
+      }
+      const selected = [];
+      let next = from, done = false;
+      for (const message of log.filter((m) => m.job === job)) {
+        if (message.type === "job_end") {
+          selected.push(message);
+          done = true;
+          break;
+        }
+        if (next - from >= count) break;
+        if (message.type === "job_start") selected.push(message);
+        if (message.type === "frame" && message.index >= from) {
+          selected.push(message);
+          next = message.index + 1;
+        }
+      }
+      for (const message of selected) await send(identity, message);
+      await send(identity, { type: "replay_end", schema: 1, job, next, done, error: null });
+    }
+  })().catch(() => {}); // ends when the socket closes
+  return {
+    results: pub.endpoint,
+    history: history.lastEndpoint,
+    ready: pub.ready,
+    logOnly: (...messages) => log.push(...messages),
+    async publish(...messages) {
+      log.push(...messages); // first, as the track stage: whoever sees it live can already replay it
+      await pub.publish(...messages);
+    },
+    close() {
+      pub.close();
+      history.close();
+    },
+  };
+}
+
+const summary = (messages) => messages.map((m) => m.index ?? m.type);
+
+test("follow() joining mid-job gets the logged frames, then the live ones, each once", async () => {
+  const stage = await trackStage();
+  try {
+    await stage.publish(jobStart("j"), frame("j", 0), frame("j", 1), frame("j", 2)); // before anyone listened
+    const stream = collect(follow(stage.results, stage.history, "j"));
+    await stage.ready(1);
+    await stage.publish(frame("j", 3), frame("j", 4), jobEnd("j", 5));
+    assert.deepEqual(summary(await stream), ["job_start", 0, 1, 2, 3, 4, "job_end"]);
+  } finally {
+    stage.close();
+  }
+});
+
+test("follow() fetches the frames the live stream skipped from the log", async () => {
+  const stage = await trackStage();
+  try {
+    const messages = follow(stage.results, stage.history, "j")[Symbol.asyncIterator]();
+    await stage.ready(1);
+    await stage.publish(jobStart("j"), frame("j", 0));
+    const seen = [(await messages.next()).value, (await messages.next()).value];
+    stage.logOnly(frame("j", 1), frame("j", 2));
+    await stage.publish(frame("j", 3), jobEnd("j", 4));
+    for await (const message of { [Symbol.asyncIterator]: () => messages }) seen.push(message);
+    assert.deepEqual(summary(seen), ["job_start", 0, 1, 2, 3, "job_end"]);
+  } finally {
+    stage.close();
+  }
+});
+
+test("follow({start}) resumes at that frame, job_start first; frames({history, start}) checks from there", async () => {
+  const stage = await trackStage();
+  try {
+    await stage.publish(jobStart("j"), frame("j", 0), frame("j", 1), frame("j", 2), jobEnd("j", 3));
+    assert.deepEqual(summary(await collect(follow(stage.results, stage.history, "j", { start: 2 }))), ["job_start", 2, "job_end"]);
+    assert.deepEqual(summary(await collect(frames(stage.results, "j", { history: stage.history, start: 1 }))), [1, 2]);
+  } finally {
+    stage.close();
+  }
+});
+
+test("replay() gives the logged messages and the replay_end, and rejects a refused request", async () => {
+  const stage = await trackStage();
+  try {
+    await stage.publish(jobStart("j"), frame("j", 0), frame("j", 1), frame("j", 2));
+    const { messages, end } = await replay(stage.history, "j", 1, 1);
+    assert.deepEqual(summary(messages), ["job_start", 1]);
+    assert.deepEqual([end.next, end.done], [2, false]);
+    await assert.rejects(replay(stage.history, "j", -1), /replay refused: bad replay request/);
+  } finally {
+    stage.close();
+  }
+});
+
+test("follow() stops with the signal's reason when aborted", async () => {
+  const stage = await trackStage();
+  try {
+    const controller = new AbortController();
+    const stream = collect(follow(stage.results, stage.history, "j", { signal: controller.signal }));
+    await stage.ready(1);
+    controller.abort();
+    await assert.rejects(stream, { name: "AbortError" });
+  } finally {
+    stage.close();
+  }
+});
+
+test("follow() throws TimeoutError when nothing new arrives within timeoutMs", async () => {
+  const stage = await trackStage();
+  try {
+    await assert.rejects(collect(follow(stage.results, stage.history, "j", { timeoutMs: 300 })), TimeoutError);
+  } finally {
+    stage.close();
   }
 });
 
