@@ -11,6 +11,7 @@ mid-way ends its job with ``job_end`` status ``error``; the stage carries on.
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 import uuid
 from pathlib import Path
@@ -19,7 +20,9 @@ import cv2
 import zmq
 
 from bus import messages, sockets
+from bus.events import event
 from bus.log import MessageLog
+from bus.metrics import StageMetrics
 from stages import runtime
 from video.sources import SourceError, open_source
 
@@ -34,19 +37,25 @@ def encode_jpeg(image, quality: int) -> bytes:
 RECORD_JPEG_QUALITY = 90  # recordings keep frames as JPEG: ~20x smaller than raw pixels
 
 
+def send_event(events: zmq.Socket, message: dict, metrics: StageMetrics) -> None:
+    sockets.send(events, message)
+    metrics.sent(message)
+
+
 def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality: int | None,
-            realtime: bool, log, record_dir: Path | None = None) -> None:
+            realtime: bool, log, record_dir: Path | None = None, *, metrics: StageMetrics) -> None:
     job, options = request["job"], request.get("options", {})
     try:
         source = open_source(request["source"], fps=options.get("fps"))
     except SourceError as exc:
-        log.error("job %s: %s", job, exc)
-        sockets.send(events, messages.job_end(job, 0, str(exc)))
+        event(log, logging.ERROR, "source_failed", job=job, error=exc)
+        send_event(events, messages.job_end(job, 0, str(exc)), metrics)
         return
     info = source.info
-    sockets.send(events, messages.job_start(job, info.source, info.fps, info.width, info.height,
-                                            info.frame_count, options=options))
-    log.info("job %s: %s, %dx%d at %.3f fps", job, info.source, info.width, info.height, info.fps)
+    send_event(events, messages.job_start(job, info.source, info.fps, info.width, info.height,
+                                          info.frame_count, options=options), metrics)
+    event(log, logging.INFO, "job_started", job=job, source=info.source, width=info.width, height=info.height,
+          fps=info.fps)
     decoded, error, started = 0, None, time.monotonic()
     recording = MessageLog(record_dir / job / "frames.log") if record_dir else None
     try:
@@ -62,14 +71,18 @@ def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality:
                 recording.write(messages.image(job, index, pts_ms, jpeg=encode_jpeg(image, RECORD_JPEG_QUALITY),
                                                width=image.shape[1], height=image.shape[0]))
             decoded += 1
+            metrics.sent(message)
+            metrics.queue = (info.frame_count or decoded) - decoded  # frames of the job still to decode
+            metrics.publish()
     except SourceError as exc:
         error = str(exc)
-        log.error("job %s: %s", job, exc)
+        event(log, logging.ERROR, "source_broke", job=job, frame=decoded, error=exc)
     finally:
+        metrics.queue = 0
         if recording:
             recording.close()
-    sockets.send(events, messages.job_end(job, decoded, error))
-    log.info("job %s: decoded %d frames", job, decoded)
+    send_event(events, messages.job_end(job, decoded, error), metrics)
+    event(log, logging.INFO, "job_decoded", job=job, frames=decoded)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -83,6 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--record", type=Path, metavar="DIR", help="save each job's frames to DIR/<job>/frames.log")
     runtime.add_endpoint_flags(parser, "frames", "events", "jobs")
     runtime.add_security_flags(parser)
+    runtime.add_metrics_flags(parser)
     runtime.log_level_flag(parser)
     args = parser.parse_args(argv)
     log = runtime.start("decode", args.log_level)
@@ -92,20 +106,25 @@ def main(argv: list[str] | None = None) -> None:
     frames = sockets.bind(ctx, "frames", args.frames, security=security)
     events = sockets.connect(ctx, "events", args.events, security=security)
     bad = sockets.Counter("decode")
+    metrics = runtime.start_metrics(ctx, args, "decode", bad, security)
     try:
         if args.source:
             options = {"fps": args.fps} if args.fps else {}
             request = messages.job_request(args.job or uuid.uuid4().hex[:12], args.source, options)
-            run_job(request, frames, events, args.jpeg, args.realtime, log, args.record)
+            run_job(request, frames, events, args.jpeg, args.realtime, log, args.record, metrics=metrics)
             return
         jobs = sockets.connect(ctx, "jobs", args.jobs, security=security)
         while True:
+            metrics.publish()
+            if not jobs.poll(metrics.timeout_ms()):  # wake up to publish metrics while idle
+                continue
             try:
                 request = sockets.receive(jobs, ("job",))
             except ValueError as exc:
                 bad.drop(exc)
                 continue
-            run_job(request, frames, events, args.jpeg, args.realtime, log, args.record)
+            metrics.received()
+            run_job(request, frames, events, args.jpeg, args.realtime, log, args.record, metrics=metrics)
     except KeyboardInterrupt:
         pass
     finally:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +21,10 @@ from pathlib import Path
 import zmq
 
 from bus import codec, messages, sockets
+from bus.events import event
 from bus.joblog import DEFAULT_FOLDER, JobLogs
 from bus.log import MessageLog, read
+from bus.metrics import StageMetrics
 from bus.reorder import ReorderBuffer, ReorderOverflow
 from pose import camera
 from pose.angles import ANGLE_KEYS
@@ -82,11 +85,12 @@ class TrackStage:
     """The stage's logic, fed by the socket loop (live) or by a recording (replay).
 
     ``clock`` stamps each frame's ``published`` time; a replay passes None so that
-    the same recording always gives byte-identical output.
+    the same recording always gives byte-identical output. ``metrics`` counts what it publishes.
     """
 
     def __init__(self, results: zmq.Socket, status: zmq.Socket | None, args: argparse.Namespace, log,
-                 clock=time.time):
+                 clock=time.time, metrics: StageMetrics | None = None):
+        self.metrics = metrics or StageMetrics("track", "replay")
         self.results = results
         self.clock = clock
         self.status = status
@@ -133,14 +137,15 @@ class TrackStage:
         self.record(job, "detections", message)
         try:
             if not self.reorder.add(job.id, message["index"], message):
-                self.log.warning("job %s: duplicate frame %d dropped", job.id, message["index"])
+                event(self.log, logging.DEBUG, "duplicate_dropped", job=job.id, frame=message["index"])
         except ReorderOverflow as exc:
-            self.log.error("%s", exc)
+            event(self.log, logging.ERROR, "reorder_overflow", job=job.id, frame=message["index"], error=exc)
 
     # --- output ------------------------------------------------------------
     def publish(self, job: Job, message: dict) -> None:
         job.log.write(message)  # first: whoever sees it live can already replay it
         sockets.send(self.results, message)
+        self.metrics.sent(message)
         self.record(job, "results", message)
         if job.out_file is not None:
             job.out_file.write(json.dumps(codec.to_json_compatible(message)) + "\n")
@@ -199,7 +204,7 @@ class TrackStage:
             try:
                 write(results, folder / f"{job.id}.{suffix}")
             except Exception as exc:  # an output file failing must not take the stage down
-                self.log.error("job %s: could not write the %s: %s", job.id, name.replace("_", " "), exc)
+                event(self.log, logging.ERROR, "output_failed", job=job.id, output=name, error=exc)
 
     def serve_replay(self, sock: zmq.Socket) -> None:
         """Answer one replay request: the job's logged messages from a frame index, then replay_end."""
@@ -250,7 +255,7 @@ class TrackStage:
         self.write_outputs(job)
         if self.status is not None:  # last: the launcher may stop the stages when it sees this
             sockets.send(self.status, end)
-        self.log.info("job %s: published %d frames, %s", job.id, job.published, end["status"])
+        event(self.log, logging.INFO, "job_published", job=job.id, frames=job.published, status=end["status"])
         self.reorder.forget(job.id)
         del self.jobs[job.id]
         self.order.pop(0)
@@ -312,6 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     add_tracker_flags(parser)
     runtime.add_endpoint_flags(parser, "detections", "events", "results", "history")
     runtime.add_security_flags(parser)
+    runtime.add_metrics_flags(parser)
     runtime.log_level_flag(parser)
     args = parser.parse_args(argv)
     log = runtime.start("track", args.log_level)
@@ -329,14 +335,16 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             ctx.destroy(linger=2000)
         return
-    stage = TrackStage(results, status, args, log)
     bad = sockets.Counter("track")
+    stage = TrackStage(results, status, args, log, metrics=runtime.start_metrics(ctx, args, "track", bad, security))
     poller = zmq.Poller()
     for sock in (detections, events, results, history):
         poller.register(sock, zmq.POLLIN)
     try:
         while True:
-            ready = dict(poller.poll())
+            stage.metrics.queue = sum(stage.reorder.waiting(job) for job in stage.jobs)
+            stage.metrics.publish()
+            ready = dict(poller.poll(stage.metrics.timeout_ms()))  # wakes up to publish metrics
             if results in ready:
                 stage.on_subscription(results.recv())
             if history in ready:
@@ -346,6 +354,7 @@ def main(argv: list[str] | None = None) -> None:
                 if sock in ready:
                     try:
                         handle(sockets.receive(sock, expected))
+                        stage.metrics.received()
                     except ValueError as exc:
                         bad.drop(exc)
             stage.pump()
