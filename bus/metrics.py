@@ -1,8 +1,9 @@
 """What a stage counts about itself, and the ``metrics`` message it publishes every interval.
 
-Pure bookkeeping, no sockets: a stage makes one :class:`StageMetrics`, tells it
-about the messages it takes in (``received``) and sends on (``sent``), and
-calls ``publish(sock)`` from its loop, which sends a snapshot when one is due.
+Bookkeeping: a stage makes one :class:`StageMetrics`, tells it about the
+messages it takes in (``received``) and sends on (``sent``), and calls
+``publish()`` from its loop, which sends a snapshot on ``out`` when one is due
+(the only socket this module touches; ``snapshot()`` alone is pure).
 Frame latencies come from the ``timestamps`` the frame messages carry, so
 every stage measures the same clock readings a backend sees.
 docs/metrics.md describes the message.
