@@ -69,8 +69,8 @@ class Pipeline:
                           ("jobs", "frames", "events", "detections", "status", "stage_metrics")}
         self.ctx = zmq.Context()
         self.security = runtime.security_from_args(args)
-        self.metrics_relay = monitor.MetricsRelay(self.ctx, self.endpoints["stage_metrics"], args.metrics, self.security,
-                                          args.prometheus)
+        self.metrics_relay = monitor.MetricsRelay(self.ctx, self.endpoints["stage_metrics"], args.metrics,
+                                                  self.security, args.prometheus)
         self.metrics_relay.start()
         self.jobs_out = sockets.bind(self.ctx, "jobs", self.endpoints["jobs"])
         self.status_in = sockets.bind(self.ctx, "status", self.endpoints["status"])
