@@ -2,6 +2,7 @@
 
     python launch.py VIDEO [options]   run one job end to end, exit 0 when its job_end is published
     python launch.py serve [options]   keep running and take jobs on the control socket
+    python launch.py status [--once]   a live table of every stage's metrics (--metrics ENDPOINT)
     python launch.py models            report which model files were found, and how to get the rest
     python launch.py download-models   fetch the HMR 2.0 archive into the cache (resumable)
 
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import zmq
 
-from bus import codec, messages, sockets
+from bus import codec, messages, monitor, sockets
 from stages import runtime
 
 log = logging.getLogger("posebus.launch")
@@ -69,9 +70,12 @@ class Pipeline:
         self.args = args
         self.folder = Path(tempfile.mkdtemp(prefix="posebus-"))
         self.endpoints = {name: f"ipc://{self.folder / name}" for name in
-                          ("jobs", "frames", "events", "detections", "status", "acks")}
+                          ("jobs", "frames", "events", "detections", "status", "acks", "stage_metrics")}
         self.ctx = zmq.Context()
         self.security = runtime.security_from_args(args)
+        self.metrics_relay = monitor.MetricsRelay(self.ctx, self.endpoints["stage_metrics"], args.metrics,
+                                                  self.security, args.prometheus)
+        self.metrics_relay.start()
         self.jobs_out = sockets.bind(self.ctx, "jobs", self.endpoints["jobs"])
         self.status_in = sockets.bind(self.ctx, "status", self.endpoints["status"])
         self.records: dict[str, JobRecord] = {}
@@ -86,7 +90,7 @@ class Pipeline:
 
     def _stage_commands(self) -> dict[str, list[str]]:
         a, e = self.args, self.endpoints
-        common = ["--log-level", a.log_level]
+        common = ["--log-level", a.log_level, "--metrics", e["stage_metrics"]]
         track = ["-m", "stages.track", "--detections", e["detections"], "--events", e["events"],
                  "--results", a.results, "--status", e["status"], "--wait-subscribers", str(a.wait_subscribers),
                  "--tracker", a.tracker, "--lookahead", str(a.lookahead), "--subjects", str(a.subjects),
@@ -109,7 +113,7 @@ class Pipeline:
         commands = {"track": track + runtime.security_argv(self.security) + common, "decode": decode + common}
         for i in range(a.workers):
             commands[f"detect-{i}"] = detect + common
-        return commands
+        return {name: command + ["--worker-id", name] for name, command in commands.items()}
 
     def _start_stages(self) -> None:
         for name, command in self._stage_commands().items():
@@ -205,6 +209,7 @@ class Pipeline:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        self.metrics_relay.stop()
         self.ctx.destroy(linger=0)
         shutil.rmtree(self.folder, ignore_errors=True)
 
@@ -292,7 +297,8 @@ def handle_request(pipeline: Pipeline, request: dict) -> dict:
 def serve(args: argparse.Namespace) -> int:
     pipeline = Pipeline(args)
     control = sockets.bind(pipeline.ctx, "control", args.control, security=pipeline.security)
-    print(f"posebus: serving; control {args.control}, results {args.results}", file=sys.stderr)
+    print(f"posebus: serving; control {args.control}, results {args.results}, metrics {args.metrics}",
+          file=sys.stderr)
     try:
         while True:
             pipeline.poll(0)
@@ -364,8 +370,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     parser = argparse.ArgumentParser(prog="python launch.py", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("source", help="video file, image folder, camera index, stream URL; or serve, models, "
-                                       "download-models")
+    parser.add_argument("source", help="video file, image folder, camera index, stream URL; or serve, status, "
+                                       "models, download-models")
     parser.add_argument("--workers", type=int, default=1, help="detect worker processes (default 1)")
     add_detector_flags(parser)
     add_tracker_flags(parser)
@@ -379,6 +385,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--history", metavar="ENDPOINT",
                         help="where backends ask for a job's results from any frame (replay); "
                              "default: the results endpoint's port + 7 (tcp://127.0.0.1:5562)")
+    parser.add_argument("--metrics", default=sockets.LINKS["metrics"].default, metavar="ENDPOINT",
+                        help="where the stages' metrics are published (status reads them here)")
+    parser.add_argument("--prometheus", type=int, metavar="PORT",
+                        help="serve the metrics to Prometheus on 127.0.0.1:PORT (needs prometheus-client)")
+    parser.add_argument("--once", action="store_true", help="status: print one table and exit")
     parser.add_argument("--out", type=Path, metavar="DIR", help="also write results to DIR/<job>.jsonl")
     parser.add_argument("--record", type=Path, metavar="DIR",
                         help="save every bus stream of each job to DIR/<job>/ (replay a stage alone on it)")
@@ -401,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
         return models(args)
     if args.source == "download-models":
         return download_models(args)
+    if args.source == "status":
+        return monitor.status(args.metrics, args.once, runtime.security_from_args(args))
     if args.detector == "hmr2":
         args.checkpoint = resolve_checkpoint(args)
         if args.checkpoint is None:

@@ -7,7 +7,8 @@ thing for people and a test keeps the two in step. A message is a map with
 Public (published to backends on the results socket): ``job_start``,
 ``frame``, ``track_event``, ``job_end``. Internal (between posebus processes): ``job``
 (launcher → decode), ``image`` (decode → detect), ``detections``
-(detect → track), ``ack`` (track → decode), ``progress`` (track → launcher).
+(detect → track), ``ack`` (track → decode), ``progress`` (track → launcher). Monitoring: ``metrics``
+(every stage → launcher → the metrics link), which belongs to no job.
 """
 from __future__ import annotations
 
@@ -116,6 +117,15 @@ SPECS: dict[str, Struct] = {
     "ack": Struct({**_HEADER, "upto": int, "resend": ListOf(int, 10_000)}),
     # Last reply to a replay request: where to ask next, and whether the job has ended.
     "replay_end": Struct({**_HEADER, "next": int, "done": bool}, {"error": Optional(str)}),
+    # A stage's periodic snapshot (bus.metrics, docs/metrics.md): counters since it started, rates and
+    # latencies over the last `interval` seconds.
+    "metrics": Struct({
+        "type": str, "schema": int, "stage": str, "worker": str, "host": str, "pid": int, "time": float,
+        "interval": float, "messages_in": int, "messages_out": int, "frames": int, "fps": float, "queue": int,
+        "drops": int, "retries": int, "errors": int,
+        "latency_ms": MapOf(Struct({"p50": Optional(float), "p95": Optional(float), "samples": int}), 8),
+        "jobs": MapOf(int, 64),
+    }, {"gpu_memory": Optional(int)}),
 }
 PUBLIC_TYPES = ("job_start", "frame", "track_event", "job_end")
 
@@ -141,7 +151,7 @@ def validate(message: dict, expected: tuple[str, ...] | None = None) -> dict:
     if not isinstance(message.get("schema"), int) or message["schema"] != SCHEMA:
         raise SchemaError(f"schema version {message.get('schema')!r} is not {SCHEMA}")
     check(message, SPECS[kind], kind)
-    if not JOB_ID.match(message["job"]):
+    if "job" in SPECS[kind].required and not JOB_ID.match(message["job"]):
         raise SchemaError(f"{kind}.job {message['job']!r} is not a valid job id")
     if kind == "image" and ("image" in message) == ("jpeg" in message):
         raise SchemaError("image must carry exactly one of image or jpeg")
@@ -172,7 +182,10 @@ def validate_request(request: dict) -> dict:
 
 def topic(message: dict) -> bytes:
     """Results-socket topic ``<job>/<type>``: one subscription to ``<job>/`` follows exactly one job
-    (job ids contain no ``/``), so ``--wait-subscribers`` counts one per subscriber."""
+    (job ids contain no ``/``), so ``--wait-subscribers`` counts one per subscriber.
+    Metrics go out as ``metrics/<stage>/<worker>``."""
+    if message["type"] == "metrics":
+        return f"metrics/{message['stage']}/{message['worker']}".encode()
     return f"{message['job']}/{message['type']}".encode()
 
 
@@ -219,6 +232,10 @@ def ack(job: str, upto: int, resend: list[int]) -> dict:
 
 def progress(job: str, frames: int, with_person: int) -> dict:
     return {**_header("progress", job), "frames": frames, "with_person": with_person}
+
+
+def metrics(**fields: Any) -> dict:
+    return {"type": "metrics", "schema": SCHEMA, **fields}
 
 
 def frame(job: str, index: int, pts_ms: float, people: list[dict]) -> dict:

@@ -18,6 +18,12 @@
     status      launcher (PULL)     track (PUSH)
     control     launcher (REP)      backends (REQ)
     history     track (ROUTER)      backends (DEALER)
+    stage_metrics launcher (SUB)    every stage (PUB)
+    metrics     launcher (XPUB)     monitors (SUB): launch.py status, bus.tap
+
+Metrics flow the other way round from results: each stage connects a PUB to
+the launcher's bound SUB, so a stage never blocks on them and stages may come
+and go, and the launcher relays them on its ``metrics`` XPUB (bus.monitor).
 
 The stable end of each link binds: decode binds ``frames`` (workers come and
 go), track binds ``detections``, ``events`` and ``results``, the launcher
@@ -40,6 +46,7 @@ from urllib.parse import urlsplit
 import zmq
 
 from bus import codec, messages
+from bus.events import event
 from bus.security import Curve
 
 log = logging.getLogger("posebus.bus")
@@ -61,12 +68,14 @@ LINKS: dict[str, Link] = {
     "events": Link(zmq.PULL, zmq.PUSH, "track", "tcp://127.0.0.1:5559", hwm=1000, linger_ms=2000),
     "detections": Link(zmq.PULL, zmq.PUSH, "track", "tcp://127.0.0.1:5558", hwm=100, linger_ms=2000),
     # Track tells decode which frames are done and which to send again (at-least-once delivery).
-    "acks": Link(zmq.PUSH, zmq.PULL, "track", "tcp://127.0.0.1:5564", hwm=1000, linger_ms=0),
+    "acks": Link(zmq.PUSH, zmq.PULL, "track", "tcp://127.0.0.1:5565", hwm=1000, linger_ms=0),
     "results": Link(zmq.XPUB, zmq.SUB, "track", "tcp://127.0.0.1:5555", hwm=10_000, linger_ms=2000),
     "status": Link(zmq.PULL, zmq.PUSH, "launcher", "tcp://127.0.0.1:5561", hwm=1000, linger_ms=500),
     "control": Link(zmq.REP, zmq.REQ, "launcher", "tcp://127.0.0.1:5556", hwm=100, linger_ms=0),
     # A job's logged results from any frame on request: catching up after a late start or a gap.
     "history": Link(zmq.ROUTER, zmq.DEALER, "track", "tcp://127.0.0.1:5562", hwm=2000, linger_ms=0),
+    "metrics": Link(zmq.XPUB, zmq.SUB, "launcher", "tcp://127.0.0.1:5563", hwm=1000, linger_ms=0),
+    "stage_metrics": Link(zmq.SUB, zmq.PUB, "launcher", "tcp://127.0.0.1:5564", hwm=1000, linger_ms=0),
 }
 
 
@@ -113,6 +122,8 @@ def bind(ctx: zmq.Context, name: str, endpoint: str | None = None,
         # than stalling the pipeline for everyone; frame indices show it the gap
         # and the replay link fills it (bus.client.follow does both).
         sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+    if link.bind_type == zmq.SUB:
+        sock.setsockopt(zmq.SUBSCRIBE, b"")  # a binding SUB collects everything its publishers send
     sock.bind(endpoint)
     return sock
 
@@ -134,9 +145,9 @@ def connect(ctx: zmq.Context, name: str, endpoint: str | None = None,
 
 
 def send(sock: zmq.Socket, message: dict, flags: int = 0) -> None:
-    """Send one message; on the results socket it is prefixed with its topic."""
+    """Send one message; from a publisher (results, metrics) it is prefixed with its topic."""
     parts = codec.encode(message)
-    if sock.type == zmq.XPUB:
+    if sock.type in (zmq.XPUB, zmq.PUB):
         parts = [messages.topic(message), *parts]
     sock.send_multipart(parts, flags=flags, copy=False)
 
@@ -158,4 +169,4 @@ class Counter:
 
     def drop(self, error: Exception) -> None:
         self.dropped += 1
-        log.warning("%s: dropped a bad message (%d so far): %s", self.stage, self.dropped, error)
+        event(log, logging.WARNING, "bad_message_dropped", dropped=self.dropped, error=error)

@@ -3,8 +3,9 @@
     python -m bus.tap tcp://127.0.0.1:5555                   # results, as a subscriber
     python -m bus.tap tcp://127.0.0.1:5557 --link frames     # take frames from a decode stage run alone
     python -m bus.tap tcp://127.0.0.1:5558 --link detections # stand in for the track stage
+    python -m bus.tap tcp://127.0.0.1:5563 --link metrics    # every stage's metrics, via the launcher
 
-On ``results`` the tap is one more subscriber. On the other links it takes the
+On ``results`` and ``metrics`` the tap is one more subscriber. On the other links it takes the
 place of the receiving stage (it consumes what it prints).
 """
 from __future__ import annotations
@@ -16,13 +17,16 @@ import time
 import numpy as np
 import zmq
 
-from bus import sockets
+from bus import metrics, sockets
 
-RECEIVERS = {"results": "connect", "frames": "connect", "detections": "bind", "events": "bind"}
+RECEIVERS = {"results": "connect", "frames": "connect", "detections": "bind", "events": "bind",
+             "metrics": "connect"}
 
 
 def summary(message: dict) -> str:
     """One line describing a message."""
+    if message["type"] == "metrics":
+        return f"{'metrics':10} {metrics.summary(message)}"
     kind, job = message["type"], message["job"]
     if kind in ("frame", "detections"):
         people = message["people"]
@@ -42,7 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bus.tap", description=__doc__.split("\n")[0])
     parser.add_argument("endpoint")
     parser.add_argument("--link", default="results", choices=sorted(RECEIVERS))
-    parser.add_argument("--topic", default="", help="results topic prefix: JOB/ for one job, JOB/frame for its frames")
+    parser.add_argument("--topic", default="", help="topic prefix: JOB/ for one job, JOB/frame for its frames; "
+                                                    "metrics/track for the track stage's metrics")
     parser.add_argument("--count", type=int, help="exit after this many messages")
     args = parser.parse_args(argv)
 
@@ -52,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         sock = sockets.connect(ctx, args.link, args.endpoint, topics=(args.topic.encode(),))
     expected = {"results": ("job_start", "frame", "job_end"), "frames": ("image",),
-                "detections": ("detections",), "events": ("job_start", "job_end")}[args.link]
+                "detections": ("detections",), "events": ("job_start", "job_end"), "metrics": ("metrics",)}[args.link]
     seen = 0
     try:
         while args.count is None or seen < args.count:

@@ -11,6 +11,7 @@ mid-way ends its job with ``job_end`` status ``error``; the stage carries on.
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 import uuid
 from pathlib import Path
@@ -19,7 +20,9 @@ import cv2
 import zmq
 
 from bus import codec, messages, sockets
+from bus.events import event
 from bus.log import MessageLog
+from bus.metrics import StageMetrics
 from bus.schema import SchemaError
 from stages import runtime
 from video.sources import SourceError, open_source
@@ -63,7 +66,7 @@ class InFlight:
             try:
                 ack = sockets.receive(self.acks, ("ack",))
             except ValueError as exc:
-                self.log.warning("decode: dropped a bad ack: %s", exc)
+                event(self.log, logging.WARNING, "bad_ack_dropped", job=self.job, error=exc)
                 continue
             if ack["job"] != self.job:
                 continue
@@ -71,7 +74,7 @@ class InFlight:
                 del self.unacked[index]
             for index in ack["resend"]:
                 if index in self.unacked:
-                    self.log.info("job=%s frame=%d event=resent", self.job, index)
+                    event(self.log, logging.INFO, "frame_resent", job=self.job, frame=index)
                     sockets.send(self.frames, self.unacked[index])
         return True
 
@@ -83,20 +86,26 @@ class InFlight:
                 quiet_since = time.monotonic()
 
 
+def send_event(events: zmq.Socket, message: dict, metrics: StageMetrics) -> None:
+    sockets.send(events, message)
+    metrics.sent(message)
+
+
 def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality: int | None,
             realtime: bool, log, record_dir: Path | None = None, acks: zmq.Socket | None = None,
-            max_in_flight: int = 0) -> None:
+            max_in_flight: int = 0, *, metrics: StageMetrics) -> None:
     job, options = request["job"], request.get("options", {})
     try:
         source = open_source(request["source"], fps=options.get("fps"))
     except SourceError as exc:
-        log.error("job %s: %s", job, exc)
-        sockets.send(events, messages.job_end(job, 0, str(exc)))
+        event(log, logging.ERROR, "source_failed", job=job, error=exc)
+        send_event(events, messages.job_end(job, 0, str(exc)), metrics)
         return
     info = source.info
-    sockets.send(events, messages.job_start(job, info.source, info.fps, info.width, info.height,
-                                            info.frame_count, options=options))
-    log.info("job %s: %s, %dx%d at %.3f fps", job, info.source, info.width, info.height, info.fps)
+    send_event(events, messages.job_start(job, info.source, info.fps, info.width, info.height,
+                                          info.frame_count, options=options), metrics)
+    event(log, logging.INFO, "job_started", job=job, source=info.source, width=info.width, height=info.height,
+          fps=info.fps)
     decoded, error, started = 0, None, time.monotonic()
     recording = MessageLog(record_dir / job / "frames.log") if record_dir else None
     in_flight = InFlight(job, frames, acks if max_in_flight > 0 else None, max_in_flight, log)
@@ -114,15 +123,19 @@ def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality:
                 recording.write(messages.image(job, index, pts_ms, jpeg=encode_jpeg(image, RECORD_JPEG_QUALITY),
                                                width=image.shape[1], height=image.shape[0]))
             decoded += 1
+            metrics.sent(message)
+            metrics.queue = (info.frame_count or decoded) - decoded  # frames of the job still to decode
+            metrics.publish()
     except SourceError as exc:
         error = str(exc)
-        log.error("job %s: %s", job, exc)
+        event(log, logging.ERROR, "source_broke", job=job, frame=decoded, error=exc)
     finally:
+        metrics.queue = 0
         if recording:
             recording.close()
-    sockets.send(events, messages.job_end(job, decoded, error))
+    send_event(events, messages.job_end(job, decoded, error), metrics)
     in_flight.drain(ACK_TIMEOUT_S)
-    log.info("job %s: decoded %d frames", job, decoded)
+    event(log, logging.INFO, "job_decoded", job=job, frames=decoded)
 
 
 def refuse(events: zmq.Socket, request: dict, error: SchemaError) -> None:
@@ -146,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
                              "(the launcher uses 32; 0: off, for running decode alone)")
     runtime.add_endpoint_flags(parser, "frames", "events", "jobs", "acks")
     runtime.add_security_flags(parser)
+    runtime.add_metrics_flags(parser)
     runtime.log_level_flag(parser)
     args = parser.parse_args(argv)
     log = runtime.start("decode", args.log_level)
@@ -156,14 +170,19 @@ def main(argv: list[str] | None = None) -> None:
     events = sockets.connect(ctx, "events", args.events, security=security)
     acks = sockets.connect(ctx, "acks", args.acks, security=security) if args.max_in_flight else None
     bad = sockets.Counter("decode")
+    metrics = runtime.start_metrics(ctx, args, "decode", bad, security)
     try:
         if args.source:
             options = {"fps": args.fps} if args.fps else {}
             request = messages.job_request(args.job or uuid.uuid4().hex[:12], args.source, options)
-            run_job(request, frames, events, args.jpeg, args.realtime, log, args.record, acks, args.max_in_flight)
+            run_job(request, frames, events, args.jpeg, args.realtime, log, args.record, acks, args.max_in_flight,
+                    metrics=metrics)
             return
         jobs = sockets.connect(ctx, "jobs", args.jobs, security=security)
         while True:
+            metrics.publish()
+            if not jobs.poll(metrics.timeout_ms()):  # wake up to publish metrics while idle
+                continue
             try:
                 message = codec.decode(jobs.recv_multipart(copy=False))
                 request = messages.validate(message, ("job",))
@@ -174,7 +193,9 @@ def main(argv: list[str] | None = None) -> None:
                 bad.drop(exc)
                 refuse(events, message, exc)
                 continue
-            run_job(request, frames, events, args.jpeg, args.realtime, log, args.record, acks, args.max_in_flight)
+            metrics.received()
+            run_job(request, frames, events, args.jpeg, args.realtime, log, args.record, acks, args.max_in_flight,
+                    metrics=metrics)
     except KeyboardInterrupt:
         pass
     finally:

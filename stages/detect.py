@@ -10,6 +10,7 @@ with ``error`` set and no people, so the job goes on.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import socket
 import time
@@ -21,6 +22,7 @@ import zmq
 
 import detectors
 from bus import messages, sockets
+from bus.events import event
 from bus.log import read, write_all
 from bus.tap import summary
 from detectors.base import FrameImage
@@ -40,10 +42,11 @@ def frame_image(message: dict) -> FrameImage:
     return FrameImage(message["job"], message["index"], message["pts_ms"], pixels)
 
 
-def receive_batch(frames: zmq.Socket, size: int, bad: sockets.Counter) -> list[dict]:
-    """Block for one frame, then take up to ``size - 1`` more that are already waiting."""
+def receive_batch(frames: zmq.Socket, size: int, bad: sockets.Counter, timeout_ms: int | None = None) -> list[dict]:
+    """Wait up to ``timeout_ms`` (None: for ever) for one frame, then take up to ``size - 1`` more that
+    are already waiting; an empty batch when none came in time."""
     batch: list[dict] = []
-    while not batch or (len(batch) < size and frames.poll(0)):
+    while len(batch) < size and frames.poll(0 if batch else timeout_ms):
         try:
             batch.append(sockets.receive(frames, ("image",)))
         except ValueError as exc:
@@ -63,6 +66,8 @@ def add_appearance(image: FrameImage, people: list) -> list:
 
 def detect_batch(detector, batch: list[dict], worker: str, log) -> list[dict]:
     """Detections messages for a batch of image messages, one per frame."""
+    if not batch:  # the receive timed out: no detector call for nothing
+        return []
     images, errors = [], {}
     for message in batch:
         try:
@@ -72,7 +77,8 @@ def detect_batch(detector, batch: list[dict], worker: str, log) -> list[dict]:
     try:
         found = {image.index: add_appearance(image, people) for image, people in zip(images, detector.detect(images))}
     except Exception as exc:  # a detector failure costs this batch, never the worker
-        log.error("detector failed on frames %s: %s", [m["index"] for m in batch], exc)
+        event(log, logging.ERROR, "detector_failed", job=batch[0]["job"],
+              frames=",".join(str(m["index"]) for m in batch), error=exc)
         found, errors = {}, {m["index"]: f"detector failed: {exc}" for m in batch}
     replies = []
     for message in batch:
@@ -128,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--replay-out", type=Path, metavar="LOG", help="with --replay: write the detections log here")
     runtime.add_endpoint_flags(parser, "frames", "detections")
     runtime.add_security_flags(parser)
+    runtime.add_metrics_flags(parser)
     runtime.log_level_flag(parser)
     args = parser.parse_args(argv)
     log = runtime.start("detect", args.log_level)
@@ -143,11 +150,17 @@ def main(argv: list[str] | None = None) -> None:
     frames = sockets.connect(ctx, "frames", args.frames, security=security)
     results = sockets.connect(ctx, "detections", args.detections, security=security)
     bad = sockets.Counter("detect")
-    log.info("worker %s ready with %s", worker, args.detector)
+    metrics = runtime.start_metrics(ctx, args, "detect", bad, security)
+    event(log, logging.INFO, "worker_ready", worker=worker, detector=args.detector)
     try:
         while True:
-            for reply in detect_batch(detector, receive_batch(frames, args.batch, bad), worker, log):
+            batch = receive_batch(frames, args.batch, bad, metrics.timeout_ms())  # wakes up to publish metrics
+            metrics.received(len(batch))
+            metrics.queue = len(batch)  # more than 1: frames were waiting for this worker
+            for reply in detect_batch(detector, batch, worker, log):
                 sockets.send(results, reply)
+                metrics.sent(reply)
+            metrics.publish()
     except KeyboardInterrupt:
         pass
     finally:

@@ -1,13 +1,17 @@
-"""What every stage process does at start: logging, signals, endpoint and CURVE flags."""
+"""What every stage process does at start: logging, signals, endpoint, CURVE and metrics flags."""
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import socket
 import sys
 
 import zmq
 
+from bus import sockets
+from bus.metrics import DEFAULT_INTERVAL_S, StageMetrics
 from bus.security import Curve, keys_dir
 from bus.sockets import LINKS
 
@@ -45,7 +49,7 @@ def security_argv(security: Curve | None) -> list[str]:
 def start(stage: str, log_level: str = "info") -> logging.Logger:
     """Configure logging and make SIGTERM end the process like Ctrl-C does."""
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
-                        format=f"%(asctime)s {stage} %(levelname)s %(message)s")
+                        format=f"%(asctime)s stage={stage} level=%(levelname)s %(message)s")
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt
@@ -68,3 +72,22 @@ def run(main) -> None:
 
 def log_level_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def add_metrics_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--metrics", default=LINKS["stage_metrics"].default, metavar="ENDPOINT",
+                        help="publish this stage's metrics to the launcher here "
+                             f"(default {LINKS['stage_metrics'].default})")
+    parser.add_argument("--metrics-interval", type=float, default=DEFAULT_INTERVAL_S, metavar="S",
+                        help=f"seconds between metrics snapshots (default {DEFAULT_INTERVAL_S:g})")
+    parser.add_argument("--worker-id", help="this process's name in the metrics (default HOST:PID)")
+
+
+def start_metrics(ctx: zmq.Context, args: argparse.Namespace, stage: str, drops: sockets.Counter,
+                  security: Curve | None = None) -> StageMetrics:
+    """The stage's metrics, counting the errors it logs and publishing on a PUB socket to the launcher."""
+    metrics = StageMetrics(stage, args.worker_id or f"{socket.gethostname()}:{os.getpid()}",
+                           args.metrics_interval, drops=drops)
+    metrics.count_errors_of(logging.getLogger("posebus"))  # every error of this process, bus code included
+    metrics.out = sockets.connect(ctx, "stage_metrics", args.metrics, security=security)
+    return metrics

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -21,8 +22,10 @@ from pathlib import Path
 import zmq
 
 from bus import codec, messages, sockets
+from bus.events import event
 from bus.joblog import DEFAULT_FOLDER, JobLogs
 from bus.log import MessageLog, read
+from bus.metrics import StageMetrics
 from bus.reorder import ReorderBuffer, ReorderOverflow
 from pose import camera
 from pose.angles import ANGLE_KEYS
@@ -92,11 +95,12 @@ class TrackStage:
     """The stage's logic, fed by the socket loop (live) or by a recording (replay).
 
     ``clock`` stamps each frame's ``published`` time; a replay passes None so that
-    the same recording always gives byte-identical output.
+    the same recording always gives byte-identical output. ``metrics`` counts what it publishes.
     """
 
     def __init__(self, results: zmq.Socket, status: zmq.Socket | None, args: argparse.Namespace, log,
-                 clock=time.time, acks: zmq.Socket | None = None):
+                 clock=time.time, acks: zmq.Socket | None = None, metrics: StageMetrics | None = None):
+        self.metrics = metrics or StageMetrics("track", "replay")
         self.results = results
         self.acks = acks
         self.clock = clock
@@ -158,9 +162,9 @@ class TrackStage:
                 job.detection_latency += 0.1 * (stamps["detected"] - stamps["decoded"] - job.detection_latency)
         try:
             if not self.reorder.add(job_id, message["index"], message):
-                self.log.warning("job=%s frame=%d event=duplicate_dropped", job_id, message["index"])
+                event(self.log, logging.DEBUG, "duplicate_dropped", job=job_id, frame=message["index"])
         except ReorderOverflow as exc:
-            self.log.error("%s", exc)
+            event(self.log, logging.ERROR, "reorder_overflow", job=job.id, frame=message["index"], error=exc)
 
     def hold_early(self, job_id: str) -> None:
         """Detections may overtake their job's job_start (another link); keep a few such jobs' frames."""
@@ -169,7 +173,7 @@ class TrackStage:
         while len(self.early_jobs) > MAX_EARLY_JOBS:
             stale, _ = self.early_jobs.popitem(last=False)
             self.reorder.forget(stale)
-            self.log.warning("job=%s event=unknown_job_dropped (no job_start came)", stale)
+            event(self.log, logging.WARNING, "unknown_job_dropped", job=stale, reason="no job_start came")
 
     def acknowledge(self, job: Job) -> None:
         """Tell decode which frames are done, so it can forget them."""
@@ -207,11 +211,11 @@ class TrackStage:
                 resend.append(index)
             else:
                 error = f"no detection after {MAX_DETECTION_TRIES} tries"
-                self.log.error("job=%s frame=%d event=detection_failed %s", job.id, index, error)
+                event(self.log, logging.ERROR, "detection_failed", job=job.id, frame=index, error=error)
                 pts = index * 1000.0 / job.start["fps"]
                 self.reorder.add(job.id, index, messages.detections(job.id, index, pts, [], error))
         if resend:
-            self.log.warning("job=%s event=resend frames=%s", job.id, resend)
+            event(self.log, logging.WARNING, "resend_requested", job=job.id, frames=resend)
             self.send_ack(messages.ack(job.id, first, resend))
         job.last_detection = time.monotonic()
         self.pump()
@@ -234,6 +238,7 @@ class TrackStage:
     def publish(self, job: Job, message: dict) -> None:
         job.log.write(message)  # first: whoever sees it live can already replay it
         sockets.send(self.results, message)
+        self.metrics.sent(message)
         self.record(job, "results", message)
         if job.out_file is not None:
             job.out_file.write(json.dumps(codec.to_json_compatible(message)) + "\n")
@@ -295,7 +300,7 @@ class TrackStage:
             try:
                 write(results, folder / f"{job.id}.{suffix}")
             except Exception as exc:  # an output file failing must not take the stage down
-                self.log.error("job %s: could not write the %s: %s", job.id, name.replace("_", " "), exc)
+                event(self.log, logging.ERROR, "output_failed", job=job.id, output=name, error=exc)
 
     def serve_replay(self, sock: zmq.Socket) -> None:
         """Answer one replay request: the job's logged messages from a frame index, then replay_end."""
@@ -346,7 +351,7 @@ class TrackStage:
         self.write_outputs(job)
         if self.status is not None:  # last: the launcher may stop the stages when it sees this
             sockets.send(self.status, end)
-        self.log.info("job %s: published %d frames, %s", job.id, job.published, end["status"])
+        event(self.log, logging.INFO, "job_published", job=job.id, frames=job.published, status=end["status"])
         self.reorder.forget(job.id)
         del self.jobs[job.id]
         self.order.pop(0)
@@ -410,6 +415,7 @@ def main(argv: list[str] | None = None) -> None:
     add_tracker_flags(parser)
     runtime.add_endpoint_flags(parser, "detections", "events", "results", "history", "acks")
     runtime.add_security_flags(parser)
+    runtime.add_metrics_flags(parser)
     runtime.log_level_flag(parser)
     args = parser.parse_args(argv)
     log = runtime.start("track", args.log_level)
@@ -428,14 +434,18 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             ctx.destroy(linger=2000)
         return
-    stage = TrackStage(results, status, args, log, acks=acks)
     bad = sockets.Counter("track")
+    stage = TrackStage(results, status, args, log, acks=acks,
+                       metrics=runtime.start_metrics(ctx, args, "track", bad, security))
     poller = zmq.Poller()
     for sock in (detections, events, results, history):
         poller.register(sock, zmq.POLLIN)
     try:
         while True:
-            ready = dict(poller.poll(250))  # wake up now and then to notice missing frames and stalls
+            stage.metrics.queue = sum(stage.reorder.waiting(job) for job in stage.jobs)
+            stage.metrics.publish()
+            # Wake up at least every 250 ms: metrics, missing frames, stalled jobs.
+            ready = dict(poller.poll(min(250, stage.metrics.timeout_ms())))
             stage.request_missing()
             stage.fail_stalled()
             if results in ready:
@@ -447,6 +457,7 @@ def main(argv: list[str] | None = None) -> None:
                 if sock in ready:
                     try:
                         handle(sockets.receive(sock, expected))
+                        stage.metrics.received()
                     except ValueError as exc:
                         bad.drop(exc)
             stage.pump()
