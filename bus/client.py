@@ -119,7 +119,7 @@ def follow(results: str, history: str, job: str, start: int = 0, timeout_ms: int
             if live.poll(CATCH_UP_WAIT_MS):
                 message = sockets.receive(live, messages.PUBLIC_TYPES)
                 live_seen, idle_ms = True, 0
-                if message["type"] == "frame" and message["index"] > sequence.next_index:
+                if message["type"] == "frame" and (message["index"] > sequence.next_index or not sequence.seen_start):
                     need_replay = True  # a gap: the log has what the live stream lost
                 elif sequence.admit(message):
                     yield message

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 
 import zmq
 
@@ -46,16 +47,28 @@ def security_argv(security: Curve | None) -> list[str]:
             *(["--curve-server", security.server_name] if security.server_name else [])]
 
 
-def start(stage: str, log_level: str = "info") -> logging.Logger:
-    """Configure logging and make SIGTERM end the process like Ctrl-C does."""
+_stop = threading.Event()
+
+
+def start(stage: str, log_level: str = "info", graceful: bool = False) -> logging.Logger:
+    """Configure logging and make SIGTERM end the process.
+
+    By default SIGTERM interrupts like Ctrl-C does. ``graceful`` stages (track)
+    instead finish what they are doing and leave their loop (``stop_requested``),
+    so a message is never cut half-way between its log and its socket.
+    """
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format=f"%(asctime)s stage={stage} level=%(levelname)s %(message)s")
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGTERM, (lambda signum, frame: _stop.set()) if graceful else interrupt)
     return logging.getLogger(f"posebus.{stage}")
+
+
+def stop_requested() -> bool:
+    return _stop.is_set()
 
 
 def run(main) -> None:

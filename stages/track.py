@@ -338,6 +338,8 @@ class TrackStage:
         if job.published != job.end["frames"] and not error:
             error = f"published {job.published} of {job.end['frames']} frames"
         end = messages.job_end(job.id, job.published, error)
+        if self.status is not None:  # first, so the job is done for the launcher when a backend sees job_end
+            sockets.send(self.status, end)
         self.publish(job, end)
         if job.out_file is not None:
             job.out_file.close()
@@ -349,8 +351,6 @@ class TrackStage:
                             job.start["width"], job.start["height"])
         job.log.close()
         self.write_outputs(job)
-        if self.status is not None:  # last: the launcher may stop the stages when it sees this
-            sockets.send(self.status, end)
         event(self.log, logging.INFO, "job_published", job=job.id, frames=job.published, status=end["status"])
         self.reorder.forget(job.id)
         del self.jobs[job.id]
@@ -418,7 +418,7 @@ def main(argv: list[str] | None = None) -> None:
     runtime.add_metrics_flags(parser)
     runtime.log_level_flag(parser)
     args = parser.parse_args(argv)
-    log = runtime.start("track", args.log_level)
+    log = runtime.start("track", args.log_level, graceful=True)
 
     ctx = zmq.Context()
     security = runtime.security_from_args(args)
@@ -441,7 +441,7 @@ def main(argv: list[str] | None = None) -> None:
     for sock in (detections, events, results, history):
         poller.register(sock, zmq.POLLIN)
     try:
-        while True:
+        while not runtime.stop_requested():
             stage.metrics.queue = sum(stage.reorder.waiting(job) for job in stage.jobs)
             stage.metrics.publish()
             # Wake up at least every 250 ms: metrics, missing frames, stalled jobs.
