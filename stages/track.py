@@ -216,6 +216,7 @@ class TrackStage:
                 self.reorder.add(job.id, index, messages.detections(job.id, index, pts, [], error))
         if resend:
             event(self.log, logging.WARNING, "resend_requested", job=job.id, frames=resend)
+            self.metrics.retries += len(resend)
             self.send_ack(messages.ack(job.id, first, resend))
         job.last_detection = time.monotonic()
         self.pump()
