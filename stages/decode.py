@@ -51,7 +51,6 @@ class InFlight:
     def __init__(self, job: str, frames: zmq.Socket, acks: zmq.Socket | None, limit: int, log):
         self.job, self.frames, self.acks, self.limit, self.log = job, frames, acks, limit, log
         self.unacked: dict[int, dict] = {}
-        self.resent = 0
 
     def add(self, index: int, message: dict) -> None:
         if self.acks is not None:
@@ -75,7 +74,6 @@ class InFlight:
                 del self.unacked[index]
             for index in ack["resend"]:
                 if index in self.unacked:
-                    self.resent += 1
                     event(self.log, logging.INFO, "frame_resent", job=self.job, frame=index)
                     sockets.send(self.frames, self.unacked[index])
         return True
