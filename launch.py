@@ -57,7 +57,7 @@ def _stage_preexec() -> None:
 class JobRecord:
     id: str
     source: str
-    state: str = "queued"  # queued | running | done | failed
+    state: str = "queued"  # queued | running | done | failed (a cancelled job fails with "cancelled")
     frames: int = 0
     with_person: int = 0
     error: str | None = None
@@ -73,8 +73,13 @@ class Pipeline:
                           ("jobs", "frames", "events", "detections", "status", "acks", "stage_metrics")}
         self.ctx = zmq.Context()
         self.security = runtime.security_from_args(args)
-        self.metrics_relay = monitor.MetricsRelay(self.ctx, self.endpoints["stage_metrics"], args.metrics,
-                                                  self.security, args.prometheus)
+        try:
+            self.metrics_relay = monitor.MetricsRelay(self.ctx, self.endpoints["stage_metrics"], args.metrics,
+                                                      self.security, args.prometheus)
+        except zmq.ZMQError:  # the metrics endpoint is taken: leave nothing behind
+            self.ctx.destroy(linger=0)
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise
         self.metrics_relay.start()
         self.jobs_out = sockets.bind(self.ctx, "jobs", self.endpoints["jobs"])
         self.status_in = sockets.bind(self.ctx, "status", self.endpoints["status"])
@@ -160,6 +165,15 @@ class Pipeline:
                       f"(restart {self.restarts[name]})", file=sys.stderr)
                 self.processes[name] = self._spawn(self._stage_commands()[name])
         return dead
+
+    def cancel(self, job_id: str) -> None:
+        """Stop a job: decode ends it (job_end with error "cancelled") whether it waits or runs."""
+        if any(m["job"] == job_id for m in self.unsent):  # decode never had it
+            self.unsent = [m for m in self.unsent if m["job"] != job_id]
+            self.records[job_id].state, self.records[job_id].error = "failed", "cancelled"
+            return
+        self.unsent.append(messages.cancel(job_id))
+        self._send_pending()
 
     def restart_dead(self) -> None:
         for name, process in self.processes.items():
@@ -288,6 +302,12 @@ def handle_request(pipeline: Pipeline, request: dict) -> dict:
         if record is None:
             return {"ok": False, "error": f"no job {request['job']}"}
         return {"ok": True, **vars(record)}
+    if command == "cancel":
+        record = pipeline.records.get(request["job"])
+        if record is None or record.state not in ("queued", "running"):
+            return {"ok": False, "error": f"no queued or running job {request['job']}"}
+        pipeline.cancel(record.id)
+        return {"ok": True, "job": record.id}
     if command == "list":
         return {"ok": True, "jobs": [vars(r) for r in pipeline.records.values()]}
     return {"ok": True, "stages": {name: p.poll() is None for name, p in pipeline.processes.items()},
@@ -357,10 +377,11 @@ def resolve_checkpoint(args: argparse.Namespace) -> str | None:
     return str(found) if found else None
 
 
-def history_beside(results: str) -> str:
-    """The history endpoint paired with a results endpoint: same host, port + 7 (5555 -> 5562)."""
+def beside(results: str, offset: int, link: str) -> str:
+    """An endpoint paired with a results endpoint: same host, port + offset (history 5562, metrics 5563),
+    so pipelines started with different results ports never collide."""
     match = re.fullmatch(r"tcp://(.+):(\d+)", results)
-    return f"tcp://{match.group(1)}:{int(match.group(2)) + 7}" if match else sockets.LINKS["history"].default
+    return f"tcp://{match.group(1)}:{int(match.group(2)) + offset}" if match else sockets.LINKS[link].default
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -385,8 +406,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--history", metavar="ENDPOINT",
                         help="where backends ask for a job's results from any frame (replay); "
                              "default: the results endpoint's port + 7 (tcp://127.0.0.1:5562)")
-    parser.add_argument("--metrics", default=sockets.LINKS["metrics"].default, metavar="ENDPOINT",
-                        help="where the stages' metrics are published (status reads them here)")
+    parser.add_argument("--metrics", metavar="ENDPOINT",
+                        help="where the stages' metrics are published (status reads them here); "
+                             "default: the results endpoint's port + 8 (tcp://127.0.0.1:5563)")
     parser.add_argument("--prometheus", type=int, metavar="PORT",
                         help="serve the metrics to Prometheus on 127.0.0.1:PORT (needs prometheus-client)")
     parser.add_argument("--once", action="store_true", help="status: print one table and exit")
@@ -405,7 +427,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    args.history = args.history or history_beside(args.results)
+    args.history = args.history or beside(args.results, 7, "history")
+    args.metrics = args.metrics or beside(args.results, 8, "metrics")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s launch %(levelname)s %(message)s")
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     if args.source == "models":
@@ -418,7 +441,11 @@ def main(argv: list[str] | None = None) -> int:
         args.checkpoint = resolve_checkpoint(args)
         if args.checkpoint is None:
             return 1
-    return serve(args) if args.source == "serve" else run_one(args)
+    try:
+        return serve(args) if args.source == "serve" else run_one(args)
+    except zmq.ZMQError as exc:  # e.g. an endpoint already in use
+        print(f"posebus: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -170,6 +170,9 @@ class Control:
     def status(self, job: str) -> dict:
         return self.request(cmd="status", job=job)
 
+    def cancel(self, job: str) -> dict:
+        return self.request(cmd="cancel", job=job)
+
     def list(self) -> dict:
         return self.request(cmd="list")
 

@@ -80,6 +80,7 @@ _TIMESTAMPS = {"timestamps": MapOf(float, 8)}
 
 SPECS: dict[str, Struct] = {
     "job": Struct({**_HEADER, "source": str}, {"options": JOB_OPTIONS}),
+    "cancel": Struct(_HEADER),
     "job_start": Struct(
         {
             **_HEADER,
@@ -136,6 +137,7 @@ CONTROL_REQUESTS: dict[str, Struct] = {
     "status": Struct({"cmd": str, "job": str}),
     "list": Struct({"cmd": str}),
     "health": Struct({"cmd": str}),
+    "cancel": Struct({"cmd": str, "job": str}),
 }
 # Requests on the replay socket (DEALER -> ROUTER): a job's messages from frame ``from``.
 REPLAY_REQUEST = Struct({"cmd": str, "job": str, "from": int, "count": int})
@@ -194,6 +196,10 @@ def _header(kind: str, job: str) -> dict:
 
 
 # --- builders ---------------------------------------------------------------
+
+def cancel(job: str) -> dict:
+    return _header("cancel", job)
+
 
 def job_request(job: str, source: str, options: dict | None = None) -> dict:
     return {**_header("job", job), "source": source, "options": options or {}}

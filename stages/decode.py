@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections import deque
 import time
 import uuid
 from pathlib import Path
@@ -93,7 +94,7 @@ def send_event(events: zmq.Socket, message: dict, metrics: StageMetrics) -> None
 
 def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality: int | None,
             realtime: bool, log, record_dir: Path | None = None, acks: zmq.Socket | None = None,
-            max_in_flight: int = 0, *, metrics: StageMetrics) -> None:
+            max_in_flight: int = 0, *, metrics: StageMetrics, cancelled=lambda job: False) -> None:
     job, options = request["job"], request.get("options", {})
     try:
         source = open_source(request["source"], fps=options.get("fps"))
@@ -111,6 +112,9 @@ def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality:
     in_flight = InFlight(job, frames, acks if max_in_flight > 0 else None, max_in_flight, log)
     try:
         for index, pts_ms, image in source:
+            if cancelled(job):
+                error = "cancelled"
+                break
             if realtime:  # pace like a live camera
                 time.sleep(max(0.0, started + pts_ms / 1000.0 - time.monotonic()))
             message = (messages.image(job, index, pts_ms, jpeg=encode_jpeg(image, jpeg_quality),
@@ -136,6 +140,46 @@ def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality:
     send_event(events, messages.job_end(job, decoded, error), metrics)
     in_flight.drain(ACK_TIMEOUT_S)
     event(log, logging.INFO, "job_decoded", job=job, frames=decoded)
+
+
+class JobQueue:
+    """Job requests and cancellations from the launcher, read between frames too."""
+
+    def __init__(self, jobs: zmq.Socket, events: zmq.Socket, bad: sockets.Counter):
+        self.jobs, self.events, self.bad = jobs, events, bad
+        self.waiting: deque[dict] = deque()
+        self.cancelled_jobs: set[str] = set()
+
+    def next(self, timeout_ms: int) -> dict | None:
+        if not self.waiting and self.jobs.poll(timeout_ms):
+            self.read()
+        return self.waiting.popleft() if self.waiting else None
+
+    def cancelled(self, job: str) -> bool:
+        """Whether ``job`` (the one decoding) has been cancelled; reads what has arrived meanwhile."""
+        if self.jobs.poll(0):
+            self.read()
+        return job in self.cancelled_jobs
+
+    def read(self) -> None:
+        while self.jobs.poll(0):
+            try:
+                message = codec.decode(self.jobs.recv_multipart(copy=False))
+                request = messages.validate(message, ("job", "cancel"))
+            except codec.CodecError as exc:
+                self.bad.drop(exc)
+                continue
+            except SchemaError as exc:
+                self.bad.drop(exc)
+                refuse(self.events, message, exc)
+                continue
+            if request["type"] == "job":
+                self.waiting.append(request)
+            elif any(r["job"] == request["job"] for r in self.waiting):
+                self.waiting = deque(r for r in self.waiting if r["job"] != request["job"])
+                sockets.send(self.events, messages.job_end(request["job"], 0, "cancelled"))
+            else:
+                self.cancelled_jobs.add(request["job"])
 
 
 def refuse(events: zmq.Socket, request: dict, error: SchemaError) -> None:
@@ -178,24 +222,15 @@ def main(argv: list[str] | None = None) -> None:
             run_job(request, frames, events, args.jpeg, args.realtime, log, args.record, acks, args.max_in_flight,
                     metrics=metrics)
             return
-        jobs = sockets.connect(ctx, "jobs", args.jobs, security=security)
+        queue = JobQueue(sockets.connect(ctx, "jobs", args.jobs, security=security), events, bad)
         while True:
             metrics.publish()
-            if not jobs.poll(metrics.timeout_ms()):  # wake up to publish metrics while idle
-                continue
-            try:
-                message = codec.decode(jobs.recv_multipart(copy=False))
-                request = messages.validate(message, ("job",))
-            except codec.CodecError as exc:
-                bad.drop(exc)
-                continue
-            except SchemaError as exc:
-                bad.drop(exc)
-                refuse(events, message, exc)
+            request = queue.next(metrics.timeout_ms())  # wake up to publish metrics while idle
+            if request is None:
                 continue
             metrics.received()
             run_job(request, frames, events, args.jpeg, args.realtime, log, args.record, acks, args.max_in_flight,
-                    metrics=metrics)
+                    metrics=metrics, cancelled=queue.cancelled)
     except KeyboardInterrupt:
         pass
     finally:

@@ -212,3 +212,37 @@ def test_hmr2_without_a_checkpoint_fails_before_reading_frames(tmp_path):
     assert "HMR 2.0 checkpoint not found" in result.stderr
     assert str(tmp_path / "empty-cache") in result.stderr and "hmr2_data.tar.gz" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_serve_cancels_a_running_job_and_takes_the_next(endpoint, tmp_path):
+    from bus.client import Control, follow
+    from conftest import free_port
+
+    control_endpoint, history = (f"tcp://127.0.0.1:{free_port()}" for _ in range(2))
+    server = subprocess.Popen([sys.executable, "launch.py", "serve", "--results", endpoint, "--history", history,
+                               "--control", control_endpoint, "--realtime", "--job-log", str(tmp_path)],
+                              cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    control = Control(control_endpoint, timeout_ms=20_000)
+    try:
+        job = control.submit(str(VIDEO), job="to-cancel")
+        stream = follow(endpoint, history, job, timeout_ms=60_000)
+        seen = [next(stream) for _ in range(15)]  # job_start and the first frames
+        assert control.cancel(job) == {"ok": True, "job": job}
+        rest = list(stream)
+        end = rest[-1]
+        assert end["type"] == "job_end" and end["status"] == "error" and end["error"] == "cancelled"
+        frames = [m["index"] for m in seen + rest if m["type"] == "frame"]
+        assert frames == list(range(len(frames))) and len(frames) < 180 and end["frames"] == len(frames)
+        assert control.status(job)["state"] == "failed" and control.cancel(job)["ok"] is False
+        folder = tmp_path / "frames"
+        folder.mkdir()
+        import cv2
+
+        cv2.imwrite(str(folder / "0.jpg"), cv2.VideoCapture(str(VIDEO)).read()[1])
+        after = control.submit(str(folder), job="after")
+        assert [m["type"] for m in follow(endpoint, history, after, timeout_ms=60_000)][-1] == "job_end"
+        assert control.status(after)["state"] == "done"
+    finally:
+        control.close()
+        server.send_signal(signal.SIGINT)
+        server.wait(10)
