@@ -8,7 +8,7 @@ raise ``SchemaError``/``CodecError``. Never another exception, never a hang
 import msgpack
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from bus import codec, messages

@@ -4,6 +4,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -160,13 +161,6 @@ def test_serve_keeps_serving_after_a_bad_job(endpoint, tmp_path):
         assert control.request(cmd="explode")["ok"] is False
         good_job = "folder-job"
         stream = subscribe(endpoint, job=good_job, timeout_ms=60_000)
-        next_message = None
-
-        def first():
-            return next(stream)
-
-        import threading
-
         got = []
         reader = threading.Thread(target=lambda: got.extend(stream), daemon=True)
         reader.start()

@@ -6,11 +6,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import zmq
 
-from bus import codec, messages, sockets
+from bus import messages, sockets
 from conftest import ROOT, VIDEO, Collector, alive, children, free_port
 
 
