@@ -316,8 +316,8 @@ class TrackStage:
             sock.send_multipart([identity, messages.topic(message), *codec.encode(message)], copy=False)
 
     def publish_tracked(self, job: Job, frames: list[TrackedFrame]) -> None:
-        for event in job.tracker.events:
-            self.publish(job, messages.track_event(job.id, event.index, event.kind, event.track_id))
+        for change in job.tracker.events:
+            self.publish(job, messages.track_event(job.id, change.index, change.kind, change.track_id))
         job.tracker.events.clear()
         for tracked in frames:
             timestamps, failed = job.frame_info.pop(tracked.index, ({}, False))
