@@ -159,6 +159,9 @@ def test_serve_keeps_serving_after_a_bad_job(endpoint, tmp_path):
         bad = control.request(cmd="submit", source=str(tmp_path / "nope.mp4"))
         assert bad == {"ok": False, "error": f"no such file or folder: {tmp_path / 'nope.mp4'}"}
         assert control.request(cmd="explode")["ok"] is False
+        huge = control.request(cmd="submit", source="x" * (70 * 1024 * 1024))
+        assert huge["ok"] is False and "exceeds" in huge["error"]
+        assert control.request(cmd="list")["ok"] is True  # still serving
         good_job = "folder-job"
         stream = subscribe(endpoint, job=good_job, timeout_ms=60_000)
         got = []
