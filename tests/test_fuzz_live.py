@@ -313,6 +313,8 @@ def standalone_track(folder: Path):
     results = f"tcp://127.0.0.1:{free_port()}"
     stage = subprocess.Popen([sys.executable, "-m", "stages.track", "--events", f"ipc://{folder}/events",
                               "--detections", f"ipc://{folder}/detections", "--results", results,
+                              "--history", f"ipc://{folder}/history", "--acks", f"ipc://{folder}/acks",
+                              "--metrics", f"ipc://{folder}/metrics", "--job-log", str(folder / "logs"),
                               "--log-level", "error"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
     events = ctx.socket(zmq.PUSH)
     events.connect(f"ipc://{folder}/events")
