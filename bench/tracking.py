@@ -18,6 +18,7 @@ from pathlib import Path
 import motmetrics
 import numpy as np
 
+from bench import timing
 from bench.blazepose_cache import blazepose_frames
 from bench.scenes import FAMILIES, make_scene, score
 from pose.detection import FrameDetections
@@ -32,9 +33,9 @@ SEED = 7
 
 
 def table(header: list[str], rows: list[list]) -> str:
-    cells = [[f"{c:.3g}" if isinstance(c, (float, np.floating)) else str(c) for c in row] for row in rows]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
+    """``bench.timing.table`` with floats to 3 significant digits."""
+    return timing.table(header, [[f"{c:.3g}" if isinstance(c, (float, np.floating)) else c for c in row]
+                                 for row in rows])
 
 
 def run(tracker, frames) -> list:
