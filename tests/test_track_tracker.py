@@ -140,3 +140,22 @@ def test_no_identity_switch_when_two_people_cross(seed, appearance):
     out = run(Tracker(), scene.frames)
     ids = {p.track_id for f in out for p in f.people}
     assert score(scene, out).mot_events["Type"].eq("SWITCH").sum() == 0 and len(ids) == 2
+
+
+def narrowed(detection, width_factor: float, depth_factor: float):
+    """The same person with a box that lost part of its width on the left (a limb no longer
+    counted) and a depth estimate off by ``depth_factor``: what BlazePose gives after a restart."""
+    x, y, w, h = detection.bbox
+    detection.bbox = np.array([x + w * (1 - width_factor), y, w * width_factor, h * 0.93], np.float32)
+    detection.keypoints_3d = detection.keypoints_3d * np.float32(depth_factor)
+    return detection
+
+
+@pytest.mark.parametrize("rematch_iou, tracks", [(0.5, {1}), (1.01, {1, 2})])
+def test_a_box_that_jumps_in_width_keeps_its_identity(rematch_iou, tracks):
+    frames = [frame(i, person(300 + 2 * i, 400)) for i in range(10)]
+    frames += [frame(i, narrowed(person(300 + 2 * i, 400), 0.6, 0.9)) for i in range(10, 20)]
+    out = run(Tracker(rematch_iou=rematch_iou), frames)
+    assert {p.track_id for f in out for p in f.people} == tracks  # 1.01: the cost alone splits it
+    if tracks == {1}:
+        assert all(len(f.people) == 1 and f.people[0].state == "observed" for f in out)

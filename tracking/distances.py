@@ -17,7 +17,8 @@ that about 1 means "clearly not the same person":
 """
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 

@@ -8,7 +8,8 @@ prediction to associate (where to look for the person) and to publish
 """
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 

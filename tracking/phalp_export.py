@@ -27,8 +27,8 @@ Where the values differ from PHALP's, and why they are better:
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import joblib
 import numpy as np

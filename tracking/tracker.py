@@ -9,6 +9,12 @@ Association: tracks' expected detections at this frame (motion model) against
 the detections, cost from ``distance`` (``distances.CombinedDistance``; its
 location term widens with the frames a track has been unseen), one Hungarian
 pass over all live tracks, pairs costlier than ``max_cost`` left unmatched.
+Then a second chance by overlap (ByteTrack's second association): the tracks
+and detections left over are matched by box IoU ≥ ``rematch_iou`` with the
+tracks' expected boxes. A box that covers a track's expected box that well is
+that person even when the cost says otherwise: pose-derived boxes jump in width
+when a limb moves or the detector restarts (BlazePose after a gap), which moves
+the box centre and depth enough to fail the cost on a single person.
 
 Life cycle (events in ``tracker.events``): a new detection starts a tentative
 track (``born``); ``n_init`` consecutive hits confirm it (``confirmed``), a miss
@@ -57,6 +63,7 @@ from scipy.optimize import linear_sum_assignment
 from pose.detection import Detection, FrameDetections
 from tracking.distances import CombinedDistance, DistanceFunction
 from tracking.fields import Fields, blend, from_fields, to_fields
+from tracking.iou import iou_matrix
 from tracking.motion import ConstantVelocity, MotionModel
 from tracking.smoothing import OneEuro, OneEuroFilter
 from tracking.types import TrackedFrame, TrackedPerson, TrackEvent
@@ -131,6 +138,7 @@ class Tracker:
     distance: DistanceFunction = field(default_factory=CombinedDistance)
     motion: MotionModel = field(default_factory=ConstantVelocity)
     max_cost: float = 1.5
+    rematch_iou: float = 0.5  # leftover track/detection pairs overlapping this much are matched anyway
     confidence_decay: float = 0.9
     primary_margin: float = 1.5
     min_score: float = 0.0  # detections below this are ignored
@@ -197,16 +205,32 @@ class Tracker:
         matched: dict[int, int] = {}  # detection row -> track id
         if tracks and detections:
             frames_since_seen = np.array([index - t.last.index for t in tracks])
-            cost = np.asarray(self.distance([self._expected(t, index) for t in tracks], detections, frames_since_seen))
+            expected = [self._expected(t, index) for t in tracks]
+            cost = np.asarray(self.distance(expected, detections, frames_since_seen))
             cost = np.where(np.isnan(cost), np.inf, cost)
             rows, cols = linear_sum_assignment(np.minimum(cost, 1e9))
             matched = {c: tracks[r].track_id for r, c in zip(rows, cols) if cost[r, c] <= self.max_cost}
+            matched |= self._rematch_by_overlap(tracks, expected, detections, matched)
         for row, detection in enumerate(detections):
             if row in matched:
                 self._observe(self._tracks[matched[row]], index, detection)
             else:
                 self._start(index, detection)
         return set(matched.values())
+
+    def _rematch_by_overlap(self, tracks: list[_Track], expected: list[Detection], detections: list[Detection],
+                            matched: dict[int, int]) -> dict[int, int]:
+        """{detection row: track id} for leftover pairs whose boxes overlap by IoU ≥ ``rematch_iou``."""
+        taken = set(matched.values())
+        track_rows = [r for r, t in enumerate(tracks) if t.track_id not in taken]
+        detection_rows = [c for c in range(len(detections)) if c not in matched]
+        if not track_rows or not detection_rows:
+            return {}
+        overlap = iou_matrix(np.stack([expected[r].bbox for r in track_rows]).astype(np.float64),
+                             np.stack([detections[c].bbox for c in detection_rows]).astype(np.float64))
+        rows, cols = linear_sum_assignment(-overlap)
+        return {detection_rows[c]: tracks[track_rows[r]].track_id
+                for r, c in zip(rows, cols) if overlap[r, c] >= self.rematch_iou}
 
     def _start(self, index: int, detection: Detection) -> None:
         first = _Observation(index, detection, to_fields(detection))
@@ -246,9 +270,7 @@ class Tracker:
         for track in self._live():
             if track.track_id in matched or track.last.index == index:
                 continue
-            if not track.confirmed:
-                self._end(track, index)
-            elif index - track.last.index > self.max_age:
+            if not track.confirmed or index - track.last.index > self.max_age:
                 self._end(track, index)
             elif not track.lost:
                 track.lost = True
