@@ -375,7 +375,14 @@ def add_tracker_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def replay(stage: TrackStage, folder: Path) -> None:
-    """Feed a recorded job through the stage: its job_start, every detection in recorded order, its job_end."""
+    """Feed a recorded job through the stage: its job_start, every detection in recorded order, its job_end.
+
+    With ``--wait-subscribers N`` nothing is fed until N subscriptions have come: a
+    replay takes a second, so a subscriber that connects as it starts would miss its beginning.
+    """
+    while not stage.gate_open and not runtime.stop_requested():
+        if stage.results.poll(250):
+            stage.on_subscription(stage.results.recv())
     events = list(read(folder / "events.log", ("job_start", "job_end")))
     for message in events:
         if message["type"] == "job_start":
