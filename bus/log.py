@@ -11,8 +11,8 @@ log is as safe to replay as the live socket.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Container, Iterator
 from pathlib import Path
-from typing import Iterator
 
 import msgpack
 
@@ -55,10 +55,10 @@ def write_all(path: str | Path, stream) -> Path:
     return log.path
 
 
-def drop_people(stream, first: int, stop: int) -> Iterator[dict]:
-    """Detections with nobody found on frames first..stop-1 (how tracker gaps are reproduced)."""
+def drop_people(stream, frames: Container[int]) -> Iterator[dict]:
+    """Detections with nobody found on the frames whose index is in ``frames`` (how tracker gaps are reproduced)."""
     for message in stream:
-        if message["type"] == "detections" and first <= message["index"] < stop:
+        if message["type"] == "detections" and message["index"] in frames:
             message = {**message, "people": []}
         yield message
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     stream = read(args.log)
     if args.drop_people:
         first, stop = (int(n) for n in args.drop_people.split(":"))
-        stream = drop_people(stream, first, stop)
+        stream = drop_people(stream, range(first, stop))
     if args.output:
         write_all(args.output, stream)
     else:
