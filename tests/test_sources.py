@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import VIDEO
-from video.sources import SourceError, natural_key, open_source, to_bgr8
+from video.sources import SourceError, fit_within, fitted_size, natural_key, open_source, to_bgr8
 
 
 def test_video_file_frames_are_contiguous_with_timestamps():
@@ -33,6 +33,26 @@ def test_folder_skips_junk_and_converts_every_image_kind(tmp_path):
     assert [f[1] for f in frames] == [0, 40, 80]
     assert all(f[2].shape == (8, 10, 3) and f[2].dtype == np.uint8 for f in frames)
     assert frames[0][2][0, 0, 0] == 100 and frames[2][2][0, 0, 0] == 200  # f2, f3, f10
+
+
+@pytest.mark.parametrize("size, fitted", [
+    ((7680, 4320), (3840, 2160)),  # 8K landscape
+    ((4320, 7680), (2160, 3840)),  # 8K portrait
+    ((3840, 2160), (3840, 2160)),  # 4K: at the limit, kept
+    ((1920, 1088), (1920, 1088)),
+    ((10000, 3), (3840, 1)),  # never a zero-pixel side
+])
+def test_frames_over_the_limit_are_fitted_within_it(size, fitted):
+    assert fitted_size(*size, 3840) == fitted
+
+
+def test_downscale_averages_thin_detail_instead_of_dropping_it():
+    image = np.zeros((40, 80, 3), np.uint8)
+    image[:, ::4] = 255  # 1-px lines, 4 px apart
+    small = fit_within(image, 20)
+    assert small.shape == (10, 20, 3)
+    assert np.all(np.abs(small.astype(int) - 64) <= 1)  # each output pixel averages 1 line and 3 gaps
+    assert fit_within(image, 80) is image
 
 
 def test_to_bgr8_scales_16_bit():

@@ -3,6 +3,9 @@
 ``open_source(spec)`` returns a ``Source``: its ``info`` (fps, size, frame count
 when known) and an iterator of ``(index, pts_ms, bgr_image)`` with 0-based,
 contiguous indices. Every failure is a ``SourceError`` with a one-line reason.
+
+Frames come at the source's size; ``fit_within`` is the downscale policy that
+decode applies to them before they go on the bus (docs/protocol.md, "Frame size").
 """
 from __future__ import annotations
 
@@ -17,6 +20,9 @@ import numpy as np
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 STREAM_OPEN_TIMEOUT_MS = 10_000
+# Frames are downscaled to this longer side at most: 8K frames would be 100 MB each on the bus
+# (and ×32 held by decode for resending), while the detectors look at ≤ 256-px crops anyway.
+DEFAULT_MAX_SIDE = 3840
 
 
 class SourceError(Exception):
@@ -44,6 +50,24 @@ def to_bgr8(image: np.ndarray) -> np.ndarray:
     if image.shape[2] == 4:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
     return image
+
+
+def fitted_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """(width, height) scaled down, aspect ratio kept, so that the longer side is at most ``max_side``."""
+    scale = max_side / max(width, height)
+    if scale >= 1:
+        return width, height
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def fit_within(image: np.ndarray, max_side: int) -> np.ndarray:
+    """(H, W, 3) image -> the same, downscaled to ``fitted_size`` if it is larger.
+
+    INTER_AREA averages the source pixels under each output pixel: no aliasing, unlike
+    linear interpolation at factors of 2 and more."""
+    height, width = image.shape[:2]
+    size = fitted_size(width, height, max_side)
+    return image if size == (width, height) else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 def natural_key(path: Path) -> list:

@@ -1,0 +1,54 @@
+"""Unusual input through ``launch.py serve``: each job works or ends with a clear error, and
+the jobs after it are unaffected (one server for the whole module, as a service would run)."""
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from bus.client import Control
+from conftest import VIDEO, run_job, serving
+
+
+@pytest.fixture(scope="module")
+def service():
+    """(control, results endpoint) of one ``launch.py serve`` with BlazePose."""
+    with serving() as (server, control_endpoint, results, _):
+        control = Control(control_endpoint, timeout_ms=20_000)
+        yield control, results
+        control.close()
+
+
+def write_clip(path: Path, images: list[np.ndarray], fps: float = 30) -> Path:
+    height, width = images[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    for image in images:
+        writer.write(image)
+    writer.release()
+    return path
+
+
+def runner_frames(count: int, size: tuple[int, int]) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(VIDEO))
+    return [cv2.resize(capture.read()[1], size) for _ in range(count)]
+
+
+def test_8k_frames_are_downscaled_and_results_come_in_source_pixels(service, tmp_path):
+    control, results = service
+    small = runner_frames(3, (1920, 1080))
+    write_clip(tmp_path / "hd.avi", small)
+    write_clip(tmp_path / "8k.avi", [cv2.resize(image, (7680, 4320)) for image in small])
+    hd = run_job(control, results, tmp_path / "hd.avi", "hd")
+    uhd = run_job(control, results, tmp_path / "8k.avi", "8k")
+    start = uhd[0]
+    assert (start["width"], start["height"], start["downscaled"]) == (7680, 4320, {"width": 3840, "height": 2160})
+    assert (start["intrinsics"]["cx"], start["intrinsics"]["cy"]) == (3840, 2160)
+    assert "downscaled" not in hd[0]
+    assert [m["index"] for m in uhd if m["type"] == "frame"] == [0, 1, 2]
+    assert uhd[-1]["status"] == "ok" and uhd[-1]["frames"] == 3
+    for big, ref in zip((m for m in uhd if m["type"] == "frame"), (m for m in hd if m["type"] == "frame")):
+        assert len(big["people"]) == len(ref["people"]) == 1
+        # The same runner, 4 times larger: the body keypoints agree to a few pixels (an occluded
+        # ankle may not); in the detected 3840-px frame they would be off by a factor of 2.
+        offsets = np.abs(big["people"][0]["keypoints_2d"][:17, :2] / 4 - ref["people"][0]["keypoints_2d"][:17, :2])
+        assert np.median(offsets) < 3
