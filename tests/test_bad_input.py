@@ -1,12 +1,11 @@
 """Unusual input through ``launch.py serve``: each job works or ends with a clear error, and
 the jobs after it are unaffected (one server for the whole module, as a service would run)."""
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
 
 from bus.client import Control
+from clips import write_clip, write_vfr_mkv
 from conftest import VIDEO, run_job, serving
 
 
@@ -17,15 +16,6 @@ def service():
         control = Control(control_endpoint, timeout_ms=20_000)
         yield control, results
         control.close()
-
-
-def write_clip(path: Path, images: list[np.ndarray], fps: float = 30) -> Path:
-    height, width = images[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
-    for image in images:
-        writer.write(image)
-    writer.release()
-    return path
 
 
 def runner_frames(count: int, size: tuple[int, int]) -> list[np.ndarray]:
@@ -52,3 +42,13 @@ def test_8k_frames_are_downscaled_and_results_come_in_source_pixels(service, tmp
         # ankle may not); in the detected 3840-px frame they would be off by a factor of 2.
         offsets = np.abs(big["people"][0]["keypoints_2d"][:17, :2] / 4 - ref["people"][0]["keypoints_2d"][:17, :2])
         assert np.median(offsets) < 3
+
+
+def test_variable_frame_rate_publishes_the_container_timestamps(service, tmp_path):
+    control, results = service
+    pts = [0, 40, 50, 150, 160, 300, 333, 1000]
+    clip = write_vfr_mkv(tmp_path / "vfr.mkv", [np.full((48, 64, 3), 25 * i, np.uint8) for i in range(len(pts))], pts)
+    published = run_job(control, results, clip, "vfr")
+    frames = [m for m in published if m["type"] == "frame"]
+    assert [(m["index"], m["pts_ms"]) for m in frames] == list(enumerate(pts))
+    assert published[-1]["status"] == "ok" and published[-1]["frames"] == len(pts)

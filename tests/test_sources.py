@@ -4,6 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
+from clips import write_clip, write_vfr_mkv
 from conftest import VIDEO
 from video.sources import SourceError, fit_within, fitted_size, natural_key, open_source, to_bgr8
 
@@ -15,6 +16,15 @@ def test_video_file_frames_are_contiguous_with_timestamps():
     assert [i for i, _ in frames] == list(range(180))
     assert frames[1][1] == pytest.approx(1000 / 30, abs=0.5)
     assert all(b[1] > a[1] for a, b in zip(frames, frames[1:]))
+
+
+def test_variable_frame_rate_keeps_the_container_timestamps(tmp_path):
+    pts = [0, 40, 50, 150, 160, 300, 333, 1000]  # 25 fps, 100 fps, a 0.7 s pause...
+    images = [np.full((48, 64, 3), 25 * i, np.uint8) for i in range(len(pts))]
+    frames = list(open_source(str(write_vfr_mkv(tmp_path / "vfr.mkv", images, pts))))
+    assert [f[0] for f in frames] == list(range(len(pts)))
+    assert [f[1] for f in frames] == pts  # not index / fps: the gaps are kept
+    assert [round(f[2][20, 30, 0] / 25) for f in frames] == list(range(len(pts)))  # each frame once, in order
 
 
 def test_natural_order_in_folders():
@@ -72,17 +82,9 @@ def test_bad_sources_fail_with_one_line(tmp_path, make, reason):
     assert "\n" not in str(info.value)
 
 
-def write_avi(path: Path, frames: int) -> None:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
-    rng = np.random.default_rng(0)
-    for _ in range(frames):
-        writer.write(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
-    writer.release()
-
-
 def test_truncated_video_reports_how_far_it_got(tmp_path):
-    path = tmp_path / "clip.avi"
-    write_avi(path, 20)
+    rng = np.random.default_rng(0)
+    path = write_clip(tmp_path / "clip.avi", [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(20)])
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     source = open_source(str(path))
