@@ -1,7 +1,11 @@
-"""Small video files written by the tests: constant rate (OpenCV) and variable rate (Matroska by hand)."""
+"""Video made by the tests: files at a constant rate (OpenCV) and a variable rate (Matroska by hand),
+and a camera-like MJPEG stream over HTTP."""
 from __future__ import annotations
 
+import http.server
 import struct
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -47,3 +51,37 @@ def write_vfr_mkv(path: Path, images: list[np.ndarray], pts_ms: list[int], nomin
     cluster = _element(0x1F43B675, _uint(0xE7, 0) + blocks)
     path.write_bytes(header + _element(0x18538067, info + _element(0x1654AE6B, track) + cluster))
     return path
+
+
+@contextmanager
+def mjpeg_stream(images: list[np.ndarray], then: str = "close"):
+    """An MJPEG-over-HTTP stream (``multipart/x-mixed-replace``, as IP cameras serve it) on a
+    loopback port; yields its URL. After the images it closes the connection (``then="close"``)
+    or keeps it open and sends nothing more (``"stall"``) until the block ends."""
+    done = threading.Event()
+
+    class Camera(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            for image in images:
+                jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n"
+                                 % (len(jpeg), jpeg))
+            self.wfile.flush()
+            if then == "stall":
+                done.wait()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Camera)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/video.mjpg"
+    finally:
+        done.set()
+        server.shutdown()
+        server.server_close()

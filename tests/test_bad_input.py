@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from bus.client import Control
-from clips import write_clip, write_vfr_mkv
-from conftest import VIDEO, run_job, serving
+from clips import mjpeg_stream, write_clip, write_vfr_mkv
+from conftest import VIDEO, free_port, run_job, serving
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +52,21 @@ def test_variable_frame_rate_publishes_the_container_timestamps(service, tmp_pat
     frames = [m for m in published if m["type"] == "frame"]
     assert [(m["index"], m["pts_ms"]) for m in frames] == list(enumerate(pts))
     assert published[-1]["status"] == "ok" and published[-1]["frames"] == len(pts)
+
+
+def test_streams_that_never_connect_or_drop_end_their_jobs_and_the_next_job_runs(service, tmp_path):
+    control, results = service
+    nowhere = run_job(control, results, f"rtsp://127.0.0.1:{free_port()}/live", "nowhere")
+    assert [(m["type"], m["status"], m["frames"]) for m in nowhere] == [("job_end", "error", 0)]
+    assert "could not connect" in nowhere[0]["error"]
+
+    with mjpeg_stream([np.full((48, 64, 3), 40 * i, np.uint8) for i in range(5)]) as url:
+        dropped = run_job(control, results, url, "dropped")
+    assert [m["index"] for m in dropped if m["type"] == "frame"] == list(range(5))
+    assert dropped[-1]["status"] == "error" and dropped[-1]["frames"] == 5
+    assert "stopped after 5 frames" in dropped[-1]["error"]
+
+    clip = write_clip(tmp_path / "after.avi", [np.full((48, 64, 3), 100, np.uint8)] * 3)
+    after = run_job(control, results, clip, "after")
+    assert [m["index"] for m in after if m["type"] == "frame"] == [0, 1, 2]
+    assert after[-1]["status"] == "ok"

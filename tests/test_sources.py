@@ -1,11 +1,13 @@
+import socket
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from clips import write_clip, write_vfr_mkv
-from conftest import VIDEO
+from clips import mjpeg_stream, write_clip, write_vfr_mkv
+from conftest import VIDEO, free_port
+from video import sources
 from video.sources import SourceError, fit_within, fitted_size, natural_key, open_source, to_bgr8
 
 
@@ -93,3 +95,36 @@ def test_truncated_video_reports_how_far_it_got(tmp_path):
         for index, _, _ in source:
             decoded.append(index)
     assert 0 < len(decoded) < 20 and decoded == list(range(len(decoded)))
+
+
+@pytest.fixture
+def short_stream_timeout(monkeypatch):
+    monkeypatch.setattr(sources, "STREAM_TIMEOUT_MS", 500)
+
+
+def test_stream_with_nothing_listening_fails_with_one_line():
+    with pytest.raises(SourceError, match="could not connect") as info:
+        open_source(f"http://127.0.0.1:{free_port()}/video.mjpg")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("scheme", ["http", "rtsp"])
+def test_stream_server_that_never_answers_fails_after_the_timeout(short_stream_timeout, scheme):
+    with socket.socket() as silent:  # accepts connections (the kernel does) but never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        with pytest.raises(SourceError, match="could not connect .*no answer in 0.5 s"):
+            open_source(f"{scheme}://127.0.0.1:{silent.getsockname()[1]}/video")
+
+
+@pytest.mark.parametrize("then", ["close", "stall"])
+def test_stream_that_drops_mid_job_gives_its_frames_then_an_error(short_stream_timeout, then):
+    images = [np.full((48, 64, 3), 40 * i, np.uint8) for i in range(5)]
+    received = []
+    with mjpeg_stream(images, then) as url:
+        source = open_source(url)
+        assert (source.info.kind, source.info.frame_count) == ("stream", None)
+        with pytest.raises(SourceError, match="stopped after 5 frames"):
+            for index, _, image in source:
+                received.append((index, round(image[20, 30, 0] / 40)))
+    assert received == [(i, i) for i in range(5)]  # every frame, in order
