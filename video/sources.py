@@ -66,7 +66,7 @@ def fit_within(image: np.ndarray, max_side: int) -> np.ndarray:
     """(H, W, 3) image -> the same, downscaled to ``fitted_size`` if it is larger.
 
     INTER_AREA averages the source pixels under each output pixel: no aliasing, unlike
-    linear interpolation at factors of 2 and more."""
+    linear interpolation, which beyond a factor of 2 skips pixels (thin lines vanish)."""
     height, width = image.shape[:2]
     size = fitted_size(width, height, max_side)
     return image if size == (width, height) else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
