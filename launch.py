@@ -106,7 +106,7 @@ class Pipeline:
                  *(["--app-json", str(a.app_json)] if a.app_json else []),
                  *(["--overlay", str(a.overlay)] if a.overlay else [])]
         decode = ["-m", "stages.decode", "--frames", e["frames"], "--events", e["events"], "--jobs", e["jobs"],
-                  "--acks", e["acks"], "--max-in-flight", str(MAX_IN_FLIGHT),
+                  "--acks", e["acks"], "--max-in-flight", str(MAX_IN_FLIGHT), "--max-side", str(a.max_side),
                   *(["--jpeg", str(a.jpeg)] if a.jpeg else []), *(["--realtime"] if a.realtime else []),
                   *(["--record", str(a.record)] if a.record else [])]
         detect = ["-m", "stages.detect", "--frames", e["frames"], "--detections", e["detections"],
@@ -388,6 +388,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from detectors.hmr2.weights import DEFAULT_URL
     from stages.detect import add_detector_flags
     from stages.track import add_output_flags, add_tracker_flags
+    from video.sources import DEFAULT_MAX_SIDE
 
     parser = argparse.ArgumentParser(prog="python launch.py", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -419,6 +420,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="hold publishing until N subscribers have subscribed")
     parser.add_argument("--jpeg", type=int, metavar="QUALITY", help="send frames as JPEG (remote workers)")
     parser.add_argument("--realtime", action="store_true", help="decode at the source's frame rate, like a camera")
+    parser.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, metavar="PX",
+                        help="downscale frames whose longer side exceeds PX before detection; results stay in the "
+                             f"source's pixels (default {DEFAULT_MAX_SIDE})")
     parser.add_argument("--job", help="job id (default: random)")
     runtime.add_security_flags(parser)
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])

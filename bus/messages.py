@@ -74,6 +74,7 @@ JOB_OPTIONS = Struct({}, {
     "detector": str, "fps": Between(float, 0.01, 1000), "tracker": Enum(("phalp", "iou")),
     "lookahead": Between(int, 0, 1000), "subjects": Enum((0, 1)), "smoothing": bool,
     "n_init": Between(int, 1, 100), "max_age": Between(int, 0, 100_000),
+    "max_side": Between(int, 16, 8192),  # the image message's size limit
 })
 # Wall-clock seconds (time.time()) at which a frame passed each stage, for latency figures.
 _TIMESTAMPS = {"timestamps": MapOf(float, 8)}
@@ -91,6 +92,9 @@ SPECS: dict[str, Struct] = {
             "frame_count": Optional(int),
         },
         {
+            # Present when decode downscaled the frames (video.sources.fit_within): the size
+            # the detectors saw. Every pixel value in the results is mapped back to width × height.
+            "downscaled": Struct({"width": int, "height": int}),
             "detector": str,
             "joints": MapOf(ListOf(str, 1000)),
             "angles": ListOf(str),

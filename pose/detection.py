@@ -26,3 +26,26 @@ class FrameDetections:
     pts_ms: float
     people: list[Detection]
     detection_failed: bool = False
+
+
+def in_source_pixels(d: Detection, source: tuple[int, int], detected: tuple[int, int]) -> Detection:
+    """``d``, measured on a ``detected`` (width, height) copy of a ``source`` (width, height) image,
+    in the source image's pixels.
+
+    Pixel quantities scale by source / detected: ``bbox``, the x, y columns of
+    ``keypoints_2d``, HMR 2.0's ``camera`` principal point, and its focal length by the
+    ratio of the longer sides (``pose.camera.default_focal``), so that it equals the
+    source's intrinsics. Metric ones (``keypoints_3d``, the camera translation, SMPL,
+    vertices) stay: scaling an image scales focal length and principal point together,
+    which leaves the 3D pose that projects onto it unchanged.
+    """
+    xy = np.float32(source) / np.float32(detected)
+    keypoints_2d = d.keypoints_2d.copy()
+    keypoints_2d[:, :2] *= xy
+    extras = dict(d.extras)
+    if "camera" in extras:
+        camera = extras["camera"]
+        extras["camera"] = {**camera, "focal_length": camera["focal_length"] * max(source) / max(detected),
+                            "principal_point": np.float32(camera["principal_point"] * xy)}
+    return Detection(bbox=np.float32(d.bbox * np.tile(xy, 2)), score=d.score, keypoints_2d=keypoints_2d,
+                     keypoints_3d=d.keypoints_3d, extras=extras)

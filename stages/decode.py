@@ -4,6 +4,7 @@ For each job it sends ``job_start`` to the track stage (events link), then one
 ``image`` message per frame to the workers (frames link), then ``job_end``
 with the number of frames decoded. A source that cannot be opened or breaks
 mid-way ends its job with ``job_end`` status ``error``; the stage carries on.
+Frames larger than ``--max-side`` (or the job's ``max_side``) are downscaled first.
 
     python -m stages.decode VIDEO            # one job, then exit
     python -m stages.decode                  # serve jobs from the jobs link
@@ -26,7 +27,7 @@ from bus.log import MessageLog
 from bus.metrics import StageMetrics
 from bus.schema import SchemaError
 from stages import runtime
-from video.sources import SourceError, open_source
+from video.sources import DEFAULT_MAX_SIDE, SourceError, fit_within, fitted_size, open_source
 
 
 def encode_jpeg(image, quality: int) -> bytes:
@@ -94,7 +95,8 @@ def send_event(events: zmq.Socket, message: dict, metrics: StageMetrics) -> None
 
 def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality: int | None,
             realtime: bool, log, record_dir: Path | None = None, acks: zmq.Socket | None = None,
-            max_in_flight: int = 0, *, metrics: StageMetrics, cancelled=lambda job: False) -> None:
+            max_in_flight: int = 0, *, metrics: StageMetrics, cancelled=lambda job: False,
+            max_side: int = DEFAULT_MAX_SIDE) -> None:
     job, options = request["job"], request.get("options", {})
     try:
         source = open_source(request["source"], fps=options.get("fps"))
@@ -103,10 +105,14 @@ def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality:
         send_event(events, messages.job_end(job, 0, str(exc)), metrics)
         return
     info = source.info
+    max_side = options.get("max_side", max_side)  # a job may set its own limit
+    detected = fitted_size(info.width, info.height, max_side)
+    downscaled = {} if detected == (info.width, info.height) else {
+        "downscaled": {"width": detected[0], "height": detected[1]}}
     send_event(events, messages.job_start(job, info.source, info.fps, info.width, info.height,
-                                          info.frame_count, options=options), metrics)
+                                          info.frame_count, options=options, **downscaled), metrics)
     event(log, logging.INFO, "job_started", job=job, source=info.source, width=info.width, height=info.height,
-          fps=info.fps)
+          fps=info.fps, **downscaled)
     decoded, error, started = 0, None, time.monotonic()
     recording = MessageLog(record_dir / job / "frames.log") if record_dir else None
     in_flight = InFlight(job, frames, acks if max_in_flight > 0 else None, max_in_flight, log)
@@ -117,6 +123,7 @@ def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality:
                 break
             if realtime:  # pace like a live camera
                 time.sleep(max(0.0, started + pts_ms / 1000.0 - time.monotonic()))
+            image = fit_within(image, max_side)
             message = (messages.image(job, index, pts_ms, jpeg=encode_jpeg(image, jpeg_quality),
                                       width=image.shape[1], height=image.shape[0])
                        if jpeg_quality else messages.image(job, index, pts_ms, image))
@@ -201,6 +208,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-in-flight", type=int, default=0, metavar="N",
                         help="keep up to N frames until the track stage acknowledges them, resending lost ones "
                              "(the launcher uses 32; 0: off, for running decode alone)")
+    parser.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, metavar="PX",
+                        help="downscale frames whose longer side exceeds PX (INTER_AREA, aspect kept); results "
+                             f"are mapped back to the source's pixels (default {DEFAULT_MAX_SIDE})")
     runtime.add_endpoint_flags(parser, "frames", "events", "jobs", "acks")
     runtime.add_security_flags(parser)
     runtime.add_metrics_flags(parser)
@@ -220,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
             options = {"fps": args.fps} if args.fps else {}
             request = messages.job_request(args.job or uuid.uuid4().hex[:12], args.source, options)
             run_job(request, frames, events, args.jpeg, args.realtime, log, args.record, acks, args.max_in_flight,
-                    metrics=metrics)
+                    metrics=metrics, max_side=args.max_side)
             return
         queue = JobQueue(sockets.connect(ctx, "jobs", args.jobs, security=security), events, bad)
         while True:
@@ -230,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             metrics.received()
             run_job(request, frames, events, args.jpeg, args.realtime, log, args.record, acks, args.max_in_flight,
-                    metrics=metrics, cancelled=queue.cancelled)
+                    metrics=metrics, cancelled=queue.cancelled, max_side=args.max_side)
     except KeyboardInterrupt:
         pass
     finally:

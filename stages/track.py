@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import zmq
@@ -29,6 +29,7 @@ from bus.metrics import StageMetrics
 from bus.reorder import ReorderBuffer, ReorderOverflow
 from pose import camera
 from pose.angles import ANGLE_KEYS
+from pose.detection import FrameDetections, in_source_pixels
 from pose.skeleton import CANONICAL_JOINTS, HMR2_JOINTS
 from stages import runtime
 from tracking.iou import IouTracker
@@ -89,6 +90,14 @@ def public_job_start(start: dict, first_detections: dict | None) -> dict:
     if first_detections is not None and "mesh_faces" in first_detections:
         message["mesh_faces"] = first_detections["mesh_faces"]
     return message
+
+
+def in_source_frame(start: dict, frame: FrameDetections) -> FrameDetections:
+    """Detections made on downscaled frames (``job_start.downscaled``) in the source's pixels."""
+    if "downscaled" not in start:
+        return frame
+    source, detected = (start["width"], start["height"]), (start["downscaled"]["width"], start["downscaled"]["height"])
+    return replace(frame, people=[in_source_pixels(person, source, detected) for person in frame.people])
 
 
 class TrackStage:
@@ -252,7 +261,8 @@ class TrackStage:
                 return
             for index, detections in self.reorder.ready(job.id):
                 job.frame_info[index] = (detections.get("timestamps", {}), detections.get("error") is not None)
-                self.publish_tracked(job, job.tracker.push(messages.frame_detections(detections)))
+                frame = in_source_frame(job.start, messages.frame_detections(detections))
+                self.publish_tracked(job, job.tracker.push(frame))
                 job.last_progress = time.monotonic()
             self.acknowledge(job)
             if not force_end and (job.end is None or self.reorder.next_index(job.id) < job.end["frames"]):

@@ -1,9 +1,16 @@
+from __future__ import annotations
+
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -11,6 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 VIDEO = SHARED / "media" / "vid.mp4"
 sys.path.insert(0, str(ROOT))
+
+if TYPE_CHECKING:
+    from bus.client import Control
 
 
 def free_port() -> int:
@@ -75,3 +85,37 @@ def alive(pid: int) -> bool:
         return False
     state = Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}/stat").exists() else "X"
     return state != "Z"
+
+
+@contextmanager
+def serving(*extra: str):
+    """``launch.py serve`` on free ports; yields (process, control endpoint, results endpoint, ipc folder)."""
+    control, results = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    server = subprocess.Popen([sys.executable, "launch.py", "serve", "--results", results, "--control", control,
+                               "--log-level", "error", *extra], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        yield server, control, results, ipc_folder(server.pid)
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=10)
+
+
+def ipc_folder(pid: int) -> Path:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        for child in children(pid):
+            found = re.search(r"ipc://(/[^\x00]*)/\w+", Path(f"/proc/{child}/cmdline").read_bytes().decode())
+            if found:
+                return Path(found.group(1))
+        time.sleep(0.1)
+    raise AssertionError("no stage with an ipc endpoint started")
+
+
+def run_job(control: Control, results: str, source: Path | str, job: str, **options) -> list[dict]:
+    """Submit a job to ``launch.py serve``; its published messages, up to its job_end."""
+    collector = Collector(results, timeout_ms=60_000)
+    collector.start()
+    time.sleep(0.5)  # the subscription reaches the XPUB
+    assert control.submit(str(source), job=job, **options) == job
+    return [m for m in collector.result(90) if m["job"] == job]

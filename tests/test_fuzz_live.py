@@ -14,8 +14,6 @@ name jobs that do not exist. The tests at the bottom pin the bugs this fuzzing
 found (all fixed).
 """
 import random
-import re
-import signal
 import subprocess
 import sys
 import time
@@ -31,7 +29,7 @@ import zmq
 from bus import codec, messages, sockets
 from bus.client import Control
 from bus.schema import SchemaError
-from conftest import ROOT, VIDEO, Collector, children, free_port, launch
+from conftest import ROOT, VIDEO, Collector, free_port, launch, run_job, serving
 from fuzzing import VALID, VALID_REQUESTS
 
 PER_SOCKET = 10_000
@@ -149,31 +147,6 @@ def assert_same_results(got: list[dict], want: list[dict]) -> None:
             np.testing.assert_equal(a, b)
 
 
-@contextmanager
-def serving(*extra: str):
-    """``launch.py serve`` on free ports; yields (process, control endpoint, results endpoint, ipc folder)."""
-    control, results = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    server = subprocess.Popen([sys.executable, "launch.py", "serve", "--results", results, "--control", control,
-                               "--log-level", "error", *extra], cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    try:
-        yield server, control, results, ipc_folder(server.pid)
-    finally:
-        if server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-        server.communicate(timeout=10)
-
-
-def ipc_folder(pid: int) -> Path:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        for child in children(pid):
-            found = re.search(r"ipc://(/[^\x00]*)/\w+", Path(f"/proc/{child}/cmdline").read_bytes().decode())
-            if found:
-                return Path(found.group(1))
-        time.sleep(0.1)
-    raise AssertionError("no stage with an ipc endpoint started")
-
-
 def push_all(ctx: zmq.Context, endpoint: str, payloads: list[list[bytes]]) -> None:
     sock = ctx.socket(zmq.PUSH)
     sock.setsockopt(zmq.SNDTIMEO, TIMEOUT_MS)
@@ -208,14 +181,6 @@ def subscribe_all(ctx: zmq.Context, endpoint: str, seed: int) -> None:
         sock.send(rng.choice([b"\x01", b"\x00", b""]) + rng.randbytes(rng.randint(0, 40)))
     time.sleep(0.5)  # let them arrive before the XSUB's subscriptions go away with it
     sock.close(linger=0)
-
-
-def run_job(control: Control, results: str, source: Path, job: str) -> list[dict]:
-    collector = Collector(results, timeout_ms=60_000)
-    collector.start()
-    time.sleep(0.5)  # the subscription reaches the XPUB
-    assert control.submit(str(source), job=job) == job
-    return [m for m in collector.result(90) if m["job"] == job]
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from pose import angles, camera, skeleton
+from pose.detection import Detection, in_source_pixels
 from pose.skeleton import JOINT_INDEX
 
 
@@ -90,3 +91,20 @@ def test_hmr2_mapping_uses_openpose_and_j19_joints():
     assert by_name["left_knee"] == ["op_left_knee"] and skeleton.HMR2_JOINTS.index("op_left_knee") == 13
     assert by_name["pelvis"] == ["op_mid_hip"] and skeleton.HMR2_JOINTS.index("op_mid_hip") == 8
     assert by_name["spine"] == ["j19_spine_h36m"] and skeleton.HMR2_JOINTS.index("j19_spine_h36m") == 41
+
+
+def test_detections_on_a_downscaled_frame_map_back_to_source_pixels():
+    """Detected on 3840×2160, reported for the 7680×4320 source: pixels double, metres stay."""
+    points = straight_body() + np.float32([0, 0, 5])
+    small_K, big_K = camera.intrinsics(3840, 2160), camera.intrinsics(7680, 4320)
+    pixels = np.hstack([camera.project(points, small_K), np.ones((len(points), 1))]).astype(np.float32)
+    d = Detection(bbox=np.float32([100, 200, 30, 40]), score=0.8, keypoints_2d=pixels, keypoints_3d=points,
+                  extras={"camera": {"translation": np.float32([0, 0, 5]), "focal_length": small_K[0, 0],
+                                     "principal_point": np.float32([1920, 1080])}})
+    big = in_source_pixels(d, (7680, 4320), (3840, 2160))
+    np.testing.assert_allclose(big.keypoints_2d[:, :2], camera.project(points, big_K), rtol=1e-5)
+    np.testing.assert_array_equal(big.keypoints_2d[:, 2], 1)
+    np.testing.assert_array_equal(big.bbox, [200, 400, 60, 80])
+    assert big.extras["camera"]["focal_length"] == pytest.approx(big_K[0, 0])
+    np.testing.assert_array_equal(big.extras["camera"]["principal_point"], big_K[:2, 2])
+    assert big.keypoints_3d is points and big.score == 0.8

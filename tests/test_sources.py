@@ -1,11 +1,14 @@
+import socket
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import VIDEO
-from video.sources import SourceError, natural_key, open_source, to_bgr8
+from clips import mjpeg_stream, write_clip, write_vfr_mkv
+from conftest import VIDEO, free_port
+from video import sources
+from video.sources import SourceError, fit_within, fitted_size, natural_key, open_source, to_bgr8
 
 
 def test_video_file_frames_are_contiguous_with_timestamps():
@@ -15,6 +18,15 @@ def test_video_file_frames_are_contiguous_with_timestamps():
     assert [i for i, _ in frames] == list(range(180))
     assert frames[1][1] == pytest.approx(1000 / 30, abs=0.5)
     assert all(b[1] > a[1] for a, b in zip(frames, frames[1:]))
+
+
+def test_variable_frame_rate_keeps_the_container_timestamps(tmp_path):
+    pts = [0, 40, 50, 150, 160, 300, 333, 1000]  # 25 fps, 100 fps, a 0.7 s pause...
+    images = [np.full((48, 64, 3), 25 * i, np.uint8) for i in range(len(pts))]
+    frames = list(open_source(str(write_vfr_mkv(tmp_path / "vfr.mkv", images, pts))))
+    assert [f[0] for f in frames] == list(range(len(pts)))
+    assert [f[1] for f in frames] == pts  # not index / fps: the gaps are kept
+    assert [round(f[2][20, 30, 0] / 25) for f in frames] == list(range(len(pts)))  # each frame once, in order
 
 
 def test_natural_order_in_folders():
@@ -35,6 +47,26 @@ def test_folder_skips_junk_and_converts_every_image_kind(tmp_path):
     assert frames[0][2][0, 0, 0] == 100 and frames[2][2][0, 0, 0] == 200  # f2, f3, f10
 
 
+@pytest.mark.parametrize("size, fitted", [
+    ((7680, 4320), (3840, 2160)),  # 8K landscape
+    ((4320, 7680), (2160, 3840)),  # 8K portrait
+    ((3840, 2160), (3840, 2160)),  # 4K: at the limit, kept
+    ((1920, 1088), (1920, 1088)),
+    ((10000, 3), (3840, 1)),  # never a zero-pixel side
+])
+def test_frames_over_the_limit_are_fitted_within_it(size, fitted):
+    assert fitted_size(*size, 3840) == fitted
+
+
+def test_downscale_averages_thin_detail_instead_of_dropping_it():
+    image = np.zeros((40, 80, 3), np.uint8)
+    image[:, ::4] = 255  # 1-px lines, 4 px apart
+    small = fit_within(image, 20)
+    assert small.shape == (10, 20, 3)
+    assert np.all(np.abs(small.astype(int) - 64) <= 1)  # each output pixel averages 1 line and 3 gaps
+    assert fit_within(image, 80) is image
+
+
 def test_to_bgr8_scales_16_bit():
     assert to_bgr8(np.full((2, 2), 65535, np.uint16))[0, 0, 0] == 255
 
@@ -52,17 +84,9 @@ def test_bad_sources_fail_with_one_line(tmp_path, make, reason):
     assert "\n" not in str(info.value)
 
 
-def write_avi(path: Path, frames: int) -> None:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
-    rng = np.random.default_rng(0)
-    for _ in range(frames):
-        writer.write(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
-    writer.release()
-
-
 def test_truncated_video_reports_how_far_it_got(tmp_path):
-    path = tmp_path / "clip.avi"
-    write_avi(path, 20)
+    rng = np.random.default_rng(0)
+    path = write_clip(tmp_path / "clip.avi", [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(20)])
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     source = open_source(str(path))
@@ -71,3 +95,36 @@ def test_truncated_video_reports_how_far_it_got(tmp_path):
         for index, _, _ in source:
             decoded.append(index)
     assert 0 < len(decoded) < 20 and decoded == list(range(len(decoded)))
+
+
+@pytest.fixture
+def short_stream_timeout(monkeypatch):
+    monkeypatch.setattr(sources, "STREAM_TIMEOUT_MS", 500)
+
+
+def test_stream_with_nothing_listening_fails_with_one_line():
+    with pytest.raises(SourceError, match="could not connect") as info:
+        open_source(f"http://127.0.0.1:{free_port()}/video.mjpg")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("scheme", ["http", "rtsp"])
+def test_stream_server_that_never_answers_fails_after_the_timeout(short_stream_timeout, scheme):
+    with socket.socket() as silent:  # accepts connections (the kernel does) but never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        with pytest.raises(SourceError, match="could not connect .*no answer in 0.5 s"):
+            open_source(f"{scheme}://127.0.0.1:{silent.getsockname()[1]}/video")
+
+
+@pytest.mark.parametrize("then", ["close", "stall"])
+def test_stream_that_drops_mid_job_gives_its_frames_then_an_error(short_stream_timeout, then):
+    images = [np.full((48, 64, 3), 40 * i, np.uint8) for i in range(5)]
+    received = []
+    with mjpeg_stream(images, then) as url:
+        source = open_source(url)
+        assert (source.info.kind, source.info.frame_count) == ("stream", None)
+        with pytest.raises(SourceError, match="stopped after 5 frames"):
+            for index, _, image in source:
+                received.append((index, round(image[20, 30, 0] / 40)))
+    assert received == [(i, i) for i in range(5)]  # every frame, in order

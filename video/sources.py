@@ -3,6 +3,9 @@
 ``open_source(spec)`` returns a ``Source``: its ``info`` (fps, size, frame count
 when known) and an iterator of ``(index, pts_ms, bgr_image)`` with 0-based,
 contiguous indices. Every failure is a ``SourceError`` with a one-line reason.
+
+Frames come at the source's size; ``fit_within`` is the downscale policy that
+decode applies to them before they go on the bus (docs/protocol.md, "Frame size").
 """
 from __future__ import annotations
 
@@ -16,7 +19,12 @@ import cv2
 import numpy as np
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-STREAM_OPEN_TIMEOUT_MS = 10_000
+# How long a stream may take to answer, and then to send each frame, before its job ends with an error
+# (OpenCV's FFmpeg backend, CAP_PROP_OPEN/READ_TIMEOUT_MSEC; without them a silent server blocks for ever).
+STREAM_TIMEOUT_MS = 10_000
+# Frames are downscaled to this longer side at most: 8K frames would be 100 MB each on the bus
+# (and ×32 held by decode for resending), while the detectors look at ≤ 256-px crops anyway.
+DEFAULT_MAX_SIDE = 3840
 
 
 class SourceError(Exception):
@@ -46,6 +54,24 @@ def to_bgr8(image: np.ndarray) -> np.ndarray:
     return image
 
 
+def fitted_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """(width, height) scaled down, aspect ratio kept, so that the longer side is at most ``max_side``."""
+    scale = max_side / max(width, height)
+    if scale >= 1:
+        return width, height
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def fit_within(image: np.ndarray, max_side: int) -> np.ndarray:
+    """(H, W, 3) image -> the same, downscaled to ``fitted_size`` if it is larger.
+
+    INTER_AREA averages the source pixels under each output pixel: no aliasing, unlike
+    linear interpolation, which beyond a factor of 2 skips pixels (thin lines vanish)."""
+    height, width = image.shape[:2]
+    size = fitted_size(width, height, max_side)
+    return image if size == (width, height) else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
 def natural_key(path: Path) -> list:
     """Sort key so that frame-2.png comes before frame-10.png."""
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
@@ -65,8 +91,8 @@ def open_source(spec: str, fps: float | None = None) -> Source:
     if spec.isdigit():
         return _open_capture(cv2.VideoCapture(int(spec)), spec, "camera", fps)
     if "://" in spec:
-        capture = cv2.VideoCapture(spec, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_OPEN_TIMEOUT_MS,
-                                                          cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_OPEN_TIMEOUT_MS])
+        capture = cv2.VideoCapture(spec, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS,
+                                                          cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS])
         return _open_capture(capture, spec, "stream", fps)
     path = Path(spec)
     if not path.exists():
@@ -82,9 +108,9 @@ def open_source(spec: str, fps: float | None = None) -> Source:
 
 def _open_capture(capture: cv2.VideoCapture, spec: str, kind: str, fps: float | None) -> Source:
     if not capture.isOpened():
-        what = {"file": "not a video OpenCV can decode, or truncated",
-                "camera": "no such camera", "stream": "could not connect"}[kind]
-        raise SourceError(f"cannot open {spec}: {what}")
+        what = {"file": "not a video OpenCV can decode, or truncated", "camera": "no such camera",
+                "stream": f"could not connect (refused, unreachable, or no answer in {STREAM_TIMEOUT_MS / 1000:g} s)"}
+        raise SourceError(f"cannot open {spec}: {what[kind]}")
     count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     info = SourceInfo(
         source=spec,
@@ -92,7 +118,7 @@ def _open_capture(capture: cv2.VideoCapture, spec: str, kind: str, fps: float | 
         fps=fps or capture.get(cv2.CAP_PROP_FPS) or 30.0,
         width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
         height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-        frame_count=count if kind == "file" and count > 0 else None,
+        frame_count=count if kind in ("file", "stream") and count > 0 else None,  # a live stream has none
     )
     first = capture.read()
     if not first[0]:
@@ -117,6 +143,9 @@ def _capture_frames(capture: cv2.VideoCapture, first: np.ndarray, info: SourceIn
     decoded = index + 1
     if info.frame_count is not None and decoded < info.frame_count:
         raise SourceError(f"{info.source} is truncated or corrupt: decoded {decoded} of {info.frame_count} frames")
+    if info.kind == "stream" and info.frame_count is None:  # live: it has no end, so this is a drop
+        raise SourceError(f"stream {info.source} stopped after {decoded} frames "
+                          f"(connection closed, or no frame for {STREAM_TIMEOUT_MS / 1000:g} s)")
 
 
 def _open_folder(folder: Path, fps: float) -> Source:

@@ -57,6 +57,8 @@ export interface JobStartMessage extends Header {
   width: number;
   height: number;
   frame_count: number | null;
+  /** Set when decode downscaled large (8K) frames: the size the detectors saw. Pixel values are in width × height anyway. */
+  downscaled?: { width: number; height: number };
   detector?: string;
   /** Joint names per keypoint field, e.g. joints.keypoints_3d[i] names row i. */
   joints?: Record<string, string[]>;
