@@ -34,6 +34,13 @@ pipe) and generous for small messages.
 With ``security`` (a :class:`bus.security.Curve`), tcp links use CURVE: the
 binding end is the server, the connecting end the client. ipc and inproc links
 never leave the machine and go without it (the launcher's ipc folder is 0700).
+
+A binding end may bind several endpoints: the launcher's decode binds
+``frames`` on ipc for its own workers and on tcp for workers on other hosts
+(``launch.py --worker-links``), track and the launcher likewise ``detections``
+and ``stage_metrics``. The worker links send heartbeats, so a worker whose
+network goes away loses its pipe within seconds: decode stops dealing it frames,
+and the frames it held are sent again on the track stage's request.
 """
 from __future__ import annotations
 
@@ -60,13 +67,15 @@ class Link:
     default: str  # endpoint when a stage runs on its own
     hwm: int
     linger_ms: int
+    heartbeat_ms: int = 0  # ZMTP pings this often; a peer silent for HEARTBEAT_TIMEOUTS of them is dropped
 
 
 LINKS: dict[str, Link] = {
     "jobs": Link(zmq.PUSH, zmq.PULL, "launcher", "tcp://127.0.0.1:5560", hwm=100, linger_ms=0),
-    "frames": Link(zmq.PUSH, zmq.PULL, "decode", "tcp://127.0.0.1:5557", hwm=2, linger_ms=0),
+    "frames": Link(zmq.PUSH, zmq.PULL, "decode", "tcp://127.0.0.1:5557", hwm=2, linger_ms=0, heartbeat_ms=1000),
     "events": Link(zmq.PULL, zmq.PUSH, "track", "tcp://127.0.0.1:5559", hwm=1000, linger_ms=2000),
-    "detections": Link(zmq.PULL, zmq.PUSH, "track", "tcp://127.0.0.1:5558", hwm=100, linger_ms=2000),
+    "detections": Link(zmq.PULL, zmq.PUSH, "track", "tcp://127.0.0.1:5558", hwm=100, linger_ms=2000,
+                       heartbeat_ms=1000),
     # Track tells decode which frames are done and which to send again (at-least-once delivery).
     "acks": Link(zmq.PUSH, zmq.PULL, "track", "tcp://127.0.0.1:5565", hwm=1000, linger_ms=0),
     "results": Link(zmq.XPUB, zmq.SUB, "track", "tcp://127.0.0.1:5555", hwm=10_000, linger_ms=2000),
@@ -77,6 +86,7 @@ LINKS: dict[str, Link] = {
     "metrics": Link(zmq.XPUB, zmq.SUB, "launcher", "tcp://127.0.0.1:5563", hwm=1000, linger_ms=0),
     "stage_metrics": Link(zmq.SUB, zmq.PUB, "launcher", "tcp://127.0.0.1:5564", hwm=1000, linger_ms=0),
 }
+HEARTBEAT_TIMEOUTS = 5
 
 
 def is_loopback(endpoint: str) -> bool:
@@ -97,6 +107,9 @@ def _tune(sock: zmq.Socket, link: Link) -> zmq.Socket:
     sock.setsockopt(zmq.SNDHWM, link.hwm)
     sock.setsockopt(zmq.RCVHWM, link.hwm)
     sock.setsockopt(zmq.LINGER, link.linger_ms)
+    if link.heartbeat_ms:
+        sock.setsockopt(zmq.HEARTBEAT_IVL, link.heartbeat_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUTS * link.heartbeat_ms)
     return sock
 
 
@@ -105,17 +118,11 @@ def is_tcp(endpoint: str) -> bool:
 
 
 def bind(ctx: zmq.Context, name: str, endpoint: str | None = None,
-         security: Curve | None = None) -> zmq.Socket:
-    """Create and bind the binding end of link ``name`` (a CURVE server over tcp with ``security``)."""
+         security: Curve | None = None, also: tuple[str, ...] = ()) -> zmq.Socket:
+    """Create the binding end of link ``name``, bound to ``endpoint`` and the ``also`` endpoints
+    (tcp ones as a CURVE server with ``security``)."""
     link = LINKS[name]
-    endpoint = endpoint or link.default
-    curve = security is not None and is_tcp(endpoint)
-    if not is_loopback(endpoint) and not curve:
-        print(f"posebus: warning: {name} binds {endpoint}, reachable from other machines "
-              "without encryption", file=sys.stderr)
     sock = _tune(ctx.socket(link.bind_type), link)
-    if curve:
-        security.as_server(sock)
     if link.bind_type == zmq.XPUB:
         # Pass every subscription up so the publisher can count subscribers. A
         # subscriber more than `hwm` messages behind loses live messages rather
@@ -124,7 +131,18 @@ def bind(ctx: zmq.Context, name: str, endpoint: str | None = None,
         sock.setsockopt(zmq.XPUB_VERBOSE, 1)
     if link.bind_type == zmq.SUB:
         sock.setsockopt(zmq.SUBSCRIBE, b"")  # a binding SUB collects everything its publishers send
-    sock.bind(endpoint)
+
+    def curve(endpoint: str) -> bool:
+        return security is not None and is_tcp(endpoint)
+
+    # CURVE options hold for the binds made after they are set: plain endpoints first.
+    for endpoint in sorted([endpoint or link.default, *also], key=curve):
+        if not is_loopback(endpoint) and not curve(endpoint):
+            print(f"posebus: warning: {name} binds {endpoint}, reachable from other machines "
+                  "without encryption", file=sys.stderr)
+        if curve(endpoint) and not sock.curve_server:
+            security.as_server(sock)
+        sock.bind(endpoint)
     return sock
 
 

@@ -177,6 +177,17 @@ def test_ipc_links_go_without_curve(keys, server_ctx, client_ctx, tmp_path):
     assert track.poll(2000) and not track.curve_server
 
 
+def test_one_socket_serves_local_workers_on_ipc_and_remote_ones_with_curve(keys, server_ctx, client_ctx, tmp_path):
+    local, remote = f"ipc://{tmp_path / 'frames'}", f"tcp://127.0.0.1:{free_port()}"
+    decode = sockets.bind(server_ctx, "frames", remote, security=Curve(keys, "server"), also=(local,))
+    workers = [sockets.connect(client_ctx, "frames", local),
+               sockets.connect(client_ctx, "frames", remote, security=Curve(keys, "client", "server")),
+               sockets.connect(client_ctx, "frames", remote)]
+    with Sender(decode, lambda i: messages.image("j", i, 0.0, np.zeros((8, 8, 3), np.uint8))):
+        got = count_received(workers, ("image",))
+    assert got[0] > 5 and got[1] > 5 and got[2] == 0
+
+
 def test_keys_cli(tmp_path, capsys, monkeypatch):
     folder = tmp_path / "store"
     monkeypatch.setenv("POSEBUS_KEYS", str(folder))
