@@ -38,9 +38,10 @@ never leave the machine and go without it (the launcher's ipc folder is 0700).
 A binding end may bind several endpoints: the launcher's decode binds
 ``frames`` on ipc for its own workers and on tcp for workers on other hosts
 (``launch.py --worker-links``), track and the launcher likewise ``detections``
-and ``stage_metrics``. The worker links send heartbeats, so a worker whose
-network goes away loses its pipe within seconds: decode stops dealing it frames,
-and the frames it held are sent again on the track stage's request.
+and ``stage_metrics``. A worker whose network goes away keeps its pipe until
+the pipe is full (high-water mark, then the kernel's send buffer); decode then
+deals frames to the others, and the frames lost on the way are sent again on
+the track stage's request.
 """
 from __future__ import annotations
 
@@ -67,15 +68,13 @@ class Link:
     default: str  # endpoint when a stage runs on its own
     hwm: int
     linger_ms: int
-    heartbeat_ms: int = 0  # ZMTP pings this often; a peer silent for HEARTBEAT_TIMEOUTS of them is dropped
 
 
 LINKS: dict[str, Link] = {
     "jobs": Link(zmq.PUSH, zmq.PULL, "launcher", "tcp://127.0.0.1:5560", hwm=100, linger_ms=0),
-    "frames": Link(zmq.PUSH, zmq.PULL, "decode", "tcp://127.0.0.1:5557", hwm=2, linger_ms=0, heartbeat_ms=1000),
+    "frames": Link(zmq.PUSH, zmq.PULL, "decode", "tcp://127.0.0.1:5557", hwm=2, linger_ms=0),
     "events": Link(zmq.PULL, zmq.PUSH, "track", "tcp://127.0.0.1:5559", hwm=1000, linger_ms=2000),
-    "detections": Link(zmq.PULL, zmq.PUSH, "track", "tcp://127.0.0.1:5558", hwm=100, linger_ms=2000,
-                       heartbeat_ms=1000),
+    "detections": Link(zmq.PULL, zmq.PUSH, "track", "tcp://127.0.0.1:5558", hwm=100, linger_ms=2000),
     # Track tells decode which frames are done and which to send again (at-least-once delivery).
     "acks": Link(zmq.PUSH, zmq.PULL, "track", "tcp://127.0.0.1:5565", hwm=1000, linger_ms=0),
     "results": Link(zmq.XPUB, zmq.SUB, "track", "tcp://127.0.0.1:5555", hwm=10_000, linger_ms=2000),
@@ -86,7 +85,6 @@ LINKS: dict[str, Link] = {
     "metrics": Link(zmq.XPUB, zmq.SUB, "launcher", "tcp://127.0.0.1:5563", hwm=1000, linger_ms=0),
     "stage_metrics": Link(zmq.SUB, zmq.PUB, "launcher", "tcp://127.0.0.1:5564", hwm=1000, linger_ms=0),
 }
-HEARTBEAT_TIMEOUTS = 5
 
 
 def is_loopback(endpoint: str) -> bool:
@@ -107,9 +105,6 @@ def _tune(sock: zmq.Socket, link: Link) -> zmq.Socket:
     sock.setsockopt(zmq.SNDHWM, link.hwm)
     sock.setsockopt(zmq.RCVHWM, link.hwm)
     sock.setsockopt(zmq.LINGER, link.linger_ms)
-    if link.heartbeat_ms:
-        sock.setsockopt(zmq.HEARTBEAT_IVL, link.heartbeat_ms)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUTS * link.heartbeat_ms)
     return sock
 
 
