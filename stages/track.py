@@ -415,6 +415,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="run a recorded job (DIR/<job> of --record) through the tracker alone, then exit")
     add_tracker_flags(parser)
     runtime.add_endpoint_flags(parser, "detections", "events", "results", "history", "acks")
+    runtime.add_remote_flag(parser, "detections")
     runtime.add_security_flags(parser)
     runtime.add_metrics_flags(parser)
     runtime.log_level_flag(parser)
@@ -423,7 +424,8 @@ def main(argv: list[str] | None = None) -> None:
 
     ctx = zmq.Context()
     security = runtime.security_from_args(args)
-    detections = sockets.bind(ctx, "detections", args.detections, security=security)
+    detections = sockets.bind(ctx, "detections", args.detections, security=security,
+                              also=runtime.remote_endpoints(args, "detections"))
     events = sockets.bind(ctx, "events", args.events, security=security)
     results = sockets.bind(ctx, "results", args.results, security=security)
     history = sockets.bind(ctx, "history", args.history, security=security)
