@@ -158,7 +158,8 @@ class TrackStage:
             self.record(job, "detections", message)
             job.last_progress = job.last_detection = time.monotonic()
             stamps = message.get("timestamps", {})
-            if "decoded" in stamps and "detected" in stamps:
+            # A resent frame keeps its first decode time: its latency would count the wait for the resend.
+            if "decoded" in stamps and "detected" in stamps and message["index"] not in job.resend_tries:
                 job.detection_latency += 0.1 * (stamps["detected"] - stamps["decoded"] - job.detection_latency)
         try:
             if not self.reorder.add(job_id, message["index"], message):
