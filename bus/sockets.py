@@ -38,10 +38,11 @@ never leave the machine and go without it (the launcher's ipc folder is 0700).
 A binding end may bind several endpoints: the launcher's decode binds
 ``frames`` on ipc for its own workers and on tcp for workers on other hosts
 (``launch.py --worker-links``), track and the launcher likewise ``detections``
-and ``stage_metrics``. A worker whose network goes away keeps its pipe until
-the pipe is full (high-water mark, then the kernel's send buffer); decode then
-deals frames to the others, and the frames lost on the way are sent again on
-the track stage's request.
+and ``stage_metrics``. The frames link sends heartbeats: a worker whose network
+goes away loses its pipe after three missed ones, so decode stops dealing it
+frames (the ones it held are sent again on the track stage's request) rather
+than filling that pipe and the kernel's send buffer (megabytes: many JPEG frames)
+again with every resend.
 """
 from __future__ import annotations
 
@@ -68,11 +69,14 @@ class Link:
     default: str  # endpoint when a stage runs on its own
     hwm: int
     linger_ms: int
+    heartbeat_ms: int = 0  # ZMTP pings this often; a peer silent for HEARTBEAT_MISSES of them is dropped
 
+
+HEARTBEAT_MISSES = 3
 
 LINKS: dict[str, Link] = {
     "jobs": Link(zmq.PUSH, zmq.PULL, "launcher", "tcp://127.0.0.1:5560", hwm=100, linger_ms=0),
-    "frames": Link(zmq.PUSH, zmq.PULL, "decode", "tcp://127.0.0.1:5557", hwm=2, linger_ms=0),
+    "frames": Link(zmq.PUSH, zmq.PULL, "decode", "tcp://127.0.0.1:5557", hwm=2, linger_ms=0, heartbeat_ms=1000),
     "events": Link(zmq.PULL, zmq.PUSH, "track", "tcp://127.0.0.1:5559", hwm=1000, linger_ms=2000),
     "detections": Link(zmq.PULL, zmq.PUSH, "track", "tcp://127.0.0.1:5558", hwm=100, linger_ms=2000),
     # Track tells decode which frames are done and which to send again (at-least-once delivery).
@@ -105,6 +109,9 @@ def _tune(sock: zmq.Socket, link: Link) -> zmq.Socket:
     sock.setsockopt(zmq.SNDHWM, link.hwm)
     sock.setsockopt(zmq.RCVHWM, link.hwm)
     sock.setsockopt(zmq.LINGER, link.linger_ms)
+    if link.heartbeat_ms:
+        sock.setsockopt(zmq.HEARTBEAT_IVL, link.heartbeat_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_MISSES * link.heartbeat_ms)
     return sock
 
 
