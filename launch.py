@@ -3,12 +3,17 @@
     python launch.py VIDEO [options]   run one job end to end, exit 0 when its job_end is published
     python launch.py serve [options]   keep running and take jobs on the control socket
     python launch.py status [--once]   a live table of every stage's metrics (--metrics ENDPOINT)
+    python launch.py worker --worker-links tcp://HOST:PORT
+                                       a detect worker on this host for a pipeline on HOST
     python launch.py models            report which model files were found, and how to get the rest
     python launch.py download-models   fetch the HMR 2.0 archive into the cache (resumable)
 
 Internal links are ipc sockets in a private temporary folder; the results
 socket (default tcp://127.0.0.1:5555) and the control socket (serve,
-default tcp://127.0.0.1:5556) are for backends.
+default tcp://127.0.0.1:5556) are for backends. With --worker-links
+tcp://ADDR:PORT the links a detect worker uses are also bound on tcp there
+(frames PORT, detections PORT+1, metrics PORT+2), CURVE required off
+loopback, so workers on other hosts can join (see docs/security.md).
 """
 from __future__ import annotations
 
@@ -37,6 +42,7 @@ RESTART_BACKOFF_S = 0.5  # first restart delay of a dead worker, doubling up to 
 RESTART_BACKOFF_MAX_S = 30.0
 MAX_IN_FLIGHT = 32  # frames decode keeps until the track stage has them (resent if a worker dies)
 PR_SET_PDEATHSIG = 1
+WORKER_LINKS = ("frames", "detections", "stage_metrics")  # on --worker-links PORT, PORT+1, PORT+2
 
 
 def _stage_preexec() -> None:
@@ -71,11 +77,13 @@ class Pipeline:
         self.folder = Path(tempfile.mkdtemp(prefix="posebus-"))
         self.endpoints = {name: f"ipc://{self.folder / name}" for name in
                           ("jobs", "frames", "events", "detections", "status", "acks", "stage_metrics")}
+        self.remote = worker_links(args.worker_links) if args.worker_links else {}
         self.ctx = zmq.Context()
         self.security = runtime.security_from_args(args)
         try:
-            self.metrics_relay = monitor.MetricsRelay(self.ctx, self.endpoints["stage_metrics"], args.metrics,
-                                                      self.security, args.prometheus)
+            self.metrics_relay = monitor.MetricsRelay(
+                self.ctx, self.endpoints["stage_metrics"], args.metrics, self.security, args.prometheus,
+                remote_stage_endpoints=(self.remote["stage_metrics"],) if self.remote else ())
         except zmq.ZMQError:  # the metrics endpoint is taken: leave nothing behind
             self.ctx.destroy(linger=0)
             shutil.rmtree(self.folder, ignore_errors=True)
@@ -109,12 +117,12 @@ class Pipeline:
                   "--acks", e["acks"], "--max-in-flight", str(MAX_IN_FLIGHT), "--max-side", str(a.max_side),
                   *(["--jpeg", str(a.jpeg)] if a.jpeg else []), *(["--realtime"] if a.realtime else []),
                   *(["--record", str(a.record)] if a.record else [])]
-        detect = ["-m", "stages.detect", "--frames", e["frames"], "--detections", e["detections"],
-                  "--detector", a.detector, "--blazepose-mode", a.blazepose_mode, "--device", a.device,
-                  "--boxes", a.boxes, "--crops-per-forward", str(a.crops_per_forward),
-                  *(["--checkpoint", str(a.checkpoint)] if a.checkpoint else []),
-                  *(["--hmr2-config", a.hmr2_config] if a.hmr2_config else []), *(["--mesh"] if a.mesh else [])]
-        # Only the track stage has tcp links (results) here; the others are ipc in a 0700 folder.
+        detect = ["-m", "stages.detect", "--frames", e["frames"], "--detections", e["detections"], *detector_argv(a)]
+        # The links are ipc in a 0700 folder; only results (track) and, with --worker-links, frames (decode)
+        # and detections (track) are also on tcp, with CURVE. Local workers stay on ipc.
+        if self.remote:
+            track += ["--remote-detections", self.remote["detections"]]
+            decode += ["--remote-frames", self.remote["frames"], *runtime.security_argv(self.security)]
         commands = {"track": track + runtime.security_argv(self.security) + common, "decode": decode + common}
         for i in range(a.workers):
             commands[f"detect-{i}"] = detect + common
@@ -226,6 +234,50 @@ class Pipeline:
         self.metrics_relay.stop()
         self.ctx.destroy(linger=0)
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def detector_argv(args: argparse.Namespace) -> list[str]:
+    """The detector flags of a detect worker, as the launcher was given them."""
+    return ["--detector", args.detector, "--blazepose-mode", args.blazepose_mode, "--device", args.device,
+            "--boxes", args.boxes, "--crops-per-forward", str(args.crops_per_forward),
+            *(["--checkpoint", str(args.checkpoint)] if args.checkpoint else []),
+            *(["--hmr2-config", args.hmr2_config] if args.hmr2_config else []), *(["--mesh"] if args.mesh else [])]
+
+
+def worker_links(endpoint: str) -> dict[str, str]:
+    """The tcp endpoints of a detect worker's links for ``--worker-links tcp://HOST:PORT``:
+    frames on PORT, detections on PORT+1, the worker's metrics on PORT+2."""
+    match = re.fullmatch(r"tcp://(.+):(\d+)", endpoint)
+    if match is None:
+        raise ValueError(f"--worker-links takes tcp://HOST:PORT, not {endpoint}")
+    return {name: f"tcp://{match.group(1)}:{int(match.group(2)) + offset}" for offset, name in enumerate(WORKER_LINKS)}
+
+
+def check_worker_links(args: argparse.Namespace) -> str | None:
+    """Why ``--worker-links`` cannot be used as given, or None: frames carry the video and
+    detections feed the results, so off loopback both need CURVE (encrypted, authorized workers only)."""
+    try:
+        worker_links(args.worker_links)
+    except ValueError as exc:
+        return str(exc)
+    if not sockets.is_loopback(args.worker_links) and args.curve_name is None:
+        return (f"--worker-links {args.worker_links} reaches other machines: turn CURVE on with --curve-name "
+                "(see docs/security.md)")
+    if args.source == "worker" and args.curve_name is not None and args.curve_server is None:
+        return "a worker with CURVE needs the pipeline's public key name (--curve-server)"
+    return None
+
+
+def worker(args: argparse.Namespace) -> int:
+    """Run a detect worker here for the pipeline whose --worker-links is ``args.worker_links``."""
+    from stages import detect
+
+    links = worker_links(args.worker_links)
+    argv = ["--frames", links["frames"], "--detections", links["detections"], "--metrics", links["stage_metrics"],
+            *detector_argv(args), *runtime.security_argv(runtime.security_from_args(args)),
+            "--log-level", args.log_level]
+    runtime.run(lambda: detect.main(argv))
+    return 0
 
 
 class ProgressBar:
@@ -393,7 +445,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python launch.py", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("source", help="video file, image folder, camera index, stream URL; or serve, status, "
-                                       "models, download-models")
+                                       "worker, models, download-models")
     parser.add_argument("--workers", type=int, default=1, help="detect worker processes (default 1)")
     add_detector_flags(parser)
     add_tracker_flags(parser)
@@ -418,6 +470,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="save every bus stream of each job to DIR/<job>/ (replay a stage alone on it)")
     parser.add_argument("--wait-subscribers", type=int, default=0, metavar="N",
                         help="hold publishing until N subscribers have subscribed")
+    parser.add_argument("--worker-links", metavar="tcp://ADDR:PORT",
+                        help="also bind the detect workers' links here (frames PORT, detections PORT+1, metrics "
+                             "PORT+2) for workers on other hosts, CURVE required off loopback; "
+                             "worker: the pipeline's --worker-links to join")
     parser.add_argument("--jpeg", type=int, metavar="QUALITY", help="send frames as JPEG (remote workers)")
     parser.add_argument("--realtime", action="store_true", help="decode at the source's frame rate, like a camera")
     parser.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, metavar="PX",
@@ -441,10 +497,19 @@ def main(argv: list[str] | None = None) -> int:
         return download_models(args)
     if args.source == "status":
         return monitor.status(args.metrics, args.once, runtime.security_from_args(args))
+    if args.source == "worker" and not args.worker_links:
+        print("posebus: error: worker needs the pipeline's --worker-links tcp://HOST:PORT", file=sys.stderr)
+        return 1
+    problem = check_worker_links(args) if args.worker_links else None
+    if problem:
+        print(f"posebus: error: {problem}", file=sys.stderr)
+        return 1
     if args.detector == "hmr2":
         args.checkpoint = resolve_checkpoint(args)
         if args.checkpoint is None:
             return 1
+    if args.source == "worker":
+        return worker(args)
     try:
         return serve(args) if args.source == "serve" else run_one(args)
     except zmq.ZMQError as exc:  # e.g. an endpoint already in use

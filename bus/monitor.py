@@ -35,9 +35,12 @@ class MetricsRelay(threading.Thread):
     """
 
     def __init__(self, ctx: zmq.Context, stage_endpoint: str, public_endpoint: str,
-                 security: Curve | None = None, prometheus_port: int | None = None):
+                 security: Curve | None = None, prometheus_port: int | None = None,
+                 remote_stage_endpoints: tuple[str, ...] = ()):
         super().__init__(name="metrics-relay", daemon=True)
-        self.inbox = sockets.bind(ctx, "stage_metrics", stage_endpoint)
+        # Workers on other hosts (launch.py --worker-links) send theirs to the remote endpoint, with CURVE.
+        self.inbox = sockets.bind(ctx, "stage_metrics", stage_endpoint, security=security,
+                                  also=remote_stage_endpoints)
         self.outbox = sockets.bind(ctx, "metrics", public_endpoint, security=security)
         self.exporter = None
         if prometheus_port is not None:

@@ -34,6 +34,15 @@ pipe) and generous for small messages.
 With ``security`` (a :class:`bus.security.Curve`), tcp links use CURVE: the
 binding end is the server, the connecting end the client. ipc and inproc links
 never leave the machine and go without it (the launcher's ipc folder is 0700).
+
+A binding end may bind several endpoints: the launcher's decode binds
+``frames`` on ipc for its own workers and on tcp for workers on other hosts
+(``launch.py --worker-links``), track and the launcher likewise ``detections``
+and ``stage_metrics``. The frames link sends heartbeats: a worker whose network
+goes away loses its pipe after three missed ones, so decode stops dealing it
+frames (the ones it held are sent again on the track stage's request) rather
+than filling that pipe and the kernel's send buffer (megabytes: many JPEG frames)
+again with every resend.
 """
 from __future__ import annotations
 
@@ -60,11 +69,14 @@ class Link:
     default: str  # endpoint when a stage runs on its own
     hwm: int
     linger_ms: int
+    heartbeat_ms: int = 0  # ZMTP pings this often; a peer silent for HEARTBEAT_MISSES of them is dropped
 
+
+HEARTBEAT_MISSES = 3
 
 LINKS: dict[str, Link] = {
     "jobs": Link(zmq.PUSH, zmq.PULL, "launcher", "tcp://127.0.0.1:5560", hwm=100, linger_ms=0),
-    "frames": Link(zmq.PUSH, zmq.PULL, "decode", "tcp://127.0.0.1:5557", hwm=2, linger_ms=0),
+    "frames": Link(zmq.PUSH, zmq.PULL, "decode", "tcp://127.0.0.1:5557", hwm=2, linger_ms=0, heartbeat_ms=1000),
     "events": Link(zmq.PULL, zmq.PUSH, "track", "tcp://127.0.0.1:5559", hwm=1000, linger_ms=2000),
     "detections": Link(zmq.PULL, zmq.PUSH, "track", "tcp://127.0.0.1:5558", hwm=100, linger_ms=2000),
     # Track tells decode which frames are done and which to send again (at-least-once delivery).
@@ -97,6 +109,9 @@ def _tune(sock: zmq.Socket, link: Link) -> zmq.Socket:
     sock.setsockopt(zmq.SNDHWM, link.hwm)
     sock.setsockopt(zmq.RCVHWM, link.hwm)
     sock.setsockopt(zmq.LINGER, link.linger_ms)
+    if link.heartbeat_ms:
+        sock.setsockopt(zmq.HEARTBEAT_IVL, link.heartbeat_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_MISSES * link.heartbeat_ms)
     return sock
 
 
@@ -105,17 +120,11 @@ def is_tcp(endpoint: str) -> bool:
 
 
 def bind(ctx: zmq.Context, name: str, endpoint: str | None = None,
-         security: Curve | None = None) -> zmq.Socket:
-    """Create and bind the binding end of link ``name`` (a CURVE server over tcp with ``security``)."""
+         security: Curve | None = None, also: tuple[str, ...] = ()) -> zmq.Socket:
+    """Create the binding end of link ``name``, bound to ``endpoint`` and the ``also`` endpoints
+    (tcp ones as a CURVE server with ``security``)."""
     link = LINKS[name]
-    endpoint = endpoint or link.default
-    curve = security is not None and is_tcp(endpoint)
-    if not is_loopback(endpoint) and not curve:
-        print(f"posebus: warning: {name} binds {endpoint}, reachable from other machines "
-              "without encryption", file=sys.stderr)
     sock = _tune(ctx.socket(link.bind_type), link)
-    if curve:
-        security.as_server(sock)
     if link.bind_type == zmq.XPUB:
         # Pass every subscription up so the publisher can count subscribers. A
         # subscriber more than `hwm` messages behind loses live messages rather
@@ -124,7 +133,18 @@ def bind(ctx: zmq.Context, name: str, endpoint: str | None = None,
         sock.setsockopt(zmq.XPUB_VERBOSE, 1)
     if link.bind_type == zmq.SUB:
         sock.setsockopt(zmq.SUBSCRIBE, b"")  # a binding SUB collects everything its publishers send
-    sock.bind(endpoint)
+
+    def curve(endpoint: str) -> bool:
+        return security is not None and is_tcp(endpoint)
+
+    # CURVE options hold for the binds made after they are set: plain endpoints first.
+    for endpoint in sorted([endpoint or link.default, *also], key=curve):
+        if not is_loopback(endpoint) and not curve(endpoint):
+            print(f"posebus: warning: {name} binds {endpoint}, reachable from other machines "
+                  "without encryption", file=sys.stderr)
+        if curve(endpoint) and not sock.curve_server:
+            security.as_server(sock)
+        sock.bind(endpoint)
     return sock
 
 

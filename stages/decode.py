@@ -212,6 +212,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="downscale frames whose longer side exceeds PX (INTER_AREA, aspect kept); results "
                              f"are mapped back to the source's pixels (default {DEFAULT_MAX_SIDE})")
     runtime.add_endpoint_flags(parser, "frames", "events", "jobs", "acks")
+    runtime.add_remote_flag(parser, "frames")
     runtime.add_security_flags(parser)
     runtime.add_metrics_flags(parser)
     runtime.log_level_flag(parser)
@@ -220,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
 
     ctx = zmq.Context()
     security = runtime.security_from_args(args)
-    frames = sockets.bind(ctx, "frames", args.frames, security=security)
+    frames = sockets.bind(ctx, "frames", args.frames, security=security, also=runtime.remote_endpoints(args, "frames"))
     events = sockets.connect(ctx, "events", args.events, security=security)
     acks = sockets.connect(ctx, "acks", args.acks, security=security) if args.max_in_flight else None
     bad = sockets.Counter("decode")

@@ -23,6 +23,18 @@ def add_endpoint_flags(parser: argparse.ArgumentParser, *names: str) -> None:
                             help=f"{name} link (default {LINKS[name].default})")
 
 
+def add_remote_flag(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.add_argument(f"--remote-{name}", metavar="ENDPOINT",
+                        help=f"also bind the {name} link here, for detect workers on other hosts "
+                             "(tcp; with CURVE off loopback)")
+
+
+def remote_endpoints(args: argparse.Namespace, name: str) -> tuple[str, ...]:
+    """The endpoints of ``--remote-NAME`` (none or one), as ``sockets.bind`` takes them."""
+    endpoint = getattr(args, f"remote_{name}")
+    return (endpoint,) if endpoint else ()
+
+
 def add_security_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--curve-name", metavar="NAME",
                         help="turn CURVE on for tcp links with this key pair from the key store")

@@ -167,7 +167,8 @@ class TrackStage:
             self.record(job, "detections", message)
             job.last_progress = job.last_detection = time.monotonic()
             stamps = message.get("timestamps", {})
-            if "decoded" in stamps and "detected" in stamps:
+            # A resent frame keeps its first decode time: its latency would count the wait for the resend.
+            if "decoded" in stamps and "detected" in stamps and message["index"] not in job.resend_tries:
                 job.detection_latency += 0.1 * (stamps["detected"] - stamps["decoded"] - job.detection_latency)
         try:
             if not self.reorder.add(job_id, message["index"], message):
@@ -432,6 +433,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="run a recorded job (DIR/<job> of --record) through the tracker alone, then exit")
     add_tracker_flags(parser)
     runtime.add_endpoint_flags(parser, "detections", "events", "results", "history", "acks")
+    runtime.add_remote_flag(parser, "detections")
     runtime.add_security_flags(parser)
     runtime.add_metrics_flags(parser)
     runtime.log_level_flag(parser)
@@ -440,7 +442,8 @@ def main(argv: list[str] | None = None) -> None:
 
     ctx = zmq.Context()
     security = runtime.security_from_args(args)
-    detections = sockets.bind(ctx, "detections", args.detections, security=security)
+    detections = sockets.bind(ctx, "detections", args.detections, security=security,
+                              also=runtime.remote_endpoints(args, "detections"))
     events = sockets.bind(ctx, "events", args.events, security=security)
     results = sockets.bind(ctx, "results", args.results, security=security)
     history = sockets.bind(ctx, "history", args.history, security=security)

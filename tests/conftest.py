@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -119,3 +120,45 @@ def run_job(control: Control, results: str, source: Path | str, job: str, **opti
     time.sleep(0.5)  # the subscription reaches the XPUB
     assert control.submit(str(source), job=job, **options) == job
     return [m for m in collector.result(90) if m["job"] == job]
+
+
+def ip(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
+
+
+@dataclass(frozen=True)
+class Hosts:
+    a: str  # network namespace of host A, 10.77.0.1 on veth_a
+    b: str  # of host B, 10.77.0.2 on veth_b
+    veth_a: str
+    veth_b: str
+
+
+@pytest.fixture
+def namespaces():
+    """Two hosts: network namespaces A (10.77.0.1) and B (10.77.0.2) joined by a veth pair, each with its
+    loopback up; removed afterwards. Skips where namespaces cannot be made (not root, no ip command)."""
+    hosts = Hosts(f"pbA{os.getpid()}", f"pbB{os.getpid()}", f"va{os.getpid()}", f"vb{os.getpid()}")
+    try:
+        added = ip("netns", "add", hosts.a)
+    except FileNotFoundError:
+        pytest.skip("no ip command")
+    if added.returncode:
+        pytest.skip(f"cannot create a network namespace (needs root): {added.stderr.strip()}")
+    try:
+        for command in (("netns", "add", hosts.b),
+                        ("link", "add", hosts.veth_a, "netns", hosts.a, "type", "veth",
+                         "peer", "name", hosts.veth_b, "netns", hosts.b),
+                        ("-n", hosts.a, "addr", "add", "10.77.0.1/24", "dev", hosts.veth_a),
+                        ("-n", hosts.b, "addr", "add", "10.77.0.2/24", "dev", hosts.veth_b),
+                        ("-n", hosts.a, "link", "set", hosts.veth_a, "up"),
+                        ("-n", hosts.b, "link", "set", hosts.veth_b, "up"),
+                        ("-n", hosts.a, "link", "set", "lo", "up"),
+                        ("-n", hosts.b, "link", "set", "lo", "up")):
+            result = ip(*command)
+            if result.returncode:
+                pytest.skip(f"cannot set up the veth pair: ip {' '.join(command)}: {result.stderr.strip()}")
+        yield hosts
+    finally:
+        ip("netns", "del", hosts.a)  # takes the veth pair with it
+        ip("netns", "del", hosts.b)

@@ -177,6 +177,17 @@ def test_ipc_links_go_without_curve(keys, server_ctx, client_ctx, tmp_path):
     assert track.poll(2000) and not track.curve_server
 
 
+def test_one_socket_serves_local_workers_on_ipc_and_remote_ones_with_curve(keys, server_ctx, client_ctx, tmp_path):
+    local, remote = f"ipc://{tmp_path / 'frames'}", f"tcp://127.0.0.1:{free_port()}"
+    decode = sockets.bind(server_ctx, "frames", remote, security=Curve(keys, "server"), also=(local,))
+    workers = [sockets.connect(client_ctx, "frames", local),
+               sockets.connect(client_ctx, "frames", remote, security=Curve(keys, "client", "server")),
+               sockets.connect(client_ctx, "frames", remote)]
+    with Sender(decode, lambda i: messages.image("j", i, 0.0, np.zeros((8, 8, 3), np.uint8))):
+        got = count_received(workers, ("image",))
+    assert got[0] > 5 and got[1] > 5 and got[2] == 0
+
+
 def test_keys_cli(tmp_path, capsys, monkeypatch):
     folder = tmp_path / "store"
     monkeypatch.setenv("POSEBUS_KEYS", str(folder))
@@ -205,39 +216,8 @@ def test_keys_cli(tmp_path, capsys, monkeypatch):
     assert (tmp_path / "elsewhere" / "x.key_secret").exists()
 
 
-def ip(*args):
-    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
-
-
-@pytest.fixture
-def namespaces():
-    """Two network namespaces A (10.77.0.1) and B (10.77.0.2) joined by a veth pair; removed afterwards."""
-    a, b = f"pbA{os.getpid()}", f"pbB{os.getpid()}"
-    try:
-        added = ip("netns", "add", a)
-    except FileNotFoundError:
-        pytest.skip("no ip command")
-    if added.returncode:
-        pytest.skip(f"cannot create a network namespace (needs root): {added.stderr.strip()}")
-    try:
-        for command in (("netns", "add", b),
-                        ("link", "add", f"va{os.getpid()}", "netns", a, "type", "veth",
-                         "peer", "name", f"vb{os.getpid()}", "netns", b),
-                        ("-n", a, "addr", "add", "10.77.0.1/24", "dev", f"va{os.getpid()}"),
-                        ("-n", b, "addr", "add", "10.77.0.2/24", "dev", f"vb{os.getpid()}"),
-                        ("-n", a, "link", "set", f"va{os.getpid()}", "up"),
-                        ("-n", b, "link", "set", f"vb{os.getpid()}", "up")):
-            result = ip(*command)
-            if result.returncode:
-                pytest.skip(f"cannot set up the veth pair: ip {' '.join(command)}: {result.stderr.strip()}")
-        yield a, b
-    finally:
-        ip("netns", "del", a)  # takes the veth pair with it
-        ip("netns", "del", b)
-
-
 def test_curve_between_network_namespaces(keys, namespaces):
-    a, b = namespaces
+    a, b = namespaces.a, namespaces.b
     endpoint = f"tcp://10.77.0.1:{free_port()}"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
