@@ -46,17 +46,21 @@ class InFlight:
 
     A worker that dies takes the frames it held with it; the track stage notices
     the gap and asks for them (at-least-once; it drops duplicates). Holding at
-    most ``limit`` frames also keeps decode from running far ahead.
+    most ``limit`` frames also keeps decode from running far ahead. While it waits
+    for acks it goes on publishing ``metrics``: the launcher takes them as heartbeats.
     """
 
-    def __init__(self, job: str, frames: zmq.Socket, acks: zmq.Socket | None, limit: int, log):
+    def __init__(self, job: str, frames: zmq.Socket, acks: zmq.Socket | None, limit: int, log,
+                 metrics: StageMetrics):
         self.job, self.frames, self.acks, self.limit, self.log = job, frames, acks, limit, log
+        self.metrics = metrics
         self.unacked: dict[int, dict] = {}
 
     def add(self, index: int, message: dict) -> None:
         if self.acks is not None:
             self.unacked[index] = message
             while len(self.unacked) >= self.limit:
+                self.metrics.publish()
                 self.handle_acks(ACK_WAIT_MS)
 
     def handle_acks(self, timeout_ms: int = 0) -> bool:
@@ -76,6 +80,7 @@ class InFlight:
             for index in ack["resend"]:
                 if index in self.unacked:
                     event(self.log, logging.INFO, "frame_resent", job=self.job, frame=index)
+                    self.metrics.wait_writable(self.frames)
                     sockets.send(self.frames, self.unacked[index])
         return True
 
@@ -83,11 +88,13 @@ class InFlight:
         """After the last frame: keep answering until every frame is acknowledged."""
         quiet_since = time.monotonic()
         while self.unacked and time.monotonic() - quiet_since < timeout_s:
+            self.metrics.publish()
             if self.handle_acks(ACK_WAIT_MS):
                 quiet_since = time.monotonic()
 
 
 def send_event(events: zmq.Socket, message: dict, metrics: StageMetrics) -> None:
+    metrics.wait_writable(events)
     sockets.send(events, message)
     metrics.sent(message)
 
@@ -109,7 +116,7 @@ def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality:
           fps=info.fps)
     decoded, error, started = 0, None, time.monotonic()
     recording = MessageLog(record_dir / job / "frames.log") if record_dir else None
-    in_flight = InFlight(job, frames, acks if max_in_flight > 0 else None, max_in_flight, log)
+    in_flight = InFlight(job, frames, acks if max_in_flight > 0 else None, max_in_flight, log, metrics)
     try:
         for index, pts_ms, image in source:
             if cancelled(job):
@@ -121,6 +128,7 @@ def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality:
                                       width=image.shape[1], height=image.shape[0])
                        if jpeg_quality else messages.image(job, index, pts_ms, image))
             message["timestamps"] = {"decoded": time.time()}
+            metrics.wait_writable(frames)  # every worker busy, or one restarting
             sockets.send(frames, message)
             in_flight.add(index, message)
             if recording:

@@ -1,5 +1,7 @@
-"""No frame is lost when a detect worker dies; a frame nobody can detect is published as failed."""
+"""No frame is lost when a detect worker dies or hangs; a frame nobody can detect is published as failed."""
+import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -10,6 +12,8 @@ import pytest
 import zmq
 
 from bus import messages, sockets
+from bus.client import Control
+from bus.monitor import overdue
 from conftest import ROOT, VIDEO, Collector, alive, children, free_port
 
 
@@ -72,3 +76,56 @@ def test_a_frame_never_detected_is_published_as_failed_after_bounded_tries(tmp_p
     assert [f["index"] for f in frames] == list(range(6))
     assert [f["detection_failed"] for f in frames] == [False, False, False, True, False, False]
     assert published[-1]["status"] == "ok"
+
+
+def test_overdue_stages_are_those_silent_past_the_timeout_or_past_start_up_without_any_heartbeat():
+    started = {"decode": 0.0, "track": 0.0, "detect-0": 0.0, "detect-1": 95.0, "detect-2": 0.0}
+    heard = {"decode": 99.0, "track": 60.0, "detect-0": 69.0}  # detect-1 and detect-2: none yet
+    late = overdue(started, heard, now=100.0, timeout=30.0, startup_grace=90.0)
+    assert late == {"track": 40.0, "detect-0": 31.0, "detect-2": 100.0}
+    assert overdue(started, heard, now=100.0, timeout=120.0, startup_grace=90.0) == {}
+    # A timeout longer than the start-up grace applies to start-up too.
+    assert overdue({"detect-0": 0.0}, {}, now=100.0, timeout=101.0, startup_grace=10.0) == {}
+
+
+def wait_for(condition, what: str, seconds: float = 90):
+    deadline = time.monotonic() + seconds
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+    return value
+
+
+def test_a_stopped_worker_is_killed_and_replaced_and_the_job_loses_no_frame(endpoint, tmp_path):
+    """SIGSTOP: the worker is alive but sends nothing; the launcher's watchdog must notice."""
+    control_endpoint = f"tcp://127.0.0.1:{free_port()}"
+    stderr = open(tmp_path / "stderr", "w+")
+    server = subprocess.Popen([sys.executable, "launch.py", "serve", "--results", endpoint, "--control",
+                               control_endpoint, "--workers", "2", "--heartbeat-timeout", "5", "--wait-subscribers",
+                               "1", "--job-log", str(tmp_path)], cwd=ROOT, stderr=stderr, text=True)
+    control = Control(control_endpoint, timeout_ms=20_000)
+    try:
+        ready = wait_for(lambda: (h := control.health())["ok"] and all(
+            p["since_heartbeat_s"] is not None for p in h["processes"].values()) and h, "every stage's heartbeat")
+        assert ready["heartbeat_timeout_s"] == 5 and set(ready["processes"]) == {"decode", "track", "detect-0",
+                                                                                  "detect-1"}
+        victim = ready["processes"]["detect-1"]["pid"]
+        collector = Collector(endpoint)
+        collector.start()
+        control.submit(str(VIDEO), job="stopped-worker")
+        wait_for(lambda: sum(m["type"] == "frame" for m in collector.messages) >= 30, "30 frames")
+        os.kill(victim, signal.SIGSTOP)
+        published = collector.result(180)
+        replaced = wait_for(lambda: (p := control.health()["processes"]["detect-1"])["pid"] != victim and p,
+                            "detect-1 replaced")
+        health = control.health()
+    finally:
+        control.close()
+        server.send_signal(signal.SIGINT)
+        server.wait(20)
+    assert [m["index"] for m in published if m["type"] == "frame"] == list(range(180))  # in order, no duplicates
+    assert published[-1]["type"] == "job_end" and published[-1]["status"] == "ok"
+    assert replaced["alive"] and health["restarts"]["detect-1"] == 1 and health["stages"]["detect-1"]
+    assert not alive(victim)
+    stderr.seek(0)
+    assert re.search(rf"detect-1 \(pid {victim}\) sent no heartbeat for \d+ s; killing it", stderr.read())
