@@ -213,13 +213,13 @@ class Pipeline:
                 self._start(name)
         return dead
 
-    def cancel(self, job_id: str) -> None:
-        """Stop a job: decode ends it (job_end with error "cancelled") whether it waits or runs."""
+    def cancel(self, job_id: str, error: str = "cancelled") -> None:
+        """Stop a job: decode ends it (job_end with ``error``) whether it waits or runs."""
         if any(m["job"] == job_id for m in self.unsent):  # decode never had it
             self.unsent = [m for m in self.unsent if m["job"] != job_id]
-            self.records[job_id].state, self.records[job_id].error = "failed", "cancelled"
+            self.records[job_id].state, self.records[job_id].error = "failed", error
             return
-        self.unsent.append(messages.cancel(job_id))
+        self.unsent.append(messages.cancel(job_id, error))
         self._send_pending()
 
     def restart_dead(self) -> None:
@@ -228,13 +228,19 @@ class Pipeline:
                 self._start(name)
 
     def fail_running_job(self, reason: str) -> None:
-        """A stage the job needs died: end the job with an error (published by the track stage if it lives)."""
+        """A stage the job needs died: end the job with an error.
+
+        With the track stage alive (decode died), the launcher ends the job there. Without it, decode ends
+        the job and moves on; a restarted track stage publishes that job_end alone (it never had the job_start).
+        """
         record = next((r for r in self.records.values() if r.state in ("queued", "running")), None)
         if record is None:
             return
-        record.state, record.error = "failed", reason
         if self.processes["track"].poll() is None:
             sockets.send(self.events_out, messages.job_end(record.id, 0, reason))
+        else:
+            self.cancel(record.id, reason)
+        record.state, record.error = "failed", reason
 
     def poll(self, timeout_ms: int) -> list[dict]:
         """Status messages that arrived within ``timeout_ms``, applied to the job records."""

@@ -255,7 +255,8 @@ class TrackStage:
                 self.publish_tracked(job, job.tracker.push(messages.frame_detections(detections)))
                 job.last_progress = time.monotonic()
             self.acknowledge(job)
-            if not force_end and (job.end is None or self.reorder.next_index(job.id) < job.end["frames"]):
+            if not force_end and job.start is not None and (
+                    job.end is None or self.reorder.next_index(job.id) < job.end["frames"]):
                 return
             force_end = False
             self.publish_tracked(job, job.tracker.finish())
@@ -263,9 +264,12 @@ class TrackStage:
 
     def begin(self, job: Job) -> bool:
         """Publish job_start once frame 0 is in (it carries the mesh faces); False if not yet."""
-        if job.end is not None and job.start is None:  # the source never opened
+        if job.end is not None and job.start is None:
+            # The source never opened, or this stage was restarted after the job began: without a
+            # job_start, the job publishes its job_end alone, whatever detections came.
             job.tracker = IouTracker()
             job.log = self.logs.open(job.id)
+            self.reorder.forget(job.id)
             return True
         first = self.reorder.peek(job.id, 0)
         if job.start is None or (first is None and job.end is None):

@@ -3,6 +3,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,11 @@ def alive(pid: int) -> bool:
         return False
     state = Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}/stat").exists() else "X"
     return state != "Z"
+
+
+def final_state(control, job: str, wait_s: float = 5.0) -> str:
+    """The launcher hears of a job's end on another socket than the backend does: allow it a moment."""
+    deadline = time.monotonic() + wait_s
+    while (state := control.status(job)["state"]) in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return state

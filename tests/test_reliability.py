@@ -14,7 +14,7 @@ import zmq
 from bus import messages, sockets
 from bus.client import Control
 from bus.monitor import overdue
-from conftest import ROOT, VIDEO, Collector, alive, children, free_port
+from conftest import ROOT, VIDEO, Collector, alive, children, final_state, free_port
 
 
 def detect_workers(launcher_pid: int) -> list[int]:
@@ -129,3 +129,43 @@ def test_a_stopped_worker_is_killed_and_replaced_and_the_job_loses_no_frame(endp
     assert not alive(victim)
     stderr.seek(0)
     assert re.search(rf"detect-1 \(pid {victim}\) sent no heartbeat for \d+ s; killing it", stderr.read())
+
+
+def test_a_stopped_track_stage_fails_its_job_with_a_clear_error_and_serve_runs_the_next(endpoint, tmp_path):
+    import cv2
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    capture = cv2.VideoCapture(str(VIDEO))
+    for i in range(5):
+        cv2.imwrite(str(folder / f"{i}.jpg"), capture.read()[1])
+    control_endpoint = f"tcp://127.0.0.1:{free_port()}"
+    server = subprocess.Popen([sys.executable, "launch.py", "serve", "--results", endpoint, "--control",
+                               control_endpoint, "--heartbeat-timeout", "5", "--wait-subscribers", "1",
+                               "--job-log", str(tmp_path)], cwd=ROOT, stderr=subprocess.DEVNULL)
+    control = Control(control_endpoint, timeout_ms=20_000)
+    collector = Collector(endpoint, jobs=2)
+    collector.start()
+    try:
+        track = wait_for(lambda: (h := control.health())["ok"] and h["processes"]["track"]["since_heartbeat_s"]
+                         is not None and h["processes"]["track"]["pid"], "the track stage's heartbeat")
+        control.submit(str(VIDEO), job="track-stopped")
+        wait_for(lambda: sum(m["type"] == "frame" for m in collector.messages) >= 10, "10 frames")
+        os.kill(track, signal.SIGSTOP)
+        control.submit(str(folder), job="after")
+        published = collector.result(120)
+        stopped, after = control.status("track-stopped"), final_state(control, "after")
+        health = control.health()
+    finally:
+        control.close()
+        server.send_signal(signal.SIGINT)
+        server.wait(20)
+    error = re.fullmatch(r"stage stopped: track \(no heartbeat for \d+ s\)", stopped["error"] or "")
+    assert stopped["state"] == "failed" and error, stopped
+    ends = [m for m in published if m["type"] == "job_end"]
+    assert [(m["job"], m["status"], m["error"]) for m in ends] == [("track-stopped", "error", stopped["error"]),
+                                                                    ("after", "ok", None)]
+    assert [m["index"] for m in published if m["job"] == "after" and m["type"] == "frame"] == list(range(5))
+    assert after == "done" and health["processes"]["track"]["pid"] != track and health["stages"]["track"]
+    assert not alive(track)
+
