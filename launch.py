@@ -148,17 +148,18 @@ class Pipeline:
 
     def kill_hung(self) -> None:
         """SIGKILL (which a stopped process obeys too) every live stage silent for too long;
-        ``supervise`` then treats it as dead."""
+        ``supervise`` treats it as dead once it has exited (not waited for here: a process in
+        uninterruptible sleep dies only when its system call returns)."""
         if not self.args.heartbeat_timeout:
             return
-        live = {name: start for name, start in self.started.items() if self.processes[name].poll() is None}
+        live = {name: start for name, start in self.started.items()
+                if self.processes[name].poll() is None and name not in self.hung}
         for name, silent in monitor.overdue(live, self.last_heard(), time.monotonic(),
                                             self.args.heartbeat_timeout).items():
             process = self.processes[name]
             print(f"posebus: {name} (pid {process.pid}) sent no heartbeat for {silent:.0f} s; killing it",
                   file=sys.stderr)
             process.kill()
-            process.wait()
             self.hung[name] = silent
 
     def stopped_reason(self, name: str) -> str:

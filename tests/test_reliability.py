@@ -96,28 +96,31 @@ def wait_for(condition, what: str, seconds: float = 90):
     return value
 
 
-def test_a_stopped_worker_is_killed_and_replaced_and_the_job_loses_no_frame(endpoint, tmp_path):
-    """SIGSTOP: the worker is alive but sends nothing; the launcher's watchdog must notice."""
+@pytest.mark.parametrize("workers", [2, 1])
+def test_a_stopped_worker_is_killed_and_replaced_and_the_job_loses_no_frame(endpoint, tmp_path, workers):
+    """SIGSTOP: the worker is alive but sends nothing; the launcher's watchdog must notice. With one worker,
+    decode waits on it meanwhile, which must not count as hanging."""
     control_endpoint = f"tcp://127.0.0.1:{free_port()}"
     stderr = open(tmp_path / "stderr", "w+")
     server = subprocess.Popen([sys.executable, "launch.py", "serve", "--results", endpoint, "--control",
-                               control_endpoint, "--workers", "2", "--heartbeat-timeout", "5", "--wait-subscribers",
+                               control_endpoint, "--workers", str(workers), "--heartbeat-timeout", "5", "--wait-subscribers",
                                "1", "--job-log", str(tmp_path)], cwd=ROOT, stderr=stderr, text=True)
     control = Control(control_endpoint, timeout_ms=20_000)
     try:
         ready = wait_for(lambda: (h := control.health())["ok"] and all(
             p["since_heartbeat_s"] is not None for p in h["processes"].values()) and h, "every stage's heartbeat")
-        assert ready["heartbeat_timeout_s"] == 5 and set(ready["processes"]) == {"decode", "track", "detect-0",
-                                                                                  "detect-1"}
-        victim = ready["processes"]["detect-1"]["pid"]
+        name = f"detect-{workers - 1}"
+        assert ready["heartbeat_timeout_s"] == 5 and set(ready["processes"]) == {
+            "decode", "track", *(f"detect-{i}" for i in range(workers))}
+        victim = ready["processes"][name]["pid"]
         collector = Collector(endpoint)
         collector.start()
         control.submit(str(VIDEO), job="stopped-worker")
         wait_for(lambda: sum(m["type"] == "frame" for m in collector.messages) >= 30, "30 frames")
         os.kill(victim, signal.SIGSTOP)
         published = collector.result(180)
-        replaced = wait_for(lambda: (p := control.health()["processes"]["detect-1"])["pid"] != victim and p,
-                            "detect-1 replaced")
+        replaced = wait_for(lambda: (p := control.health()["processes"][name])["pid"] != victim and p,
+                            f"{name} replaced")
         health = control.health()
     finally:
         control.close()
@@ -125,10 +128,12 @@ def test_a_stopped_worker_is_killed_and_replaced_and_the_job_loses_no_frame(endp
         server.wait(20)
     assert [m["index"] for m in published if m["type"] == "frame"] == list(range(180))  # in order, no duplicates
     assert published[-1]["type"] == "job_end" and published[-1]["status"] == "ok"
-    assert replaced["alive"] and health["restarts"]["detect-1"] == 1 and health["stages"]["detect-1"]
+    assert replaced["alive"] and health["restarts"][name] == 1 and health["stages"][name]
+    assert [health["processes"][stage]["pid"] for stage in ("decode", "track")] == [
+        ready["processes"][stage]["pid"] for stage in ("decode", "track")]  # only the stopped one was killed
     assert not alive(victim)
     stderr.seek(0)
-    assert re.search(rf"detect-1 \(pid {victim}\) sent no heartbeat for \d+ s; killing it", stderr.read())
+    assert re.search(rf"{name} \(pid {victim}\) sent no heartbeat for \d+ s; killing it", stderr.read())
 
 
 def test_a_stopped_track_stage_fails_its_job_with_a_clear_error_and_serve_runs_the_next(endpoint, tmp_path):
