@@ -169,7 +169,8 @@ class Pipeline:
         return f"exit {self.processes[name].returncode}"
 
     def health(self) -> dict[str, dict]:
-        """Stage name -> its process's pid, whether it runs, and seconds since its last heartbeat (None before the first)."""
+        """Stage name -> its process's pid, whether it runs, and seconds since its last heartbeat
+        (None before the first)."""
         now, heard = time.monotonic(), self.last_heard()
         return {name: {"pid": p.pid, "alive": p.poll() is None,
                        "since_heartbeat_s": round(now - heard[name], 3) if name in heard else None}

@@ -101,10 +101,10 @@ def test_a_stopped_worker_is_killed_and_replaced_and_the_job_loses_no_frame(endp
     """SIGSTOP: the worker is alive but sends nothing; the launcher's watchdog must notice. With one worker,
     decode waits on it meanwhile, which must not count as hanging."""
     control_endpoint = f"tcp://127.0.0.1:{free_port()}"
-    stderr = open(tmp_path / "stderr", "w+")
-    server = subprocess.Popen([sys.executable, "launch.py", "serve", "--results", endpoint, "--control",
-                               control_endpoint, "--workers", str(workers), "--heartbeat-timeout", "5", "--wait-subscribers",
-                               "1", "--job-log", str(tmp_path)], cwd=ROOT, stderr=stderr, text=True)
+    with open(tmp_path / "stderr", "w") as stderr:
+        server = subprocess.Popen([sys.executable, "launch.py", "serve", "--results", endpoint, "--control",
+                                   control_endpoint, "--workers", str(workers), "--heartbeat-timeout", "5",
+                                   "--wait-subscribers", "1", "--job-log", str(tmp_path)], cwd=ROOT, stderr=stderr)
     control = Control(control_endpoint, timeout_ms=20_000)
     try:
         ready = wait_for(lambda: (h := control.health())["ok"] and all(
@@ -132,8 +132,8 @@ def test_a_stopped_worker_is_killed_and_replaced_and_the_job_loses_no_frame(endp
     assert [health["processes"][stage]["pid"] for stage in ("decode", "track")] == [
         ready["processes"][stage]["pid"] for stage in ("decode", "track")]  # only the stopped one was killed
     assert not alive(victim)
-    stderr.seek(0)
-    assert re.search(rf"{name} \(pid {victim}\) sent no heartbeat for \d+ s; killing it", stderr.read())
+    killed = rf"{name} \(pid {victim}\) sent no heartbeat for \d+ s; killing it"
+    assert re.search(killed, (tmp_path / "stderr").read_text())
 
 
 def test_a_stopped_track_stage_fails_its_job_with_a_clear_error_and_serve_runs_the_next(endpoint, tmp_path):
