@@ -34,6 +34,7 @@ from pathlib import Path
 import zmq
 
 from bus import codec, messages, monitor, sockets
+from bus.metrics import DEFAULT_INTERVAL_S
 from stages import runtime
 
 log = logging.getLogger("posebus.launch")
@@ -41,6 +42,11 @@ STOP_GRACE_S = 3.0
 RESTART_BACKOFF_S = 0.5  # first restart delay of a dead worker, doubling up to the max
 RESTART_BACKOFF_MAX_S = 30.0
 MAX_IN_FLIGHT = 32  # frames decode keeps until the track stage has them (resent if a worker dies)
+# A stage silent this long is hung: killed, then handled like one that died. A stage beats between
+# detector batches, so the timeout must exceed the slowest batch: HMR 2.0's ViT-H takes ~2.7 s a person
+# crop on a CPU (bench/RESULTS.md), a batch of 8 frames of a few people each takes minutes.
+HEARTBEAT_TIMEOUT_S = 30.0
+HEARTBEAT_TIMEOUT_HMR2_CPU_S = 600.0
 PR_SET_PDEATHSIG = 1
 WORKER_LINKS = ("frames", "detections", "stage_metrics")  # on --worker-links PORT, PORT+1, PORT+2
 
@@ -95,6 +101,8 @@ class Pipeline:
         self.bad = sockets.Counter("launcher")
         self.unsent: list[dict] = []
         self.processes: dict[str, subprocess.Popen] = {}
+        self.started: dict[str, float] = {}  # name -> time.monotonic() its current process started
+        self.hung: dict[str, float] = {}  # name -> seconds without a heartbeat, for a stage killed as hung
         self.restarts: dict[str, int] = {}
         self.restart_at: dict[str, float] = {}
         # To end a job whose decode stage died: the track stage takes job_end from decode's link.
@@ -129,12 +137,52 @@ class Pipeline:
         return {name: command + ["--worker-id", name] for name, command in commands.items()}
 
     def _start_stages(self) -> None:
-        for name, command in self._stage_commands().items():
-            self.processes[name] = self._spawn(command)
+        for name in self._stage_commands():
+            self._start(name)
 
-    def _spawn(self, command: list[str]) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, *command], cwd=Path(__file__).resolve().parent,
-                                preexec_fn=_stage_preexec)
+    def _start(self, name: str) -> None:
+        """Start (or restart) one stage process."""
+        if name in self.processes:
+            self.metrics_relay.last_heard.pop(self.processes[name].pid, None)
+        self.hung.pop(name, None)
+        self.processes[name] = subprocess.Popen([sys.executable, *self._stage_commands()[name]],
+                                                cwd=Path(__file__).resolve().parent, preexec_fn=_stage_preexec)
+        self.started[name] = time.monotonic()
+
+    def last_heard(self) -> dict[str, float]:
+        """Stage name -> time.monotonic() of its current process's latest heartbeat (absent before the first)."""
+        heard = self.metrics_relay.last_heard
+        return {name: heard[p.pid] for name, p in self.processes.items() if p.pid in heard}
+
+    def kill_hung(self) -> None:
+        """SIGKILL (which a stopped process obeys too) every live stage silent for too long;
+        ``supervise`` treats it as dead once it has exited (not waited for here: a process in
+        uninterruptible sleep dies only when its system call returns)."""
+        if not self.args.heartbeat_timeout:
+            return
+        live = {name: start for name, start in self.started.items()
+                if self.processes[name].poll() is None and name not in self.hung}
+        for name, silent in monitor.overdue(live, self.last_heard(), time.monotonic(),
+                                            self.args.heartbeat_timeout).items():
+            process = self.processes[name]
+            print(f"posebus: {name} (pid {process.pid}) sent no heartbeat for {silent:.0f} s; killing it",
+                  file=sys.stderr)
+            process.kill()
+            self.hung[name] = silent
+
+    def stopped_reason(self, name: str) -> str:
+        """Why a dead stage stopped, for logs and job errors."""
+        if name in self.hung:
+            return f"no heartbeat for {self.hung[name]:.0f} s"
+        return f"exit {self.processes[name].returncode}"
+
+    def health(self) -> dict[str, dict]:
+        """Stage name -> its process's pid, whether it runs, and seconds since its last heartbeat
+        (None before the first)."""
+        now, heard = time.monotonic(), self.last_heard()
+        return {name: {"pid": p.pid, "alive": p.poll() is None,
+                       "since_heartbeat_s": round(now - heard[name], 3) if name in heard else None}
+                for name, p in self.processes.items()}
 
     def submit(self, source: str, job_id: str | None = None, options: dict | None = None) -> str:
         job_id = job_id or uuid.uuid4().hex[:12]
@@ -155,47 +203,54 @@ class Pipeline:
             self.unsent.pop(0)
 
     def supervise(self) -> list[str]:
-        """Restart dead detect workers (with back-off); return the other stages that died.
+        """Kill hung stages; restart dead detect workers (with back-off); return the other stages that died.
 
         A worker's frames are not lost: the track stage asks decode for them again.
         """
+        self.kill_hung()
         dead = []
-        for name, process in self.processes.items():
+        for name, process in list(self.processes.items()):
             if process.poll() is None:
                 continue
             if not name.startswith("detect"):
-                dead.append(f"{name} (exit {process.returncode})")
+                dead.append(f"{name} ({self.stopped_reason(name)})")
             elif time.monotonic() >= self.restart_at.setdefault(name, 0.0):
                 self.restarts[name] = self.restarts.get(name, 0) + 1
                 delay = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_S * 2 ** (self.restarts[name] - 1))
                 self.restart_at[name] = time.monotonic() + delay
-                print(f"posebus: {name} exited (code {process.returncode}); restarted "
+                print(f"posebus: {name} stopped ({self.stopped_reason(name)}); restarted "
                       f"(restart {self.restarts[name]})", file=sys.stderr)
-                self.processes[name] = self._spawn(self._stage_commands()[name])
+                self._start(name)
         return dead
 
-    def cancel(self, job_id: str) -> None:
-        """Stop a job: decode ends it (job_end with error "cancelled") whether it waits or runs."""
+    def cancel(self, job_id: str, error: str = "cancelled") -> None:
+        """Stop a job: decode ends it (job_end with ``error``) whether it waits or runs."""
         if any(m["job"] == job_id for m in self.unsent):  # decode never had it
             self.unsent = [m for m in self.unsent if m["job"] != job_id]
-            self.records[job_id].state, self.records[job_id].error = "failed", "cancelled"
+            self.records[job_id].state, self.records[job_id].error = "failed", error
             return
-        self.unsent.append(messages.cancel(job_id))
+        self.unsent.append(messages.cancel(job_id, error))
         self._send_pending()
 
     def restart_dead(self) -> None:
-        for name, process in self.processes.items():
+        for name, process in list(self.processes.items()):
             if process.poll() is not None:
-                self.processes[name] = self._spawn(self._stage_commands()[name])
+                self._start(name)
 
     def fail_running_job(self, reason: str) -> None:
-        """A stage the job needs died: end the job with an error (published by the track stage if it lives)."""
+        """A stage the job needs died: end the job with an error.
+
+        With the track stage alive (decode died), the launcher ends the job there. Without it, decode ends
+        the job and moves on; a restarted track stage publishes that job_end alone (it never had the job_start).
+        """
         record = next((r for r in self.records.values() if r.state in ("queued", "running")), None)
         if record is None:
             return
-        record.state, record.error = "failed", reason
         if self.processes["track"].poll() is None:
             sockets.send(self.events_out, messages.job_end(record.id, 0, reason))
+        else:
+            self.cancel(record.id, reason)
+        record.state, record.error = "failed", reason
 
     def poll(self, timeout_ms: int) -> list[dict]:
         """Status messages that arrived within ``timeout_ms``, applied to the job records."""
@@ -362,8 +417,10 @@ def handle_request(pipeline: Pipeline, request: dict) -> dict:
         return {"ok": True, "job": record.id}
     if command == "list":
         return {"ok": True, "jobs": [vars(r) for r in pipeline.records.values()]}
-    return {"ok": True, "stages": {name: p.poll() is None for name, p in pipeline.processes.items()},
-            "restarts": pipeline.restarts, "detector": pipeline.args.detector}
+    health = pipeline.health()
+    return {"ok": True, "stages": {name: stage["alive"] for name, stage in health.items()}, "processes": health,
+            "heartbeat_timeout_s": pipeline.args.heartbeat_timeout, "restarts": pipeline.restarts,
+            "detector": pipeline.args.detector}
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -480,9 +537,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="downscale frames whose longer side exceeds PX before detection; results stay in the "
                              f"source's pixels (default {DEFAULT_MAX_SIDE})")
     parser.add_argument("--job", help="job id (default: random)")
+    parser.add_argument("--heartbeat-timeout", type=float, metavar="S",
+                        help="kill a stage that sends no heartbeat for S seconds, then handle it like one that "
+                             f"died (default {HEARTBEAT_TIMEOUT_S:g}; {HEARTBEAT_TIMEOUT_HMR2_CPU_S:g} for hmr2 on "
+                             "a CPU, whose batches are slow; 0: never)")
     runtime.add_security_flags(parser)
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.heartbeat_timeout is None:
+        args.heartbeat_timeout = default_heartbeat_timeout(args.detector, args.device)
+    elif args.heartbeat_timeout != 0 and args.heartbeat_timeout <= DEFAULT_INTERVAL_S:
+        parser.error(f"--heartbeat-timeout must be more than the {DEFAULT_INTERVAL_S:g} s between heartbeats (0: off)")
+    return args
+
+
+def default_heartbeat_timeout(detector: str, device: str) -> float:
+    return HEARTBEAT_TIMEOUT_HMR2_CPU_S if detector == "hmr2" and device == "cpu" else HEARTBEAT_TIMEOUT_S
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -81,7 +81,7 @@ _TIMESTAMPS = {"timestamps": MapOf(float, 8)}
 
 SPECS: dict[str, Struct] = {
     "job": Struct({**_HEADER, "source": str}, {"options": JOB_OPTIONS}),
-    "cancel": Struct(_HEADER),
+    "cancel": Struct(_HEADER, {"error": str}),
     "job_start": Struct(
         {
             **_HEADER,
@@ -201,8 +201,8 @@ def _header(kind: str, job: str) -> dict:
 
 # --- builders ---------------------------------------------------------------
 
-def cancel(job: str) -> dict:
-    return _header("cancel", job)
+def cancel(job: str, error: str = "cancelled") -> dict:
+    return {**_header("cancel", job), "error": error}
 
 
 def job_request(job: str, source: str, options: dict | None = None) -> dict:

@@ -3,7 +3,8 @@
 Bookkeeping: a stage makes one :class:`StageMetrics`, tells it about the
 messages it takes in (``received``) and sends on (``sent``), and calls
 ``publish()`` from its loop, which sends a snapshot on ``out`` when one is due
-(the only socket this module touches; ``snapshot()`` alone is pure).
+(the only socket this module touches; ``snapshot()`` alone is pure). The
+launcher takes the snapshots as heartbeats, so a loop publishes while it waits too.
 Frame latencies come from the ``timestamps`` the frame messages carry, so
 every stage measures the same clock readings a backend sees.
 docs/metrics.md describes the message.
@@ -146,6 +147,12 @@ class StageMetrics:
         """Send a snapshot on ``out`` if one is due; never blocks (a PUB drops what it cannot send)."""
         if self.due():
             sockets.send(self.out, self.snapshot(), zmq.NOBLOCK)
+
+    def wait_writable(self, sock: zmq.Socket) -> None:
+        """Wait until ``sock`` takes a message without blocking, publishing snapshots meanwhile: the
+        launcher takes them as heartbeats, and a stage held up by the next one is waiting, not hung."""
+        while not sock.poll(self.timeout_ms() + 1, zmq.POLLOUT):
+            self.publish()
 
 
 def summary(message: dict) -> str:

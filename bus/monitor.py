@@ -11,6 +11,11 @@ Stages connect, the launcher binds: stages never block on metrics (a PUB drops
 what nobody takes) and a stage that restarts simply reconnects. The relay runs
 in a thread of the launcher with its own two sockets, so a busy launcher loop
 never delays the snapshots. Topics are ``metrics/<stage>/<worker>``.
+
+The snapshots double as heartbeats: a stage publishes them from its main loop,
+so a stage that stops sending them is stuck (or stopped), not merely busy
+elsewhere. The relay notes when each process (by pid) was last heard from;
+``overdue`` says which stages have been silent too long.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from bus.security import Curve
 
 STAGE_ORDER = ("decode", "detect", "track")
 NO_METRICS_TIMEOUT_S = 5.0  # --once gives up when no stage has said anything for this long
+STARTUP_GRACE_S = 120.0  # before its first heartbeat a stage imports and loads models: allow at least this
 
 
 class MetricsRelay(threading.Thread):
@@ -48,6 +54,7 @@ class MetricsRelay(threading.Thread):
 
             self.exporter = PrometheusExporter(prometheus_port)
         self.bad = sockets.Counter("launch")
+        self.last_heard: dict[int, float] = {}  # pid -> time.monotonic() of its latest snapshot
         self._stopping = threading.Event()
 
     def run(self) -> None:
@@ -72,6 +79,7 @@ class MetricsRelay(threading.Thread):
         except ValueError as exc:
             self.bad.drop(exc)
             return
+        self.last_heard[message["pid"]] = time.monotonic()
         self.outbox.send_multipart(parts, copy=False)  # as it came: topic and encoding are already right
         if self.exporter is not None:
             self.exporter.update(message)
@@ -79,6 +87,23 @@ class MetricsRelay(threading.Thread):
     def stop(self) -> None:
         self._stopping.set()
         self.join()
+
+
+def overdue(started: dict[str, float], last_heard: dict[str, float], now: float, timeout: float,
+            startup_grace: float = STARTUP_GRACE_S) -> dict[str, float]:
+    """The stages silent for longer than ``timeout`` seconds, each with how long it has been silent.
+
+    ``started``: stage name -> when its process started; ``last_heard``: stage name -> its latest
+    heartbeat, absent before the first. All times on one monotonic clock. Until its first heartbeat a
+    stage is silent since it started and has ``max(timeout, startup_grace)``.
+    """
+    late = {}
+    for name, start in started.items():
+        heard = last_heard.get(name)
+        silent = now - (start if heard is None else heard)
+        if silent > (timeout if heard is not None else max(timeout, startup_grace)):
+            late[name] = silent
+    return late
 
 
 # --- launch.py status ------------------------------------------------------------------------------

@@ -47,17 +47,22 @@ class InFlight:
 
     A worker that dies takes the frames it held with it; the track stage notices
     the gap and asks for them (at-least-once; it drops duplicates). Holding at
-    most ``limit`` frames also keeps decode from running far ahead.
+    most ``limit`` frames also keeps decode from running far ahead. While it waits
+    for acks it goes on publishing ``metrics``: the launcher takes them as heartbeats.
     """
 
-    def __init__(self, job: str, frames: zmq.Socket, acks: zmq.Socket | None, limit: int, log):
+    def __init__(self, job: str, frames: zmq.Socket, acks: zmq.Socket | None, limit: int, log,
+                 metrics: StageMetrics, cancelled):
         self.job, self.frames, self.acks, self.limit, self.log = job, frames, acks, limit, log
+        self.metrics, self.cancelled = metrics, cancelled
         self.unacked: dict[int, dict] = {}
 
     def add(self, index: int, message: dict) -> None:
         if self.acks is not None:
             self.unacked[index] = message
-            while len(self.unacked) >= self.limit:
+            # A cancelled job's acks may never come: the track stage that had its frames may be gone.
+            while len(self.unacked) >= self.limit and not self.cancelled(self.job):
+                self.metrics.publish()
                 self.handle_acks(ACK_WAIT_MS)
 
     def handle_acks(self, timeout_ms: int = 0) -> bool:
@@ -77,25 +82,28 @@ class InFlight:
             for index in ack["resend"]:
                 if index in self.unacked:
                     event(self.log, logging.INFO, "frame_resent", job=self.job, frame=index)
+                    self.metrics.wait_writable(self.frames)
                     sockets.send(self.frames, self.unacked[index])
         return True
 
     def drain(self, timeout_s: float) -> None:
         """After the last frame: keep answering until every frame is acknowledged."""
         quiet_since = time.monotonic()
-        while self.unacked and time.monotonic() - quiet_since < timeout_s:
+        while self.unacked and time.monotonic() - quiet_since < timeout_s and not self.cancelled(self.job):
+            self.metrics.publish()
             if self.handle_acks(ACK_WAIT_MS):
                 quiet_since = time.monotonic()
 
 
 def send_event(events: zmq.Socket, message: dict, metrics: StageMetrics) -> None:
+    metrics.wait_writable(events)
     sockets.send(events, message)
     metrics.sent(message)
 
 
 def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality: int | None,
             realtime: bool, log, record_dir: Path | None = None, acks: zmq.Socket | None = None,
-            max_in_flight: int = 0, *, metrics: StageMetrics, cancelled=lambda job: False,
+            max_in_flight: int = 0, *, metrics: StageMetrics, cancelled=lambda job: None,
             max_side: int = DEFAULT_MAX_SIDE) -> None:
     job, options = request["job"], request.get("options", {})
     try:
@@ -115,11 +123,11 @@ def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality:
           fps=info.fps, **downscaled)
     decoded, error, started = 0, None, time.monotonic()
     recording = MessageLog(record_dir / job / "frames.log") if record_dir else None
-    in_flight = InFlight(job, frames, acks if max_in_flight > 0 else None, max_in_flight, log)
+    in_flight = InFlight(job, frames, acks if max_in_flight > 0 else None, max_in_flight, log, metrics, cancelled)
     try:
         for index, pts_ms, image in source:
-            if cancelled(job):
-                error = "cancelled"
+            error = cancelled(job)
+            if error:
                 break
             if realtime:  # pace like a live camera
                 time.sleep(max(0.0, started + pts_ms / 1000.0 - time.monotonic()))
@@ -128,6 +136,7 @@ def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality:
                                       width=image.shape[1], height=image.shape[0])
                        if jpeg_quality else messages.image(job, index, pts_ms, image))
             message["timestamps"] = {"decoded": time.time()}
+            metrics.wait_writable(frames)  # every worker busy, or one restarting
             sockets.send(frames, message)
             in_flight.add(index, message)
             if recording:
@@ -155,18 +164,19 @@ class JobQueue:
     def __init__(self, jobs: zmq.Socket, events: zmq.Socket, bad: sockets.Counter):
         self.jobs, self.events, self.bad = jobs, events, bad
         self.waiting: deque[dict] = deque()
-        self.cancelled_jobs: set[str] = set()
+        self.cancelled_jobs: dict[str, str] = {}  # job -> the error to end it with
 
     def next(self, timeout_ms: int) -> dict | None:
         if not self.waiting and self.jobs.poll(timeout_ms):
             self.read()
         return self.waiting.popleft() if self.waiting else None
 
-    def cancelled(self, job: str) -> bool:
-        """Whether ``job`` (the one decoding) has been cancelled; reads what has arrived meanwhile."""
+    def cancelled(self, job: str) -> str | None:
+        """The error to end ``job`` (the one decoding) with if it has been cancelled, else None;
+        reads what has arrived meanwhile."""
         if self.jobs.poll(0):
             self.read()
-        return job in self.cancelled_jobs
+        return self.cancelled_jobs.get(job)
 
     def read(self) -> None:
         while self.jobs.poll(0):
@@ -184,9 +194,9 @@ class JobQueue:
                 self.waiting.append(request)
             elif any(r["job"] == request["job"] for r in self.waiting):
                 self.waiting = deque(r for r in self.waiting if r["job"] != request["job"])
-                sockets.send(self.events, messages.job_end(request["job"], 0, "cancelled"))
+                sockets.send(self.events, messages.job_end(request["job"], 0, request.get("error", "cancelled")))
             else:
-                self.cancelled_jobs.add(request["job"])
+                self.cancelled_jobs[request["job"]] = request.get("error", "cancelled")
 
 
 def refuse(events: zmq.Socket, request: dict, error: SchemaError) -> None:

@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
             metrics.received(len(batch))
             metrics.queue = len(batch)  # more than 1: frames were waiting for this worker
             for reply in detect_batch(detector, batch, worker, log):
+                metrics.wait_writable(results)
                 sockets.send(results, reply)
                 metrics.sent(reply)
             metrics.publish()

@@ -16,6 +16,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -44,6 +45,7 @@ RESEND_AFTER_MIN_S = 2.0  # a frame missing this long (and a few detection laten
 RESEND_AFTER_LATENCIES = 4
 NATIVE_JOINTS = {"hmr2": HMR2_JOINTS}  # names of each detector's keypoints_3d_native
 TRACKER_OPTIONS = ("lookahead", "subjects", "smoothing", "n_init", "max_age")  # a job may override these
+OUTPUT_FILES = ("report", "app_json", "overlay")  # the per-job files asked for with --report, --app-json, --overlay
 
 
 def make_tracker(kind: str, options: dict):
@@ -123,6 +125,9 @@ class TrackStage:
         self.early_jobs: OrderedDict[str, None] = OrderedDict()  # detections seen, job_start not yet
         self.reorder = ReorderBuffer()
         self.logs = JobLogs(args.job_log, args.keep_jobs)
+        # Output files can take minutes (an overlay decodes the whole video again): written on a thread of
+        # their own, one job after another, so that the loop goes on publishing, and heart-beating, meanwhile.
+        self.output_writer = ThreadPoolExecutor(1, thread_name_prefix="outputs")
 
     def job(self, job_id: str) -> Job:
         """The job decode told us about (only decode's events create jobs)."""
@@ -266,7 +271,8 @@ class TrackStage:
                 self.publish_tracked(job, job.tracker.push(frame))
                 job.last_progress = time.monotonic()
             self.acknowledge(job)
-            if not force_end and (job.end is None or self.reorder.next_index(job.id) < job.end["frames"]):
+            if not force_end and job.start is not None and (
+                    job.end is None or self.reorder.next_index(job.id) < job.end["frames"]):
                 return
             force_end = False
             self.publish_tracked(job, job.tracker.finish())
@@ -274,9 +280,12 @@ class TrackStage:
 
     def begin(self, job: Job) -> bool:
         """Publish job_start once frame 0 is in (it carries the mesh faces); False if not yet."""
-        if job.end is not None and job.start is None:  # the source never opened
+        if job.end is not None and job.start is None:
+            # The source never opened, or this stage was restarted after the job began: without a
+            # job_start, the job publishes its job_end alone, whatever detections came.
             job.tracker = IouTracker()
             job.log = self.logs.open(job.id)
+            self.reorder.forget(job.id)
             return True
         first = self.reorder.peek(job.id, 0)
         if job.start is None or (first is None and job.end is None):
@@ -292,16 +301,13 @@ class TrackStage:
         self.publish(job, public_job_start(job.start, first))
         return True
 
-    def write_outputs(self, job: Job) -> None:
-        """The files asked for, made from the job's results log once it has ended."""
-        wanted = {name: getattr(self.args, name) for name in ("report", "app_json", "overlay")}
-        if not any(wanted.values()):
-            return
+    def write_outputs(self, job: Job, results: list[dict]) -> None:
+        """The files asked for, made from the job's results once it has ended (on the output thread)."""
         from outputs.app_json import write_app_json  # matplotlib and friends: only paid for when asked
         from outputs.overlay import render_overlay
         from report import write_report
 
-        results = self.logs.messages(job.id)
+        wanted = {name: getattr(self.args, name) for name in OUTPUT_FILES}
         writers = {"report": (write_report, "html"), "app_json": (write_app_json, "json"),
                    "overlay": (lambda m, path: render_overlay(job.start["source"], m, path), "mp4")}
         for name, folder in wanted.items():
@@ -362,7 +368,8 @@ class TrackStage:
             write_phalp_pkl(path if path.suffix == ".pkl" else path / f"{job.id}.pkl", job.kept_frames,
                             job.start["width"], job.start["height"])
         job.log.close()
-        self.write_outputs(job)
+        if any(getattr(self.args, name) for name in OUTPUT_FILES):  # read now: newer jobs' logs may push it out
+            self.output_writer.submit(self.write_outputs, job, self.logs.messages(job.id))
         event(self.log, logging.INFO, "job_published", job=job.id, frames=job.published, status=end["status"])
         self.reorder.forget(job.id)
         del self.jobs[job.id]
@@ -450,9 +457,11 @@ def main(argv: list[str] | None = None) -> None:
     acks = sockets.bind(ctx, "acks", args.acks, security=security)
     status = sockets.connect(ctx, "status", args.status, security=security) if args.status else None
     if args.replay:
+        stage = TrackStage(results, status, args, log, clock=None)
         try:
-            replay(TrackStage(results, status, args, log, clock=None), args.replay)
+            replay(stage, args.replay)
         finally:
+            stage.output_writer.shutdown()
             ctx.destroy(linger=2000)
         return
     bad = sockets.Counter("track")
@@ -483,6 +492,7 @@ def main(argv: list[str] | None = None) -> None:
                         bad.drop(exc)
             stage.pump()
     finally:
+        stage.output_writer.shutdown()
         ctx.destroy(linger=2000)
 
 

@@ -162,3 +162,11 @@ def namespaces():
     finally:
         ip("netns", "del", hosts.a)  # takes the veth pair with it
         ip("netns", "del", hosts.b)
+
+
+def final_state(control, job: str, wait_s: float = 5.0) -> str:
+    """The launcher hears of a job's end on another socket than the backend does: allow it a moment."""
+    deadline = time.monotonic() + wait_s
+    while (state := control.status(job)["state"]) in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return state

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, VIDEO, Collector, alive, children, launch
+from conftest import ROOT, VIDEO, Collector, alive, children, final_state, launch
 from pose.angles import ANGLE_KEYS
 from pose.skeleton import CANONICAL_JOINTS, JOINT_INDEX as J
 
@@ -139,14 +139,6 @@ def test_bad_input_ends_the_job_with_an_error(endpoint, tmp_path, case):
     assert "Traceback" not in result.stderr
     (end,) = collector.result(30)
     assert end["type"] == "job_end" and end["status"] == "error" and reason in end["error"]
-
-
-def final_state(control, job: str, wait_s: float = 5.0) -> str:
-    """The launcher hears of a job's end on another socket than the backend does: allow it a moment."""
-    deadline = time.monotonic() + wait_s
-    while (state := control.status(job)["state"]) in ("queued", "running") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return state
 
 
 def test_serve_keeps_serving_after_a_bad_job(endpoint, tmp_path):

@@ -1,5 +1,7 @@
-"""No frame is lost when a detect worker dies; a frame nobody can detect is published as failed."""
+"""No frame is lost when a detect worker dies or hangs; a frame nobody can detect is published as failed."""
+import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -10,7 +12,9 @@ import pytest
 import zmq
 
 from bus import messages, sockets
-from conftest import ROOT, VIDEO, Collector, alive, children, free_port
+from bus.client import Control
+from bus.monitor import overdue
+from conftest import ROOT, VIDEO, Collector, alive, children, final_state, free_port
 
 
 def detect_workers(launcher_pid: int) -> list[int]:
@@ -112,3 +116,101 @@ def test_a_late_resent_frame_does_not_put_off_asking_for_the_next(tmp_path):
         track.send_signal(signal.SIGTERM)
         track.wait(10)
         ctx.destroy(linger=0)
+
+
+def test_overdue_stages_are_those_silent_past_the_timeout_or_past_start_up_without_any_heartbeat():
+    started = {"decode": 0.0, "track": 0.0, "detect-0": 0.0, "detect-1": 95.0, "detect-2": 0.0}
+    heard = {"decode": 99.0, "track": 60.0, "detect-0": 69.0}  # detect-1 and detect-2: none yet
+    late = overdue(started, heard, now=100.0, timeout=30.0, startup_grace=90.0)
+    assert late == {"track": 40.0, "detect-0": 31.0, "detect-2": 100.0}
+    assert overdue(started, heard, now=100.0, timeout=120.0, startup_grace=90.0) == {}
+    # A timeout longer than the start-up grace applies to start-up too.
+    assert overdue({"detect-0": 0.0}, {}, now=100.0, timeout=101.0, startup_grace=10.0) == {}
+
+
+def wait_for(condition, what: str, seconds: float = 90):
+    deadline = time.monotonic() + seconds
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+    return value
+
+
+@pytest.mark.parametrize("workers", [2, 1])
+def test_a_stopped_worker_is_killed_and_replaced_and_the_job_loses_no_frame(endpoint, tmp_path, workers):
+    """SIGSTOP: the worker is alive but sends nothing; the launcher's watchdog must notice. With one worker,
+    decode waits on it meanwhile, which must not count as hanging."""
+    control_endpoint = f"tcp://127.0.0.1:{free_port()}"
+    with open(tmp_path / "stderr", "w") as stderr:
+        server = subprocess.Popen([sys.executable, "launch.py", "serve", "--results", endpoint, "--control",
+                                   control_endpoint, "--workers", str(workers), "--heartbeat-timeout", "5",
+                                   "--wait-subscribers", "1", "--job-log", str(tmp_path)], cwd=ROOT, stderr=stderr)
+    control = Control(control_endpoint, timeout_ms=20_000)
+    try:
+        ready = wait_for(lambda: (h := control.health())["ok"] and all(
+            p["since_heartbeat_s"] is not None for p in h["processes"].values()) and h, "every stage's heartbeat")
+        name = f"detect-{workers - 1}"
+        assert ready["heartbeat_timeout_s"] == 5 and set(ready["processes"]) == {
+            "decode", "track", *(f"detect-{i}" for i in range(workers))}
+        victim = ready["processes"][name]["pid"]
+        collector = Collector(endpoint)
+        collector.start()
+        control.submit(str(VIDEO), job="stopped-worker")
+        wait_for(lambda: sum(m["type"] == "frame" for m in collector.messages) >= 30, "30 frames")
+        os.kill(victim, signal.SIGSTOP)
+        published = collector.result(180)
+        replaced = wait_for(lambda: (p := control.health()["processes"][name])["pid"] != victim and p,
+                            f"{name} replaced")
+        health = control.health()
+    finally:
+        control.close()
+        server.send_signal(signal.SIGINT)
+        server.wait(20)
+    assert [m["index"] for m in published if m["type"] == "frame"] == list(range(180))  # in order, no duplicates
+    assert published[-1]["type"] == "job_end" and published[-1]["status"] == "ok"
+    assert replaced["alive"] and health["restarts"][name] == 1 and health["stages"][name]
+    assert [health["processes"][stage]["pid"] for stage in ("decode", "track")] == [
+        ready["processes"][stage]["pid"] for stage in ("decode", "track")]  # only the stopped one was killed
+    assert not alive(victim)
+    killed = rf"{name} \(pid {victim}\) sent no heartbeat for \d+ s; killing it"
+    assert re.search(killed, (tmp_path / "stderr").read_text())
+
+
+def test_a_stopped_track_stage_fails_its_job_with_a_clear_error_and_serve_runs_the_next(endpoint, tmp_path):
+    import cv2
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    capture = cv2.VideoCapture(str(VIDEO))
+    for i in range(5):
+        cv2.imwrite(str(folder / f"{i}.jpg"), capture.read()[1])
+    control_endpoint = f"tcp://127.0.0.1:{free_port()}"
+    server = subprocess.Popen([sys.executable, "launch.py", "serve", "--results", endpoint, "--control",
+                               control_endpoint, "--heartbeat-timeout", "5", "--wait-subscribers", "1",
+                               "--job-log", str(tmp_path)], cwd=ROOT, stderr=subprocess.DEVNULL)
+    control = Control(control_endpoint, timeout_ms=20_000)
+    collector = Collector(endpoint, jobs=2)
+    collector.start()
+    try:
+        track = wait_for(lambda: (h := control.health())["ok"] and h["processes"]["track"]["since_heartbeat_s"]
+                         is not None and h["processes"]["track"]["pid"], "the track stage's heartbeat")
+        control.submit(str(VIDEO), job="track-stopped")
+        wait_for(lambda: sum(m["type"] == "frame" for m in collector.messages) >= 10, "10 frames")
+        os.kill(track, signal.SIGSTOP)
+        control.submit(str(folder), job="after")
+        published = collector.result(120)
+        stopped, after = control.status("track-stopped"), final_state(control, "after")
+        health = control.health()
+    finally:
+        control.close()
+        server.send_signal(signal.SIGINT)
+        server.wait(20)
+    error = re.fullmatch(r"stage stopped: track \(no heartbeat for \d+ s\)", stopped["error"] or "")
+    assert stopped["state"] == "failed" and error, stopped
+    ends = [m for m in published if m["type"] == "job_end"]
+    assert [(m["job"], m["status"], m["error"]) for m in ends] == [("track-stopped", "error", stopped["error"]),
+                                                                    ("after", "ok", None)]
+    assert [m["index"] for m in published if m["job"] == "after" and m["type"] == "frame"] == list(range(5))
+    assert after == "done" and health["processes"]["track"]["pid"] != track and health["stages"]["track"]
+    assert not alive(track)
+
