@@ -35,10 +35,14 @@ import zmq
 
 from bus import codec, messages, monitor, sockets
 from bus.metrics import DEFAULT_INTERVAL_S
+from outputs import OUTPUT_FILES
 from stages import runtime
 
 log = logging.getLogger("posebus.launch")
 STOP_GRACE_S = 3.0
+# The track stage writes --report/--app-json/--overlay files after a job ends (an overlay of a
+# 1080p clip takes seconds a hundred frames) and leaves as soon as they are written.
+OUTPUT_GRACE_S = 600.0
 RESTART_BACKOFF_S = 0.5  # first restart delay of a dead worker, doubling up to the max
 RESTART_BACKOFF_MAX_S = 30.0
 MAX_IN_FLIGHT = 32  # frames decode keeps until the track stage has them (resent if a worker dies)
@@ -275,14 +279,18 @@ class Pipeline:
         return arrived
 
     def stop(self) -> None:
-        """Stop every stage (SIGTERM, then SIGKILL after a grace period) and remove the ipc folder."""
+        """Stop every stage (SIGTERM, then SIGKILL after a grace period) and remove the ipc folder.
+
+        The track stage's grace covers the output files it is still writing, if any were asked for."""
         for process in self.processes.values():
             if process.poll() is None:
                 process.terminate()
-        deadline = time.monotonic() + STOP_GRACE_S
-        for process in self.processes.values():
+        started = time.monotonic()
+        writes_outputs = any(getattr(self.args, name, None) for name in OUTPUT_FILES)
+        for name, process in self.processes.items():
+            grace = OUTPUT_GRACE_S if name == "track" and writes_outputs else STOP_GRACE_S
             try:
-                process.wait(max(0.0, deadline - time.monotonic()))
+                process.wait(max(0.0, started + grace - time.monotonic()))
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()

@@ -28,6 +28,7 @@ from bus.joblog import DEFAULT_FOLDER, JobLogs
 from bus.log import MessageLog, read
 from bus.metrics import StageMetrics
 from bus.reorder import ReorderBuffer, ReorderOverflow
+from outputs import OUTPUT_FILES
 from pose import camera
 from pose.angles import ANGLE_KEYS
 from pose.detection import FrameDetections, in_source_pixels
@@ -45,7 +46,6 @@ RESEND_AFTER_MIN_S = 2.0  # a frame missing this long (and a few detection laten
 RESEND_AFTER_LATENCIES = 4
 NATIVE_JOINTS = {"hmr2": HMR2_JOINTS}  # names of each detector's keypoints_3d_native
 TRACKER_OPTIONS = ("lookahead", "subjects", "smoothing", "n_init", "max_age")  # a job may override these
-OUTPUT_FILES = ("report", "app_json", "overlay")  # the per-job files asked for with --report, --app-json, --overlay
 
 
 def make_tracker(kind: str, options: dict):

@@ -149,7 +149,9 @@ def run_pipeline(source: Path, out: Path, *args) -> Run:
 
 @pytest.fixture(scope="module")
 def blazepose_run(tmp_path_factory) -> Run:
-    return run_pipeline(VIDEO, tmp_path_factory.mktemp("blazepose"))
+    """The clip through the pipeline, which also writes its app document and overlay beside the results."""
+    out = tmp_path_factory.mktemp("blazepose")
+    return run_pipeline(VIDEO, out, "--app-json", out, "--overlay", out)
 
 
 @pytest.fixture(scope="module")
@@ -218,6 +220,15 @@ def read_video(path, keep: int) -> tuple[int, np.ndarray]:
         count += 1
     capture.release()
     return count, kept
+
+
+def test_the_launcher_waits_for_the_files_the_track_stage_writes(blazepose_run):
+    """Single-job mode stops the stages after the job: the track stage must first finish writing them."""
+    written = json.loads((blazepose_run.results.parent / "vid.json").read_text())
+    assert written == json.loads(json.dumps(app_document(blazepose_run.messages)))
+    capture = cv2.VideoCapture(str(blazepose_run.results.parent / "vid.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 180 and capture.read()[0]
+    capture.release()
 
 
 def test_overlay_has_every_frame_with_the_skeleton_drawn(blazepose_run, tmp_path):
