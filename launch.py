@@ -51,6 +51,7 @@ MAX_IN_FLIGHT = 32  # frames decode keeps until the track stage has them (resent
 # crop on a CPU (bench/RESULTS.md), a batch of 8 frames of a few people each takes minutes.
 HEARTBEAT_TIMEOUT_S = 30.0
 HEARTBEAT_TIMEOUT_HMR2_CPU_S = 600.0
+LAUNCHER_STALL_S = 2.0  # the supervision loop runs every 200 ms; a longer gap means the launcher was stopped
 PR_SET_PDEATHSIG = 1
 WORKER_LINKS = ("frames", "detections", "stage_metrics")  # on --worker-links PORT, PORT+1, PORT+2
 
@@ -106,6 +107,9 @@ class Pipeline:
         self.unsent: list[dict] = []
         self.processes: dict[str, subprocess.Popen] = {}
         self.started: dict[str, float] = {}  # name -> time.monotonic() its current process started
+        # The watchdog's own last round; after a longer gap the launcher itself was stopped and
+        # silences are counted again from when it came back.
+        self.last_watch = self.listening_since = time.monotonic()
         self.hung: dict[str, float] = {}  # name -> seconds without a heartbeat, for a stage killed as hung
         self.restarts: dict[str, int] = {}
         self.restart_at: dict[str, float] = {}
@@ -162,12 +166,16 @@ class Pipeline:
         """SIGKILL (which a stopped process obeys too) every live stage silent for too long;
         ``supervise`` treats it as dead once it has exited (not waited for here: a process in
         uninterruptible sleep dies only when its system call returns)."""
+        now = time.monotonic()
+        if now - self.last_watch > LAUNCHER_STALL_S:
+            self.listening_since = now
+        self.last_watch = now
         if not self.args.heartbeat_timeout:
             return
         live = {name: start for name, start in self.started.items()
                 if self.processes[name].poll() is None and name not in self.hung}
-        for name, silent in monitor.overdue(live, self.last_heard(), time.monotonic(),
-                                            self.args.heartbeat_timeout).items():
+        for name, silent in monitor.overdue(live, self.last_heard(), now, self.args.heartbeat_timeout,
+                                            listening_since=self.listening_since).items():
             process = self.processes[name]
             print(f"posebus: {name} (pid {process.pid}) sent no heartbeat for {silent:.0f} s; killing it",
                   file=sys.stderr)

@@ -90,17 +90,19 @@ class MetricsRelay(threading.Thread):
 
 
 def overdue(started: dict[str, float], last_heard: dict[str, float], now: float, timeout: float,
-            startup_grace: float = STARTUP_GRACE_S) -> dict[str, float]:
+            startup_grace: float = STARTUP_GRACE_S, listening_since: float = float("-inf")) -> dict[str, float]:
     """The stages silent for longer than ``timeout`` seconds, each with how long it has been silent.
 
     ``started``: stage name -> when its process started; ``last_heard``: stage name -> its latest
     heartbeat, absent before the first. All times on one monotonic clock. Until its first heartbeat a
-    stage is silent since it started and has ``max(timeout, startup_grace)``.
+    stage is silent since it started and has ``max(timeout, startup_grace)``. Silence is counted from
+    ``listening_since`` at the earliest: while the watcher itself was stopped (Ctrl-Z, a host too busy
+    to run it) nobody was listening, so the stages' heartbeats of that time are still queued, not missing.
     """
     late = {}
     for name, start in started.items():
         heard = last_heard.get(name)
-        silent = now - (start if heard is None else heard)
+        silent = now - max(start if heard is None else heard, listening_since)
         if silent > (timeout if heard is not None else max(timeout, startup_grace)):
             late[name] = silent
     return late

@@ -126,6 +126,10 @@ def test_overdue_stages_are_those_silent_past_the_timeout_or_past_start_up_witho
     assert overdue(started, heard, now=100.0, timeout=120.0, startup_grace=90.0) == {}
     # A timeout longer than the start-up grace applies to start-up too.
     assert overdue({"detect-0": 0.0}, {}, now=100.0, timeout=101.0, startup_grace=10.0) == {}
+    # The watcher was itself stopped until 90: nobody listened, so only the 10 s since count.
+    assert overdue(started, heard, now=100.0, timeout=30.0, startup_grace=90.0, listening_since=90.0) == {}
+    assert overdue(started, heard, now=125.0, timeout=30.0, startup_grace=90.0, listening_since=90.0) == {
+        "track": 35.0, "detect-0": 35.0}
 
 
 def wait_for(condition, what: str, seconds: float = 90):
@@ -214,3 +218,27 @@ def test_a_stopped_track_stage_fails_its_job_with_a_clear_error_and_serve_runs_t
     assert after == "done" and health["processes"]["track"]["pid"] != track and health["stages"]["track"]
     assert not alive(track)
 
+
+def test_a_launcher_stopped_past_the_heartbeat_timeout_kills_no_stage_when_it_resumes(endpoint):
+    """Ctrl-Z on the launcher: the stages kept beating into its queue, none of them hung."""
+    control_endpoint = f"tcp://127.0.0.1:{free_port()}"
+    server = subprocess.Popen([sys.executable, "launch.py", "serve", "--results", endpoint, "--control",
+                               control_endpoint, "--heartbeat-timeout", "2"], cwd=ROOT, stderr=subprocess.PIPE,
+                              text=True)
+    control = Control(control_endpoint, timeout_ms=20_000)
+    try:
+        before = wait_for(lambda: (h := control.health())["ok"] and all(
+            p["since_heartbeat_s"] is not None for p in h["processes"].values()) and h, "every stage's heartbeat")
+        os.kill(server.pid, signal.SIGSTOP)
+        time.sleep(5)
+        os.kill(server.pid, signal.SIGCONT)
+        time.sleep(3)  # a few watchdog rounds after it resumed
+        after = control.health()
+    finally:
+        control.close()
+        server.send_signal(signal.SIGINT)
+        _, stderr = server.communicate(timeout=20)
+    assert after["ok"] and not any(after["restarts"].values())
+    assert {name: p["pid"] for name, p in after["processes"].items()} == {
+        name: p["pid"] for name, p in before["processes"].items()}
+    assert "killing it" not in stderr
