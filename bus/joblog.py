@@ -26,11 +26,34 @@ class JobLogs:
         return self.folder / f"{job}.log"
 
     def open(self, job: str) -> MessageLog:
-        """A fresh log for a job, after removing the oldest beyond the retention count."""
+        """The job's log, after removing the oldest beyond the retention count.
+
+        A log left without a job_end (the track stage publishing the job stopped mid-way; its
+        successor publishes the job's end) is continued, so a replay still has the frames published
+        before; a log with a job_end is a finished job of the same id and starts afresh.
+        """
+        earlier = self._cut_short(job)
         logs = sorted(self.folder.glob("*.log"), key=lambda p: p.stat().st_mtime)
         for old in logs[: max(0, len(logs) - self.keep + 1)]:
             old.unlink(missing_ok=True)
-        return MessageLog(self.path(job), flush=True)
+        log = MessageLog(self.path(job), flush=True)
+        for message in earlier:  # rewritten, not appended: a killed writer may have left half a record
+            log.write(message)
+        return log
+
+    def _cut_short(self, job: str) -> list[dict]:
+        """The messages of the job's log if it has no job_end, else []."""
+        if not self.path(job).exists():
+            return []
+        found = []
+        try:
+            for message in read(self.path(job)):
+                if message["type"] == "job_end":
+                    return []
+                found.append(message)
+        except ValueError:  # a damaged record: keep what came before it
+            pass
+        return found
 
     def messages(self, job: str) -> list[dict]:
         return list(read(self.path(job)))

@@ -13,6 +13,7 @@ import zmq
 
 from bus import messages, sockets
 from bus.client import Control
+from bus.joblog import JobLogs
 from bus.monitor import overdue
 from conftest import ROOT, VIDEO, Collector, alive, children, final_state, free_port
 
@@ -217,6 +218,9 @@ def test_a_stopped_track_stage_fails_its_job_with_a_clear_error_and_serve_runs_t
     assert [m["index"] for m in published if m["job"] == "after" and m["type"] == "frame"] == list(range(5))
     assert after == "done" and health["processes"]["track"]["pid"] != track and health["stages"]["track"]
     assert not alive(track)
+    logged = JobLogs(tmp_path).messages("track-stopped")  # what a replay of the failed job serves
+    before = [m for m in published if m["job"] == "track-stopped"]
+    assert [(m["type"], m.get("index")) for m in logged] == [(m["type"], m.get("index")) for m in before]
 
 
 def test_a_launcher_stopped_past_the_heartbeat_timeout_kills_no_stage_when_it_resumes(endpoint):
