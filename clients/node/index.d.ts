@@ -259,7 +259,23 @@ export interface JobRecord {
 
 export type StatusReply = ControlReply & Partial<JobRecord>;
 export type ListReply = ControlReply & { jobs?: JobRecord[] };
-export type HealthReply = ControlReply & { stages?: Record<string, boolean>; detector?: string };
+/** One stage process as the launcher sees it. */
+export interface StageProcess {
+  pid: number;
+  alive: boolean;
+  /** Seconds since its last heartbeat; null before the first. */
+  since_heartbeat_s: number | null;
+}
+
+export type HealthReply = ControlReply & {
+  stages?: Record<string, boolean>;
+  processes?: Record<string, StageProcess>;
+  /** A stage silent this long is killed and handled like a dead one; 0: the watchdog is off. */
+  heartbeat_timeout_s?: number;
+  /** Detect worker name -> times restarted. */
+  restarts?: Record<string, number>;
+  detector?: string;
+};
 
 /** Requests to a `launch.py serve` control socket: REQ with a timeout, a fresh socket after each timeout. */
 export class Control {
