@@ -81,6 +81,7 @@ def body_displacement(earlier: np.ndarray, last: np.ndarray) -> np.ndarray:
     """
     change = last - earlier
     if change.ndim == 1:
-        return np.nan_to_num(change)
+        change[np.isnan(change)] = 0.0
+        return change
     common = ~np.isnan(change).any(axis=-1)
     return change[common].mean(axis=0, keepdims=True) if common.any() else np.zeros((1, change.shape[-1]))
