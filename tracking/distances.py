@@ -100,12 +100,12 @@ def _root_relative(points: np.ndarray) -> np.ndarray:
 
 
 def _mean_joint_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(T, J, C), (D, J, C) -> (T, D) mean distance over joints both have; NaN if none."""
+    """(T, J, C), (D, J, C) -> (T, D) mean distance over joints both have; 0 if none."""
     per_joint = _norm(a[:, None] - b[None])
-    both = ~np.isnan(per_joint)
-    count = both.sum(axis=-1)
-    total = np.where(both, per_joint, 0.0).sum(axis=-1)
-    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    missing = np.isnan(per_joint)
+    if not missing.any():
+        return per_joint.sum(axis=-1) / per_joint.shape[-1]
+    return np.where(missing, 0.0, per_joint).sum(axis=-1) / np.maximum((~missing).sum(axis=-1), 1)
 
 
 def pose_distance(expected: Sequence[Detection], detections: Sequence[Detection],
@@ -114,10 +114,10 @@ def pose_distance(expected: Sequence[Detection], detections: Sequence[Detection]
     if all(e.keypoints_3d is not None for e in expected) and all(d.keypoints_3d is not None for d in detections):
         a = _root_relative(np.array([e.keypoints_3d for e in expected], dtype=np.float64))
         b = _root_relative(np.array([d.keypoints_3d for d in detections], dtype=np.float64))
-        return np.nan_to_num(_mean_joint_distance(a, b)) / POSE_SCALE
+        return _mean_joint_distance(a, b) / POSE_SCALE
     a = np.array([e.keypoints_2d[:, :2] / max(e.bbox[3], 1.0) for e in expected], dtype=np.float64)
     b = np.array([d.keypoints_2d[:, :2] / max(d.bbox[3], 1.0) for d in detections], dtype=np.float64)
-    return np.nan_to_num(_mean_joint_distance(_root_relative(a), _root_relative(b))) / POSE_SCALE
+    return _mean_joint_distance(_root_relative(a), _root_relative(b)) / POSE_SCALE
 
 
 def appearance_distance(expected: Sequence[Detection], detections: Sequence[Detection],
@@ -133,6 +133,8 @@ def appearance_distance(expected: Sequence[Detection], detections: Sequence[Dete
         B = np.array([b[j] for j in cols], dtype=np.float64)
         A /= np.maximum(np.linalg.norm(A, axis=1, keepdims=True), 1e-12)
         B /= np.maximum(np.linalg.norm(B, axis=1, keepdims=True), 1e-12)
+        if len(rows) == len(a) and len(cols) == len(b):
+            return 1.0 - A @ B.T
         cost[np.ix_(rows, cols)] = 1.0 - A @ B.T
     return cost
 
