@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pose.skeleton import JOINT_INDEX
-from tracking.fields import ROTATION_FIELDS, Fields, difference, step
+from tracking.fields import PIXEL_FIELDS, ROTATION_FIELDS, Fields, difference, step
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,6 @@ class OneEuro:
     d_cutoff: float = 1.0  # Hz: cutoff of the speed estimate
 
 
-PIXEL_FIELDS = ("bbox", "keypoints_2d")
 DEFAULT_PARAMS: dict[str, OneEuro] = {
     **{name: OneEuro(min_cutoff=1.0, beta=4.0) for name in PIXEL_FIELDS},  # body heights/s
     **{name: OneEuro(min_cutoff=1.0, beta=8.0) for name in ("keypoints_3d", "keypoints_3d_root",
