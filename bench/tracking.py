@@ -102,10 +102,10 @@ def gap_filling(frames: list[FrameDetections]) -> str:
                      e["pose"].mean(), f"{e['coverage']:.0%}", states])
     n_bursts = int(np.sum(np.diff(withheld.astype(int)) == 1))
     return "\n\n".join([
-        f"### 1. Gap filling on real poses\n\n{VIDEO.name}: {len(frames)} frames, BlazePose found a person in "
+        (f"### 1. Gap filling on real poses\n\n{VIDEO.name}: {len(frames)} frames, BlazePose found a person in "
         f"{sum(bool(f.people) for f in frames)}; withheld {withheld.sum()} frames ({withheld.mean():.0%}) in "
         f"{n_bursts} bursts of 1-15 (seed {SEED}). Errors on withheld frames vs the withheld detection "
-        "(mean over joints, then over frames).",
+        "(mean over joints, then over frames)."),
         table(["method", "2D px mean", "2D px p90", "3D mm mean", "3D mm p90", "3D root-rel. mm mean", "coverage",
                "states on withheld"], rows),
         prediction_over_seeds(frames),
@@ -137,8 +137,8 @@ def prediction_over_seeds(frames: list[FrameDetections]) -> str:
                      (error_2d - hold).max(), np.mean([e["3d"].mean() for e in per_seed]),
                      np.mean([e["pose"].mean() for e in per_seed])])
     return "\n\n".join([
-        f"Causal prediction (K=0, unsmoothed) over withholding seeds {PREDICTION_SEEDS.start}-{PREDICTION_SEEDS.stop - 1} "
-        "(same fraction and burst lengths); 2D px means per seed, then over seeds; Δ = minus hold-last on the same seed:",
+        (f"Causal prediction (K=0, unsmoothed) over withholding seeds {PREDICTION_SEEDS.start}-{PREDICTION_SEEDS.stop - 1} "
+        "(same fraction and burst lengths); 2D px means per seed, then over seeds; Δ = minus hold-last on the same seed:"),
         table(["motion model", "2D px mean", "Δ 2D px mean", "seeds below hold-last", "worst Δ 2D px", "3D mm mean",
                "3D root-rel. mm mean"], rows),
     ])
@@ -175,7 +175,7 @@ def crowd_frames(people: int, frames: int, seed: int = 0) -> list[FrameDetection
     return render("cost", walkers, frames, rng).frames
 
 
-COST_REPEATS = 3  # the fastest run is the one least disturbed by other work on the machine
+COST_REPEATS = 5  # the fastest run is the one least disturbed by other work on the machine
 
 
 def cost() -> str:
@@ -230,8 +230,8 @@ def smoothing(frames: list[FrameDetections]) -> str:
     jitter_rows = [["raw", raw["2d"], raw["3d"], raw["pose"]],
                    ["One Euro (defaults)", smooth["2d"], smooth["3d"], smooth["pose"]]]
     return "\n\n".join([
-        "### 4. Smoothing (One Euro, defaults)\n\nStep response: mean lag in frames = Σ_t (1 − y_t / step) "
-        "(0 = instant; a first-order filter's time constant).",
+        ("### 4. Smoothing (One Euro, defaults)\n\nStep response: mean lag in frames = Σ_t (1 − y_t / step) "
+        "(0 = instant; a first-order filter's time constant)."),
         table(["field", "unit", "step", "lag (frames)"], lag_rows),
         f"Jitter on {VIDEO.name} (BlazePose, frames with a detection), mean keypoint acceleration:",
         table(["", "2D px/frame²", "3D mm/frame²", "3D root-rel. mm/frame²"], jitter_rows),
