@@ -59,7 +59,7 @@ def smoothing_factor(cutoff: np.ndarray | float, dt: np.ndarray | float) -> np.n
 
 
 def _joints(values: np.ndarray, name: str) -> np.ndarray:
-    """Stacked values (N, ...) of a linear field as (N, joints, coordinates), the units speeds are taken over:
+    """Stacked values (N, ...) of a linear field as (N, joints, coordinates), joints being what a speed is taken over:
     a bbox is two 2-vectors (position, size), a vector (translation, betas) is one joint."""
     if name == "bbox":
         return values.reshape(len(values), 2, 2)
