@@ -50,6 +50,8 @@ def test_gap_beyond_the_window_is_predicted_causally():
     predicted_x = [f.people[0].detection.bbox[0] for f in out[10:15]]
     assert np.all(np.diff(predicted_x) > 0)  # keeps moving right
     assert np.all(np.diff([f.people[0].confidence for f in out[9:15]]) < 0)  # and grows less sure
+    last_seen_3d = out[9].people[0].detection.keypoints_3d
+    assert all(np.array_equal(f.people[0].detection.keypoints_3d, last_seen_3d) for f in out[10:15])  # depth noise held
 
 
 def test_confirmation_back_fills_first_frames_inside_the_window():

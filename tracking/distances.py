@@ -36,39 +36,62 @@ class DistanceFunction(Protocol):
                  frames_since_seen: np.ndarray) -> np.ndarray: ...
 
 
+def body_positions(detections: Sequence[Detection]) -> np.ndarray:
+    """(N, 3) m: each body's 3D position, the camera translation, else the mean of its 3D hips; NaN where unknown.
+
+    The hips are averaged for all detections in one stacked operation (the tracker asks for
+    every track and detection of a frame).
+    """
+    positions = np.full((len(detections), 3), np.nan)
+    from_hips = []
+    for i, d in enumerate(detections):
+        camera = d.extras.get("camera")
+        if camera is not None:
+            positions[i] = camera["translation"]
+        elif d.keypoints_3d is not None:
+            from_hips.append(i)
+    if from_hips:
+        hips = np.array([detections[i].keypoints_3d for i in from_hips], dtype=np.float64)[:, _HIPS]
+        complete = ~np.isnan(hips).any(axis=(1, 2))
+        positions[np.array(from_hips)[complete]] = hips[complete].mean(axis=1)
+    return positions
+
+
 def body_position(d: Detection) -> np.ndarray | None:
-    """3D position (3,) m of the body: the camera translation, else the mean of the 3D hips."""
-    camera = d.extras.get("camera")
-    if camera is not None:
-        return np.asarray(camera["translation"], dtype=np.float64)
-    if d.keypoints_3d is not None:
-        hips = d.keypoints_3d[_HIPS].astype(np.float64)
-        if not np.isnan(hips).any():
-            return hips.mean(axis=0)
-    return None
+    """3D position (3,) m of the body (see ``body_positions``), None when unknown."""
+    position = body_positions([d])[0]
+    return None if np.isnan(position).all() else position
 
 
 def location_distance(expected: Sequence[Detection], detections: Sequence[Detection],
                       frames_since_seen: np.ndarray) -> np.ndarray:
     """(T, D): centre offset in body heights / uncertainty + (|log height ratio| + |log depth ratio|) / SIZE_SIGMA."""
-    a = np.stack([e.bbox for e in expected]).astype(np.float64)
-    b = np.stack([d.bbox for d in detections]).astype(np.float64)
+    a = np.array([e.bbox for e in expected], dtype=np.float64)
+    b = np.array([d.bbox for d in detections], dtype=np.float64)
     a_centre, b_centre = a[:, :2] + a[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2
     a_height, b_height = np.maximum(a[:, 3], 1.0), np.maximum(b[:, 3], 1.0)
     scale = np.sqrt(a_height[:, None] * b_height[None, :])
     uncertainty = LOCATION_SIGMA + LOCATION_SIGMA_GROWTH * np.asarray(frames_since_seen, dtype=np.float64)
-    offset = np.linalg.norm(a_centre[:, None] - b_centre[None], axis=-1) / scale / uncertainty[:, None]
-    a_depth = np.array([_depth(e) for e in expected])
-    b_depth = np.array([_depth(d) for d in detections])
-    depth_change = np.abs(np.log(a_depth[:, None] / b_depth[None, :]))
+    offset = _norm(a_centre[:, None] - b_centre[None]) / scale / uncertainty[:, None]
+    depth_change = np.abs(np.log(_depths(expected)[:, None] / _depths(detections)[None, :]))
     size_change = np.abs(np.log(a_height[:, None] / b_height[None, :])) + np.where(np.isnan(depth_change), 0.0, depth_change)
     return offset + size_change / SIZE_SIGMA
 
 
-def _depth(d: Detection) -> float:
-    """Depth z (m) of the body, NaN when unknown or not in front of the camera."""
-    position = body_position(d)
-    return float(position[2]) if position is not None and position[2] > 0 else np.nan
+def _depths(detections: Sequence[Detection]) -> np.ndarray:
+    """(N,) depth z (m) of each body, NaN when unknown or not in front of the camera."""
+    depths = body_positions(detections)[:, 2]
+    return np.where(depths > 0, depths, np.nan)
+
+
+def _norm(vectors: np.ndarray) -> np.ndarray:
+    """(..., C) -> (...,) Euclidean norms, the values of ``np.linalg.norm(axis=-1)``.
+
+    The few coordinates are summed one by one: numpy's reduction over a short last axis
+    costs ~8× more, and the (T, D, J) joint distances are the bulk of a frame's association.
+    """
+    squares = vectors * vectors
+    return np.sqrt(sum((squares[..., i] for i in range(1, vectors.shape[-1])), squares[..., 0]))
 
 
 def _root_relative(points: np.ndarray) -> np.ndarray:
@@ -77,24 +100,24 @@ def _root_relative(points: np.ndarray) -> np.ndarray:
 
 
 def _mean_joint_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(T, J, C), (D, J, C) -> (T, D) mean distance over joints both have; NaN if none."""
-    per_joint = np.linalg.norm(a[:, None] - b[None], axis=-1)
-    both = ~np.isnan(per_joint)
-    count = both.sum(axis=-1)
-    total = np.where(both, per_joint, 0.0).sum(axis=-1)
-    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    """(T, J, C), (D, J, C) -> (T, D) mean distance over joints both have; 0 if none."""
+    per_joint = _norm(a[:, None] - b[None])
+    missing = np.isnan(per_joint)
+    if not missing.any():
+        return per_joint.sum(axis=-1) / per_joint.shape[-1]
+    return np.where(missing, 0.0, per_joint).sum(axis=-1) / np.maximum((~missing).sum(axis=-1), 1)
 
 
 def pose_distance(expected: Sequence[Detection], detections: Sequence[Detection],
                   frames_since_seen: np.ndarray) -> np.ndarray:
     """(T, D) root-relative pose distance, in units of POSE_SCALE; 0 where incomparable."""
     if all(e.keypoints_3d is not None for e in expected) and all(d.keypoints_3d is not None for d in detections):
-        a = _root_relative(np.stack([e.keypoints_3d for e in expected]).astype(np.float64))
-        b = _root_relative(np.stack([d.keypoints_3d for d in detections]).astype(np.float64))
-        return np.nan_to_num(_mean_joint_distance(a, b)) / POSE_SCALE
-    a = np.stack([e.keypoints_2d[:, :2] / max(e.bbox[3], 1.0) for e in expected]).astype(np.float64)
-    b = np.stack([d.keypoints_2d[:, :2] / max(d.bbox[3], 1.0) for d in detections]).astype(np.float64)
-    return np.nan_to_num(_mean_joint_distance(_root_relative(a), _root_relative(b))) / POSE_SCALE
+        a = _root_relative(np.array([e.keypoints_3d for e in expected], dtype=np.float64))
+        b = _root_relative(np.array([d.keypoints_3d for d in detections], dtype=np.float64))
+        return _mean_joint_distance(a, b) / POSE_SCALE
+    a = np.array([e.keypoints_2d[:, :2] / max(e.bbox[3], 1.0) for e in expected], dtype=np.float64)
+    b = np.array([d.keypoints_2d[:, :2] / max(d.bbox[3], 1.0) for d in detections], dtype=np.float64)
+    return _mean_joint_distance(_root_relative(a), _root_relative(b)) / POSE_SCALE
 
 
 def appearance_distance(expected: Sequence[Detection], detections: Sequence[Detection],
@@ -106,10 +129,12 @@ def appearance_distance(expected: Sequence[Detection], detections: Sequence[Dete
     rows = [i for i, v in enumerate(a) if v is not None]
     cols = [j for j, v in enumerate(b) if v is not None]
     if rows and cols:
-        A = np.stack([a[i] for i in rows]).astype(np.float64)
-        B = np.stack([b[j] for j in cols]).astype(np.float64)
+        A = np.array([a[i] for i in rows], dtype=np.float64)
+        B = np.array([b[j] for j in cols], dtype=np.float64)
         A /= np.maximum(np.linalg.norm(A, axis=1, keepdims=True), 1e-12)
         B /= np.maximum(np.linalg.norm(B, axis=1, keepdims=True), 1e-12)
+        if len(rows) == len(a) and len(cols) == len(b):
+            return 1.0 - A @ B.T
         cost[np.ix_(rows, cols)] = 1.0 - A @ B.T
     return cost
 

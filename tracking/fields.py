@@ -21,6 +21,7 @@ from tracking import rotations
 Fields = dict[str, np.ndarray]
 
 ROTATION_FIELDS = ("global_orient", "body_pose")
+PIXEL_FIELDS = ("bbox", "keypoints_2d")  # measured in image pixels
 # field name -> (extras key, key inside it) for values stored in extras.
 _EXTRAS_FIELDS = {
     "translation": ("camera", "translation"),

@@ -48,7 +48,8 @@ track is confirmed cannot change and may be empty (with ``lookahead â‰¥ n_init â
 only frames before anyone is seen are).
 
 Smoothing: each published track goes through its own One Euro filter
-(``smoothing.OneEuroFilter``); ``TrackedPerson.raw`` keeps the observed,
+(``smoothing.OneEuroFilter``), all of a frame's tracks in one step
+(``smoothing.smooth_together``); ``TrackedPerson.raw`` keeps the observed,
 unsmoothed detection (None on filled frames).
 """
 from __future__ import annotations
@@ -56,6 +57,8 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
+from functools import cached_property
+from itertools import islice
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -65,7 +68,7 @@ from tracking.distances import CombinedDistance, DistanceFunction
 from tracking.fields import Fields, blend, from_fields, to_fields
 from tracking.iou import iou_matrix
 from tracking.motion import ConstantVelocity, MotionModel
-from tracking.smoothing import OneEuro, OneEuroFilter
+from tracking.smoothing import OneEuro, OneEuroFilter, smooth_together
 from tracking.types import TrackedFrame, TrackedPerson, TrackEvent
 
 # Association predicts only where the box will be: extrapolating per-joint poses or noisy
@@ -80,6 +83,11 @@ class _Observation:
     index: int
     detection: Detection
     fields: Fields
+
+    @cached_property
+    def location(self) -> Fields:
+        """The fields association predicts (``_ASSOCIATION_FIELDS``); kept, every frame asks for them."""
+        return {k: self.fields[k] for k in _ASSOCIATION_FIELDS if k in self.fields}
 
 
 @dataclass
@@ -192,8 +200,9 @@ class Tracker:
 
     def _expected(self, track: _Track, index: int) -> Detection:
         """What the track should look like at ``index``: predicted location, last pose, running appearance."""
-        history = [(o.index, {k: o.fields[k] for k in _ASSOCIATION_FIELDS if k in o.fields})
-                   for o in list(track.observations)[-self.motion.history:]]
+        observations = track.observations
+        history = [(o.index, o.location)
+                   for o in islice(observations, max(len(observations) - self.motion.history, 0), None)]
         expected = from_fields(track.last.detection, self.motion.predict(history, index))
         if track.appearance is not None:
             expected.extras["appearance"] = track.appearance
@@ -226,8 +235,8 @@ class Tracker:
         detection_rows = [c for c in range(len(detections)) if c not in matched]
         if not track_rows or not detection_rows:
             return {}
-        overlap = iou_matrix(np.stack([expected[r].bbox for r in track_rows]).astype(np.float64),
-                             np.stack([detections[c].bbox for c in detection_rows]).astype(np.float64))
+        overlap = iou_matrix(np.array([expected[r].bbox for r in track_rows], dtype=np.float64),
+                             np.array([detections[c].bbox for c in detection_rows], dtype=np.float64))
         rows, cols = linear_sum_assignment(-overlap)
         return {detection_rows[c]: tracks[track_rows[r]].track_id
                 for r, c in zip(rows, cols) if overlap[r, c] >= self.rematch_iou}
@@ -323,17 +332,15 @@ class Tracker:
     # --- emission -------------------------------------------------------------------
 
     def _emit(self, pending: _PendingFrame) -> TrackedFrame:
-        people = []
-        for track in self._tracks.values():
-            if track.confirmed and track.first.index <= pending.index and (
-                    track.ended_at is None or pending.index < track.ended_at):
-                people.append(self._publish(track, pending, self._fill(track, pending.index)))
+        shown = [(track, self._fill(track, pending.index)) for track in self._tracks.values()
+                 if track.confirmed and track.first.index <= pending.index and (
+                     track.ended_at is None or pending.index < track.ended_at)]
         primary = self._primary_at(pending.index)
         if primary is not None:
-            people.sort(key=lambda p: p.track_id != primary.track_id)
-            if not people or people[0].track_id != primary.track_id:
-                people.insert(0, self._publish(primary, pending, self._hold(primary, pending.index)))
-        return TrackedFrame(pending.index, pending.pts_ms, people)
+            shown.sort(key=lambda pair: pair[0].track_id != primary.track_id)
+            if not shown or shown[0][0] is not primary:
+                shown.insert(0, (primary, self._hold(primary, pending.index)))
+        return TrackedFrame(pending.index, pending.pts_ms, self._publish(shown, pending))
 
     def _fill(self, track: _Track, index: int) -> _Filled:
         """A live track's values at ``index``: observed, interpolated or predicted."""
@@ -355,17 +362,24 @@ class Tracker:
         held = _Observation(track.last.index, last_detection, to_fields(last_detection))
         return _Filled("held", held.fields, held, index - track.last.index)
 
-    def _publish(self, track: _Track, pending: _PendingFrame, filled: _Filled) -> TrackedPerson:
-        fields = filled.fields
-        if self.smoothing:
-            if track.smoother is None:
-                track.smoother = OneEuroFilter(self.smoothing_params)
-            previous_pts = track.last_published[0] if track.last_published else pending.pts_ms
-            dt = (pending.pts_ms - previous_pts) / 1000.0
-            fields = track.smoother(fields, dt if dt > 0 else _DEFAULT_FRAME_S)
-        raw = filled.raw
-        detection = raw if (raw is not None and not self.smoothing) else from_fields(filled.nearest.detection, fields)
-        track.last_published = (pending.pts_ms, detection)
-        frames_to_nearest = abs(pending.index - filled.nearest.index)
-        confidence = float(filled.nearest.detection.score) * self.confidence_decay ** frames_to_nearest
-        return TrackedPerson(track.track_id, filled.state, confidence, filled.frames_since_seen, detection, raw)
+    def _publish(self, shown: list[tuple[_Track, _Filled]], pending: _PendingFrame) -> list[TrackedPerson]:
+        """The people of one frame from their tracks' values there, all smoothed in one ``smooth_together`` call."""
+        values = [filled.fields for _, filled in shown]
+        if self.smoothing and shown:
+            dts = []
+            for track, _ in shown:
+                if track.smoother is None:
+                    track.smoother = OneEuroFilter(self.smoothing_params)
+                previous_pts = track.last_published[0] if track.last_published else pending.pts_ms
+                dt = (pending.pts_ms - previous_pts) / 1000.0
+                dts.append(dt if dt > 0 else _DEFAULT_FRAME_S)
+            values = smooth_together([track.smoother for track, _ in shown], values, dts)
+        people = []
+        for (track, filled), fields in zip(shown, values):
+            raw = filled.raw
+            detection = raw if (raw is not None and not self.smoothing) else from_fields(filled.nearest.detection, fields)
+            track.last_published = (pending.pts_ms, detection)
+            frames_to_nearest = abs(pending.index - filled.nearest.index)
+            confidence = float(filled.nearest.detection.score) * self.confidence_decay ** frames_to_nearest
+            people.append(TrackedPerson(track.track_id, filled.state, confidence, filled.frames_since_seen, detection, raw))
+        return people
