@@ -39,6 +39,17 @@ def add_tracker_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-age", type=int, default=30, help="missed frames that end a track (default 30)")
 
 
+def add_output_flags(parser: argparse.ArgumentParser) -> None:
+    """Where results go besides the live socket; the launcher passes them through."""
+    parser.add_argument("--job-log", type=Path, default=DEFAULT_FOLDER, metavar="DIR",
+                        help=f"per-job results logs, for replay (default {DEFAULT_FOLDER})")
+    parser.add_argument("--keep-jobs", type=int, default=50, metavar="N", help="job logs kept (default 50)")
+    parser.add_argument("--report", type=Path, metavar="DIR", help="write an HTML report per job to DIR/<job>.html")
+    parser.add_argument("--app-json", type=Path, metavar="DIR",
+                        help="write the app's JSON document per job to DIR/<job>.json")
+    parser.add_argument("--overlay", type=Path, metavar="DIR", help="write an overlay video per job to DIR/<job>.mp4")
+
+
 def replay(stage: TrackStage, folder: Path) -> None:
     """Feed a recorded job through the stage: its job_start, every detection in recorded order, its job_end.
 
@@ -59,17 +70,6 @@ def replay(stage: TrackStage, folder: Path) -> None:
         if message["type"] == "job_end":
             stage.on_event(message)
     stage.pump()
-
-
-def add_output_flags(parser: argparse.ArgumentParser) -> None:
-    """Where results go besides the live socket; the launcher passes them through."""
-    parser.add_argument("--job-log", type=Path, default=DEFAULT_FOLDER, metavar="DIR",
-                        help=f"per-job results logs, for replay (default {DEFAULT_FOLDER})")
-    parser.add_argument("--keep-jobs", type=int, default=50, metavar="N", help="job logs kept (default 50)")
-    parser.add_argument("--report", type=Path, metavar="DIR", help="write an HTML report per job to DIR/<job>.html")
-    parser.add_argument("--app-json", type=Path, metavar="DIR",
-                        help="write the app's JSON document per job to DIR/<job>.json")
-    parser.add_argument("--overlay", type=Path, metavar="DIR", help="write an overlay video per job to DIR/<job>.mp4")
 
 
 def main(argv: list[str] | None = None) -> None:
