@@ -89,13 +89,10 @@ def test_replay_end_follows_the_page(tmp_path):
     dealer.connect(f"tcp://127.0.0.1:{port}")
     import threading
 
-    from stages.track import TrackStage
+    from bus.joblog import JobLogs
+    from stages.history import serve_replay
 
-    class Args:
-        job_log, keep_jobs, wait_subscribers, record = tmp_path, 5, 0, None
-
-    stage = TrackStage(None, None, Args, None)
-    server = threading.Thread(target=stage.serve_replay, args=(router,))
+    server = threading.Thread(target=serve_replay, args=(router, JobLogs(tmp_path, 5)))
     server.start()
     found, end = replay(dealer, "nojob", 3)
     server.join(5)

@@ -1,0 +1,289 @@
+"""The pipeline: the decode, detect and track stage processes, supervised, and the launcher's job records.
+
+Internal links are ipc sockets in a private temporary folder. A detect worker that dies
+is restarted with back-off (the track stage asks decode again for the frames it held);
+a stage silent past ``--heartbeat-timeout`` is killed and handled like one that died;
+the caller decides what a dead decode or track stage means for the job in hand.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+
+from bus import messages, monitor, sockets
+from launcher.workers import detector_argv, worker_links
+from outputs import OUTPUT_FILES
+from stages import runtime
+
+ROOT = Path(__file__).resolve().parents[1]  # where ``python -m stages.*`` finds the stages
+STOP_GRACE_S = 3.0
+# The track stage writes --report/--app-json/--overlay files after a job ends (an overlay of a
+# 1080p clip takes seconds a hundred frames) and leaves as soon as they are written.
+OUTPUT_GRACE_S = 600.0
+RESTART_BACKOFF_S = 0.5  # first restart delay of a dead worker, doubling up to the max
+RESTART_BACKOFF_MAX_S = 30.0
+MAX_IN_FLIGHT = 32  # frames decode keeps until the track stage has them (resent if a worker dies)
+LAUNCHER_STALL_S = 2.0  # the supervision loop runs every 200 ms; a longer gap means the launcher was stopped
+PR_SET_PDEATHSIG = 1
+
+
+def _stage_preexec() -> None:
+    """Run in each stage before exec.
+
+    Ctrl-C reaches the whole process group; stages ignore it and stop on the
+    launcher's SIGTERM instead, so shutdown is one orderly path. The kernel sends
+    them SIGTERM if the launcher dies.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass  # not Linux: the launcher's own clean-up still stops the stages
+
+
+@dataclass
+class JobRecord:
+    id: str
+    source: str
+    state: str = "queued"  # queued | running | done | failed (a cancelled job fails with "cancelled")
+    frames: int = 0
+    with_person: int = 0
+    error: str | None = None
+
+
+class Pipeline:
+    """The stage processes and the launcher's ends of the jobs and status links."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.folder = Path(tempfile.mkdtemp(prefix="posebus-"))
+        self.endpoints = {name: f"ipc://{self.folder / name}" for name in
+                          ("jobs", "frames", "events", "detections", "status", "acks", "stage_metrics")}
+        self.remote = worker_links(args.worker_links) if args.worker_links else {}
+        self.ctx = zmq.Context()
+        self.security = runtime.security_from_args(args)
+        try:
+            self.metrics_relay = monitor.MetricsRelay(
+                self.ctx, self.endpoints["stage_metrics"], args.metrics, self.security, args.prometheus,
+                remote_stage_endpoints=(self.remote["stage_metrics"],) if self.remote else ())
+        except zmq.ZMQError:  # the metrics endpoint is taken: leave nothing behind
+            self.ctx.destroy(linger=0)
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise
+        self.metrics_relay.start()
+        self.jobs_out = sockets.bind(self.ctx, "jobs", self.endpoints["jobs"])
+        self.status_in = sockets.bind(self.ctx, "status", self.endpoints["status"])
+        self.records: dict[str, JobRecord] = {}
+        self.bad = sockets.Counter("launcher")
+        self.unsent: list[dict] = []
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.started: dict[str, float] = {}  # name -> time.monotonic() its current process started
+        # The watchdog's own last round; after a longer gap the launcher itself was stopped and
+        # silences are counted again from when it came back.
+        self.last_watch = self.listening_since = time.monotonic()
+        self.hung: dict[str, float] = {}  # name -> seconds without a heartbeat, for a stage killed as hung
+        self.restarts: dict[str, int] = {}
+        self.restart_at: dict[str, float] = {}
+        # To end a job whose decode stage died: the track stage takes job_end from decode's link.
+        self.events_out = sockets.connect(self.ctx, "events", self.endpoints["events"])
+        self._start_stages()
+
+    def _stage_commands(self) -> dict[str, list[str]]:
+        a, e = self.args, self.endpoints
+        common = ["--log-level", a.log_level, "--metrics", e["stage_metrics"]]
+        track = ["-m", "stages.track", "--detections", e["detections"], "--events", e["events"],
+                 "--results", a.results, "--status", e["status"], "--wait-subscribers", str(a.wait_subscribers),
+                 "--tracker", a.tracker, "--lookahead", str(a.lookahead), "--subjects", str(a.subjects),
+                 "--n-init", str(a.n_init), "--max-age", str(a.max_age), "--stall-timeout", str(a.stall_timeout), *([] if a.smoothing else ["--no-smoothing"]),
+                 "--history", a.history, "--acks", e["acks"], "--job-log", str(a.job_log), "--keep-jobs", str(a.keep_jobs),
+                 *(["--out", str(a.out)] if a.out else []), *(["--phalp-pkl", str(a.phalp_pkl)] if a.phalp_pkl else []),
+                 *(["--report", str(a.report)] if a.report else []), *(["--record", str(a.record)] if a.record else []),
+                 *(["--app-json", str(a.app_json)] if a.app_json else []),
+                 *(["--overlay", str(a.overlay)] if a.overlay else [])]
+        decode = ["-m", "stages.decode", "--frames", e["frames"], "--events", e["events"], "--jobs", e["jobs"],
+                  "--acks", e["acks"], "--max-in-flight", str(MAX_IN_FLIGHT), "--max-side", str(a.max_side),
+                  *(["--jpeg", str(a.jpeg)] if a.jpeg else []), *(["--realtime"] if a.realtime else []),
+                  *(["--record", str(a.record)] if a.record else [])]
+        detect = ["-m", "stages.detect", "--frames", e["frames"], "--detections", e["detections"], *detector_argv(a)]
+        # The links are ipc in a 0700 folder; only results (track) and, with --worker-links, frames (decode)
+        # and detections (track) are also on tcp, with CURVE. Local workers stay on ipc.
+        if self.remote:
+            track += ["--remote-detections", self.remote["detections"]]
+            decode += ["--remote-frames", self.remote["frames"], *runtime.security_argv(self.security)]
+        commands = {"track": track + runtime.security_argv(self.security) + common, "decode": decode + common}
+        for i in range(a.workers):
+            commands[f"detect-{i}"] = detect + common
+        return {name: command + ["--worker-id", name] for name, command in commands.items()}
+
+    def _start_stages(self) -> None:
+        for name in self._stage_commands():
+            self._start(name)
+
+    def _start(self, name: str) -> None:
+        """Start (or restart) one stage process."""
+        if name in self.processes:
+            self.metrics_relay.last_heard.pop(self.processes[name].pid, None)
+        self.hung.pop(name, None)
+        self.processes[name] = subprocess.Popen([sys.executable, *self._stage_commands()[name]],
+                                                cwd=ROOT, preexec_fn=_stage_preexec)
+        self.started[name] = time.monotonic()
+
+    def last_heard(self) -> dict[str, float]:
+        """Stage name -> time.monotonic() of its current process's latest heartbeat (absent before the first)."""
+        heard = self.metrics_relay.last_heard
+        return {name: heard[p.pid] for name, p in self.processes.items() if p.pid in heard}
+
+    def kill_hung(self) -> None:
+        """SIGKILL (which a stopped process obeys too) every live stage silent for too long;
+        ``supervise`` treats it as dead once it has exited (not waited for here: a process in
+        uninterruptible sleep dies only when its system call returns)."""
+        now = time.monotonic()
+        if now - self.last_watch > LAUNCHER_STALL_S:
+            self.listening_since = now
+        self.last_watch = now
+        if not self.args.heartbeat_timeout:
+            return
+        live = {name: start for name, start in self.started.items()
+                if self.processes[name].poll() is None and name not in self.hung}
+        for name, silent in monitor.overdue(live, self.last_heard(), now, self.args.heartbeat_timeout,
+                                            listening_since=self.listening_since).items():
+            process = self.processes[name]
+            print(f"posebus: {name} (pid {process.pid}) sent no heartbeat for {silent:.0f} s; killing it",
+                  file=sys.stderr)
+            process.kill()
+            self.hung[name] = silent
+
+    def stopped_reason(self, name: str) -> str:
+        """Why a dead stage stopped, for logs and job errors."""
+        if name in self.hung:
+            return f"no heartbeat for {self.hung[name]:.0f} s"
+        return f"exit {self.processes[name].returncode}"
+
+    def health(self) -> dict[str, dict]:
+        """Stage name -> its process's pid, whether it runs, and seconds since its last heartbeat
+        (None before the first)."""
+        now, heard = time.monotonic(), self.last_heard()
+        return {name: {"pid": p.pid, "alive": p.poll() is None,
+                       "since_heartbeat_s": round(now - heard[name], 3) if name in heard else None}
+                for name, p in self.processes.items()}
+
+    def submit(self, source: str, job_id: str | None = None, options: dict | None = None) -> str:
+        job_id = job_id or uuid.uuid4().hex[:12]
+        if job_id in self.records:
+            raise ValueError(f"job id {job_id} is already in use")
+        self.records[job_id] = JobRecord(job_id, source)
+        self.unsent.append(messages.job_request(job_id, source, {"detector": self.args.detector,
+                                                                 **(options or {})}))
+        self._send_pending()
+        return job_id
+
+    def _send_pending(self) -> None:
+        while self.unsent:  # decode may not have connected yet
+            try:
+                sockets.send(self.jobs_out, self.unsent[0], zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.unsent.pop(0)
+
+    def supervise(self) -> list[str]:
+        """Kill hung stages; restart dead detect workers (with back-off); return the other stages that died.
+
+        A worker's frames are not lost: the track stage asks decode for them again.
+        """
+        self.kill_hung()
+        dead = []
+        for name, process in list(self.processes.items()):
+            if process.poll() is None:
+                continue
+            if not name.startswith("detect"):
+                dead.append(f"{name} ({self.stopped_reason(name)})")
+            elif time.monotonic() >= self.restart_at.setdefault(name, 0.0):
+                self.restarts[name] = self.restarts.get(name, 0) + 1
+                delay = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_S * 2 ** (self.restarts[name] - 1))
+                self.restart_at[name] = time.monotonic() + delay
+                print(f"posebus: {name} stopped ({self.stopped_reason(name)}); restarted "
+                      f"(restart {self.restarts[name]})", file=sys.stderr)
+                self._start(name)
+        return dead
+
+    def cancel(self, job_id: str, error: str = "cancelled") -> None:
+        """Stop a job: decode ends it (job_end with ``error``) whether it waits or runs."""
+        if any(m["job"] == job_id for m in self.unsent):  # decode never had it
+            self.unsent = [m for m in self.unsent if m["job"] != job_id]
+            self.records[job_id].state, self.records[job_id].error = "failed", error
+            return
+        self.unsent.append(messages.cancel(job_id, error))
+        self._send_pending()
+
+    def restart_dead(self) -> None:
+        for name, process in list(self.processes.items()):
+            if process.poll() is not None:
+                self._start(name)
+
+    def fail_running_job(self, reason: str) -> None:
+        """A stage the job needs died: end the job with an error.
+
+        With the track stage alive (decode died), the launcher ends the job there. Without it, decode ends
+        the job and moves on; a restarted track stage publishes that job_end alone (it never had the job_start).
+        """
+        record = next((r for r in self.records.values() if r.state in ("queued", "running")), None)
+        if record is None:
+            return
+        if self.processes["track"].poll() is None:
+            sockets.send(self.events_out, messages.job_end(record.id, 0, reason))
+        else:
+            self.cancel(record.id, reason)
+        record.state, record.error = "failed", reason
+
+    def poll(self, timeout_ms: int) -> list[dict]:
+        """Status messages that arrived within ``timeout_ms``, applied to the job records."""
+        self._send_pending()
+        arrived = []
+        while self.status_in.poll(timeout_ms):
+            timeout_ms = 0
+            try:
+                message = sockets.receive(self.status_in, ("progress", "job_end"))
+            except ValueError as exc:
+                self.bad.drop(exc)
+                continue
+            record = self.records.get(message["job"])
+            if record is not None:
+                record.frames = message["frames"]
+                if message["type"] == "progress":
+                    record.state, record.with_person = "running", message["with_person"]
+                else:
+                    record.state, record.error = ("done", None) if message["status"] == "ok" else (
+                        "failed", message["error"])
+            arrived.append(message)
+        return arrived
+
+    def stop(self) -> None:
+        """Stop every stage (SIGTERM, then SIGKILL after a grace period) and remove the ipc folder.
+
+        The track stage's grace covers the output files it is still writing, if any were asked for."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        started = time.monotonic()
+        writes_outputs = any(getattr(self.args, name, None) for name in OUTPUT_FILES)
+        for name, process in self.processes.items():
+            grace = OUTPUT_GRACE_S if name == "track" and writes_outputs else STOP_GRACE_S
+            try:
+                process.wait(max(0.0, started + grace - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.metrics_relay.stop()
+        self.ctx.destroy(linger=0)
+        shutil.rmtree(self.folder, ignore_errors=True)
