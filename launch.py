@@ -54,12 +54,14 @@ def worker(args: argparse.Namespace) -> int:
 
 
 def run_one(args: argparse.Namespace) -> int:
-    from video.sources import SourceError, open_source
+    from video.sources import SourceError, is_live, open_source
 
-    try:  # only for the progress bar: decode reports a bad source as the job's error
-        total = open_source(args.source).info.frame_count
-    except SourceError:
-        total = None
+    total = None  # only for the progress bar: decode reports a bad source as the job's error
+    if not is_live(args.source):  # a silent stream would hold the start for its whole timeout
+        try:
+            total = open_source(args.source).info.frame_count
+        except SourceError:
+            pass
     pipeline = Pipeline(args)
     bar = ProgressBar(total)
     try:

@@ -17,10 +17,10 @@ def handle_request(pipeline: Pipeline, request: dict) -> dict:
     """Answer one control request (already validated)."""
     command = request["cmd"]
     if command == "submit":
-        from video.sources import SourceError, open_source
+        from video.sources import SourceError, is_live, open_source
 
         source = request["source"]
-        if "://" not in source and not source.isdigit():  # streams and cameras would block the socket
+        if not is_live(source):  # opening a stream or camera would block the socket
             try:
                 open_source(source)
             except SourceError as exc:

@@ -128,3 +128,10 @@ def test_stream_that_drops_mid_job_gives_its_frames_then_an_error(short_stream_t
             for index, _, image in source:
                 received.append((index, round(image[20, 30, 0] / 40)))
     assert received == [(i, i) for i in range(5)]  # every frame, in order
+
+
+def test_cameras_and_urls_are_live_and_not_opened_ahead_of_the_job():
+    from video.sources import is_live
+
+    assert is_live("0") and is_live("rtsp://127.0.0.1:8554/cam") and is_live("http://host/x.mjpg")
+    assert not is_live("clip.mp4") and not is_live("frames/") and not is_live("10.mp4")

@@ -86,6 +86,11 @@ class Source:
         return self._frames
 
 
+def is_live(spec: str) -> bool:
+    """A camera index or a stream URL: opening one may wait for a device or a server."""
+    return spec.isdigit() or "://" in spec
+
+
 def open_source(spec: str, fps: float | None = None) -> Source:
     """Open ``spec``; ``fps`` overrides the rate for folders (default 30) and streams."""
     if spec.isdigit():
