@@ -8,7 +8,7 @@ import pytest
 from clips import mjpeg_stream, write_clip, write_vfr_mkv
 from conftest import VIDEO, free_port
 from video import sources
-from video.sources import SourceError, fit_within, fitted_size, natural_key, open_source, to_bgr8
+from video.sources import SourceError, fit_within, fitted_size, is_live, natural_key, open_source, to_bgr8
 
 
 def test_video_file_frames_are_contiguous_with_timestamps():
@@ -131,7 +131,5 @@ def test_stream_that_drops_mid_job_gives_its_frames_then_an_error(short_stream_t
 
 
 def test_cameras_and_urls_are_live_and_not_opened_ahead_of_the_job():
-    from video.sources import is_live
-
     assert is_live("0") and is_live("rtsp://127.0.0.1:8554/cam") and is_live("http://host/x.mjpg")
     assert not is_live("clip.mp4") and not is_live("frames/") and not is_live("10.mp4")
