@@ -1,7 +1,9 @@
 """Delivery between decode and the track stage: acks, asking again for missing frames, ending stalled jobs.
 
 Decode keeps each frame it sent until the track stage acknowledges it (``ack`` on
-the acks link), so a frame held by a worker that died can be asked for again.
+the acks link), so a frame held by a worker that died can be asked for again: once
+it has been missing for a few detection latencies (at least 2 s) while later frames
+came in, or nothing came at all for that long.
 A frame still missing after ``MAX_DETECTION_TRIES`` requests is published as
 failed rather than stall its job; a job that nothing moves for ``--stall-timeout``
 seconds ends with an error.
@@ -61,18 +63,29 @@ class Delivery:
     def request_missing(self, job) -> bool:
         """Ask decode again for the job's frames that have not come (a worker died holding them).
 
+        A frame is overdue once it has been missing for the resend wait while later frames
+        came in (the other workers go on), or when no detection at all came for that long.
         After ``MAX_DETECTION_TRIES`` requests a frame is put in the reorder buffer as
         failed (``detection_failed``, people filled by the tracker) rather than stall the
-        job. False while it is too early to ask; True once it looked (the stage then publishes what is ready).
+        job. False while nothing is overdue; True once it asked (the stage then publishes what is ready).
         """
         first = self.reorder.next_index(job.id)
         waiting = self.reorder.last_waiting(job.id)
         stop = job.end["frames"] if job.end is not None else (waiting + 1 if waiting is not None else first)
+        if job.tracker is None or job.start is None or first >= stop:
+            return False
+        now = time.monotonic()
         wait_s = max(RESEND_AFTER_MIN_S, RESEND_AFTER_LATENCIES * job.detection_latency)
-        if job.tracker is None or job.start is None or first >= stop or time.monotonic() - job.last_detection < wait_s:
+        quiet = now - job.last_detection >= wait_s
+        for index in [i for i in job.missing_since if i < first]:
+            del job.missing_since[index]
+        overdue = [i for i in range(first, stop) if self.reorder.peek(job.id, i) is None
+                   and (quiet or now - job.missing_since.setdefault(i, now) >= wait_s)]
+        if not overdue:
             return False
         resend = []
-        for index in (i for i in range(first, stop) if self.reorder.peek(job.id, i) is None):
+        for index in overdue:
+            job.missing_since[index] = now
             job.resend_tries[index] = job.resend_tries.get(index, 0) + 1
             if job.resend_tries[index] <= MAX_DETECTION_TRIES:
                 resend.append(index)
@@ -85,7 +98,7 @@ class Delivery:
             event(self.log, logging.WARNING, "resend_requested", job=job.id, frames=resend)
             self.metrics.retries += len(resend)
             self.send_ack(messages.ack(job.id, first, resend))
-        job.last_detection = time.monotonic()
+        job.last_detection = now
         return True
 
     def stalled_end(self, job, stall_timeout: float) -> dict | None:

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -79,9 +80,9 @@ def test_a_frame_never_detected_is_published_as_failed_after_bounded_tries(tmp_p
     assert published[-1]["status"] == "ok"
 
 
-def test_a_late_resent_frame_does_not_put_off_asking_for_the_next(tmp_path):
-    """A resent frame keeps its first decode time; taken as the detection latency it would make the track
-    stage wait 4 x that long before asking again (here a minute-old frame: 24 s instead of 2 s)."""
+@contextmanager
+def track_stage_alone(tmp_path):
+    """A track stage on ipc links; yields send_detection(index, decoded), next_resend(timeout_s) and events."""
     ends = {name: f"ipc://{tmp_path}/{name}" for name in ("detections", "events", "acks", "history")}
     track = subprocess.Popen([sys.executable, "-m", "stages.track", "--results", f"tcp://127.0.0.1:{free_port()}",
                               "--job-log", str(tmp_path), "--log-level", "error",
@@ -106,6 +107,30 @@ def test_a_late_resent_frame_does_not_put_off_asking_for_the_next(tmp_path):
 
     try:
         time.sleep(0.5)
+        yield detected, next_resend, events
+    finally:
+        track.send_signal(signal.SIGTERM)
+        track.wait(10)
+        ctx.destroy(linger=0)
+
+
+def test_a_frame_a_dead_worker_held_is_asked_for_while_the_other_workers_go_on(tmp_path):
+    """Frame 2 never comes while frames after it keep coming: waiting for silence would wait as long as
+    the job lasts (decode's in-flight window), so the frame is asked for on its own."""
+    with track_stage_alone(tmp_path) as (detected, next_resend, events):
+        sockets.send(events, messages.job_start("j", "clip", 30.0, 64, 48, 200))
+        asked, index = None, 0
+        for index in [0, 1, *range(3, 200)]:
+            detected(index, time.time())
+            if (asked := next_resend(0.1)) is not None:
+                break
+    assert asked == [2] and index < 199  # asked while the others still came
+
+
+def test_a_late_resent_frame_does_not_put_off_asking_for_the_next(tmp_path):
+    """A resent frame keeps its first decode time; taken as the detection latency it would make the track
+    stage wait 4 x that long before asking again (here a minute-old frame: 24 s instead of 2 s)."""
+    with track_stage_alone(tmp_path) as (detected, next_resend, events):
         sockets.send(events, messages.job_start("j", "clip", 30.0, 64, 48, 6))
         for index in (0, 1, 4, 5):
             detected(index, time.time())
@@ -113,10 +138,6 @@ def test_a_late_resent_frame_does_not_put_off_asking_for_the_next(tmp_path):
         assert next_resend(15) == [2, 3]
         detected(2, time.time() - 60)  # decode resent it as it first sent it, a minute ago
         assert next_resend(12) == [3]
-    finally:
-        track.send_signal(signal.SIGTERM)
-        track.wait(10)
-        ctx.destroy(linger=0)
 
 
 def test_overdue_stages_are_those_silent_past_the_timeout_or_past_start_up_without_any_heartbeat():
