@@ -194,7 +194,7 @@ def rss_table(samples: list[Sample], end_label: str) -> str:
         if stage not in warm.rss or not after:
             continue
         growth = max(after) - warm.rss[stage]
-        flag = "" if growth <= GROWTH_TARGET_MB else " ⚠"
+        flag = " ⚠" if growth > GROWTH_TARGET_MB and stage in STAGES else ""
         lines.append(f"| {stage} | {warm.rss[stage]:.1f} | {after[-1]:.1f} | {max(after):.1f} | {growth:+.1f}{flag} |")
     return "\n".join(lines)
 
@@ -301,6 +301,7 @@ def stalled_subscriber(video: Path) -> str:
         sampler.start()
         wait_for_frame(reader, drain_at)
         held = [s for s in sampler.samples if s.frame >= full_from]
+        subscribers_before_read = held[-1].rss["subscribers"]
         read_started = time.monotonic()
         backlog = Backlog.read(stalled, until_index=reader.latest_index)
         read_s = time.monotonic() - read_started
@@ -318,7 +319,7 @@ def stalled_subscriber(video: Path) -> str:
     ctx.destroy(linger=0)
     samples = sampler.samples
     track_before = at_frame(samples, queueing_from).rss["track"]
-    track_peak = max(s.rss["track"] for s in samples if s.frame >= queueing_from)
+    track_peak = max(s.rss["track"] for s in samples if s.frame >= queueing_from and "track" in s.rss)
     track_held = [s.rss["track"] for s in held]
     bound_mb = hwm * backlog.mean_bytes / 1e6
     if lost:
@@ -346,9 +347,11 @@ def stalled_subscriber(video: Path) -> str:
             f"bytes (the backlog's mean message) = {bound_mb:.1f} MB, plus ZeroMQ's per-message overhead. "
             f"Once full (frames {full_from}–{drain_at}, {len(held)} samples) its RSS moved by "
             f"{max(track_held) - min(track_held):.1f} MB (max − min).\n"
-            + outcome + "\n"
-            + rss_table(samples, "at the end") + "\n\n"
-            "`subscribers` is this bench's own process (both SUBs): the stalled SUB's queue is its own memory.\n")
+            + outcome
+            + f"- This bench's process (`subscribers`: both SUBs) had {subscribers_before_read:.1f} MB just before "
+              f"the stalled SUB read, its own queue of up to {hwm} messages included; what it gained after that "
+              "came while it decoded the backlog and the refill (Python objects, not the pipeline).\n\n"
+            + rss_table(samples, "at the end") + "\n")
 
 
 SECTIONS = {"long": (LONG_FRAMES, long_job), "stalled": (STALLED_FRAMES, stalled_subscriber)}
