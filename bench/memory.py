@@ -1,18 +1,23 @@
-"""Bounded-memory bench: ``python -m bench.memory`` (writes bench/results/memory.md).
+"""Bounded-memory bench: ``python -m bench.memory [--only long|stalled]`` (writes bench/results/memory.md).
 
 1. A long job: the clip scaled to 320×180 and looped to 20,000 frames (MJPG
    AVI), run through ``launch.py`` with BlazePose and one worker while a
    subscriber reads every result. Each process's RSS (launcher, decode,
    detect, track) is read from /proc once a second; the table gives it at
    frame 500 (after warm-up), at the end, and the largest growth past warm-up.
-2. A stalled subscriber: the same with a second SUB that connects and never
-   reads (the results XPUB has XPUB_NODROP, so the publisher blocks once that
-   subscriber's queues are full). Shows where the pipeline stops, whether
-   memory stays flat while it is stuck, and whether it resumes once the
-   stalled subscriber disconnects; the launcher is stopped after that.
+2. A stalled subscriber: the clip looped to 25,000 frames, with a second SUB
+   that subscribes before the job starts and reads nothing until near the end.
+   The results XPUB queues up to its high-water mark per subscriber and drops
+   that subscriber's live messages beyond it, so the normal reader should get
+   every frame in order at an unchanged rate and the track stage's RSS should
+   grow by at most HWM × message size, then hold still. When the stalled SUB
+   finally reads, the bench reports what it got (its backlog, then a gap),
+   and asks the history link (the job's log) for the frames it lost.
 """
 from __future__ import annotations
 
+import argparse
+import os
 import signal
 import subprocess
 import sys
@@ -27,7 +32,7 @@ from typing import Iterator
 import cv2
 import zmq
 
-from bus import codec, sockets
+from bus import client, codec, sockets
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEO = ROOT.parent / "shared" / "media" / "vid.mp4"
@@ -37,9 +42,12 @@ LONG_FRAMES = 20_000
 WARM_UP_FRAME = 500
 GROWTH_TARGET_MB = 50
 STAGES = ("launcher", "decode", "detect", "track")
-STALL_HOLD_S = 20  # how long the bench watches a stuck pipeline
-NO_PROGRESS_S = 10  # no new frame for this long counts as stuck
-RESUMED_FRAMES = 100  # frames after the stalled subscriber leaves that count as resumed
+PROCESSES = (*STAGES, "subscribers")  # table rows; "subscribers" is the bench itself
+# Past the stalled subscriber's 2 × HWM results (its own queue and the track stage's queue for it),
+# long enough to see memory hold still while its live messages are dropped.
+STALLED_FRAMES = 25_000
+FULL_MARGIN_FRAMES = 1_000  # frames past 2 × HWM before both queues surely are full (track events count too)
+DRAIN_MARGIN_FRAMES = 1_000  # the stalled subscriber reads this long before the job ends: history still answers
 
 
 def write_looped_video(path: Path, frames: int) -> Path:
@@ -84,13 +92,16 @@ def stage_pids(launcher: int) -> dict[str, int]:
 
 
 class ResultReader(threading.Thread):
-    """Reads the results socket and remembers the newest frame index and when it came."""
+    """Reads every result; remembers the newest frame, when it came, and whether frames came in order."""
 
     def __init__(self, ctx: zmq.Context, endpoint: str):
         super().__init__(daemon=True)
-        self.sock = sockets.connect(ctx, "results", endpoint, topics=(b"frame/", b"job_end/"))
+        self.sock = sockets.connect(ctx, "results", endpoint)  # one subscription, as --wait-subscribers counts
+        self.job: str | None = None
         self.latest_index = -1
         self.latest_at = time.monotonic()
+        self.out_of_order = 0  # frames whose index is not the previous one's + 1
+        self.longest_pause_s = 0.0  # between two frames
         self.ended = threading.Event()
         self.stop = threading.Event()
 
@@ -101,9 +112,17 @@ class ResultReader(threading.Thread):
             message = codec.decode(self.sock.recv_multipart()[1:])
             if message["type"] == "job_end":
                 self.ended.set()
-            else:
-                self.latest_index, self.latest_at = message["index"], time.monotonic()
+            elif message["type"] == "frame":
+                now = time.monotonic()
+                if self.latest_index >= 0:
+                    self.longest_pause_s = max(self.longest_pause_s, now - self.latest_at)
+                self.out_of_order += message["index"] != self.latest_index + 1
+                self.job, self.latest_index, self.latest_at = message["job"], message["index"], now
         self.sock.close(linger=0)
+
+    def summary(self) -> str:
+        return (f"The reader got {self.latest_index + 1} frames, {self.out_of_order} out of order; "
+                f"longest pause between two frames {self.longest_pause_s:.1f} s.")
 
 
 @dataclass
@@ -134,11 +153,11 @@ class Sampler(threading.Thread):
 
 
 @contextmanager
-def launcher_running(video: Path, endpoint: str, subscribers: int) -> Iterator[subprocess.Popen]:
+def launcher_running(video: Path, results: str, history: str, subscribers: int) -> Iterator[subprocess.Popen]:
     """``launch.py VIDEO``; stopped with SIGTERM (SIGINT may be ignored in a background job) if still running."""
-    launcher = subprocess.Popen([sys.executable, "launch.py", str(video), "--results", endpoint, "--log-level",
-                                 "error", "--wait-subscribers", str(subscribers)], cwd=ROOT, stderr=subprocess.PIPE,
-                                text=True)
+    launcher = subprocess.Popen([sys.executable, "launch.py", str(video), "--results", results, "--history", history,
+                                 "--log-level", "error", "--wait-subscribers", str(subscribers)], cwd=ROOT,
+                                stderr=subprocess.PIPE, text=True)
     try:
         yield launcher
     finally:
@@ -170,20 +189,27 @@ def rss_table(samples: list[Sample], end_label: str) -> str:
     warm = next((s for s in samples if s.frame >= WARM_UP_FRAME), samples[0])
     lines = [f"| process | RSS at frame {warm.frame} (MB) | last RSS {end_label} (MB) | peak after warm-up (MB) | "
              "growth (MB) |", "|---|---|---|---|---|"]
-    for stage in STAGES:
+    for stage in PROCESSES:
         after = [s.rss[stage] for s in samples if s.seconds >= warm.seconds and stage in s.rss]
         if stage not in warm.rss or not after:
             continue
         growth = max(after) - warm.rss[stage]
-        flag = "" if growth <= GROWTH_TARGET_MB else " ⚠"
+        flag = " ⚠" if growth > GROWTH_TARGET_MB and stage in STAGES else ""
         lines.append(f"| {stage} | {warm.rss[stage]:.1f} | {after[-1]:.1f} | {max(after):.1f} | {growth:+.1f}{flag} |")
     return "\n".join(lines)
+
+
+def run_summary(launcher: subprocess.Popen, stderr: str, reader: ResultReader, wall: float, samples: int) -> str:
+    frames = reader.latest_index + 1
+    return (f"Launcher exit {launcher.returncode}; {frames} frames published in {wall:.0f} s "
+            f"({frames / wall:.1f} fps, start-up included); {samples} samples, one a second.\n"
+            f"{stderr.strip().splitlines()[-1] if stderr.strip() else ''}\n")
 
 
 def long_job(video: Path) -> str:
     ctx, endpoint = zmq.Context(), free_endpoint()
     started = time.monotonic()
-    with launcher_running(video, endpoint, subscribers=1) as launcher:
+    with launcher_running(video, endpoint, free_endpoint(), subscribers=1) as launcher:
         reader = ResultReader(ctx, endpoint)
         reader.start()
         sampler = Sampler(wait_for_stages(launcher), reader)
@@ -194,76 +220,152 @@ def long_job(video: Path) -> str:
     sampler.stop.set(), reader.stop.set()
     sampler.join(), reader.join()
     ctx.destroy(linger=0)
-    frames = reader.latest_index + 1
     return (f"## Long job: {LONG_FRAMES} frames, {SIZE[0]}×{SIZE[1]} MJPG, BlazePose (video mode), 1 worker\n\n"
-            f"Launcher exit {launcher.returncode}; {frames} frames published in {wall:.0f} s "
-            f"({frames / wall:.1f} fps, start-up included); {len(sampler.samples)} samples, one a second.\n"
-            f"{stderr.strip().splitlines()[-1] if stderr.strip() else ''}\n\n"
+            + run_summary(launcher, stderr, reader, wall, len(sampler.samples)) + f"{reader.summary()}\n\n"
             + rss_table(sampler.samples, "at the end")
             + f"\n\nTarget: growth within +{GROWTH_TARGET_MB} MB.\n")
 
 
-def wait_until_stuck(reader: ResultReader, deadline_s: float) -> bool:
-    """True once no frame has arrived for NO_PROGRESS_S (False if the job ended or time ran out)."""
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline and not reader.ended.is_set():
-        if reader.latest_index >= 0 and time.monotonic() - reader.latest_at > NO_PROGRESS_S:
-            return True
+def wait_for_frame(reader: ResultReader, index: int) -> None:
+    while reader.latest_index < index:
+        if reader.ended.is_set():
+            raise RuntimeError(f"the job ended at frame {reader.latest_index}, before frame {index}")
         time.sleep(0.5)
-    return False
 
 
-def wait_for_frames(reader: ResultReader, after: int, count: int, timeout_s: float) -> float | None:
-    """Seconds until ``count`` frames past ``after`` arrived (or the job ended), None on timeout."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        if reader.latest_index >= after + count or reader.ended.is_set():
-            return time.monotonic() - started
-        time.sleep(0.2)
-    return None
+@dataclass
+class Backlog:
+    """What a subscriber that stopped reading finds once it reads again."""
+
+    frames: list[int]  # frame indices, in arrival order
+    messages: int
+    mean_bytes: float  # per message, topic included
+
+    @classmethod
+    def read(cls, sock: zmq.Socket, until_index: int) -> Backlog:
+        """Read ``sock`` until it delivers frame ``until_index`` or later (or goes quiet for 10 s)."""
+        frames, messages, total_bytes = [], 0, 0
+        while (not frames or frames[-1] < until_index) and sock.poll(10_000):
+            parts = sock.recv_multipart()
+            messages, total_bytes = messages + 1, total_bytes + sum(map(len, parts))
+            message = codec.decode(parts[1:])
+            if message["type"] == "frame":
+                frames.append(message["index"])
+        return cls(frames, messages, total_bytes / max(messages, 1))
+
+    def gaps(self) -> list[tuple[int, int]]:
+        """(first missing frame, next frame received) wherever the indices jump."""
+        return [(a + 1, b) for a, b in zip([-1, *self.frames], self.frames) if b != a + 1]
 
 
-def rss_spread(samples: list[Sample]) -> str:
-    spreads = {stage: [s.rss[stage] for s in samples if stage in s.rss] for stage in STAGES}
-    return ", ".join(f"{stage} {max(v) - min(v):.1f} MB" for stage, v in spreads.items() if v)
+def refill(ctx: zmq.Context, history: str, job: str, first: int, stop: int) -> list[int]:
+    """Frame indices ``first`` .. ``stop - 1`` as the history link (the job's log) returns them."""
+    log = sockets.connect(ctx, "history", history)
+    log.rcvtimeo = 30_000  # a bench must not hang if the job ended and the link went away
+    found_frames = []
+    try:
+        while first < stop:
+            found, end = client.replay(log, job, first)
+            found_frames += [m["index"] for m in found if m["type"] == "frame" and m["index"] < stop]
+            if end["next"] <= first:
+                break
+            first = end["next"]
+    finally:
+        log.close(linger=0)
+    return found_frames
+
+
+def at_frame(samples: list[Sample], frame: int) -> Sample:
+    """The first sample taken once ``frame`` had been published."""
+    return next(s for s in samples if s.frame >= frame)
+
+
+def fps_between(samples: list[Sample], first: int, last: int) -> float:
+    start, end = at_frame(samples, first), at_frame(samples, last)
+    return (end.frame - start.frame) / (end.seconds - start.seconds)
 
 
 def stalled_subscriber(video: Path) -> str:
-    """The long video with a second SUB that never reads: watch it stick, then let the SUB go."""
-    ctx, endpoint = zmq.Context(), free_endpoint()
-    with launcher_running(video, endpoint, subscribers=2) as launcher:
-        reader = ResultReader(ctx, endpoint)
+    """The stalled video with a second SUB that reads nothing until near the end, then catches up."""
+    hwm = sockets.LINKS["results"].hwm
+    # The stalled SUB holds up to `hwm` messages itself (its RCVHWM), the track stage `hwm` more for it
+    # (SNDHWM); past that the track stage drops its live messages. Frames from full_from on find both full.
+    queueing_from, full_from, drain_at = hwm, 2 * hwm + FULL_MARGIN_FRAMES, STALLED_FRAMES - DRAIN_MARGIN_FRAMES
+    ctx, results, history = zmq.Context(), free_endpoint(), free_endpoint()
+    started = time.monotonic()
+    with launcher_running(video, results, history, subscribers=2) as launcher:
+        reader = ResultReader(ctx, results)
         reader.start()
-        stalled = sockets.connect(ctx, "results", endpoint)  # subscribes to everything, never reads
-        sampler = Sampler(wait_for_stages(launcher), reader)
+        stalled = sockets.connect(ctx, "results", results)  # subscribes to everything, reads nothing yet
+        sampler = Sampler(wait_for_stages(launcher) | {"subscribers": os.getpid()}, reader)
         sampler.start()
-        stuck = wait_until_stuck(reader, deadline_s=900)
-        stuck_frame, stuck_from = reader.latest_index, len(sampler.samples)
-        time.sleep(STALL_HOLD_S if stuck else 0)
-        held = sampler.samples[stuck_from:]
-        moved_while_held = reader.latest_index - stuck_frame
+        wait_for_frame(reader, drain_at)
+        held = [s for s in sampler.samples if s.frame >= full_from]
+        subscribers_before_read = held[-1].rss["subscribers"]
+        read_started = time.monotonic()
+        backlog = Backlog.read(stalled, until_index=reader.latest_index)
+        read_s = time.monotonic() - read_started
         stalled.close(linger=0)
-        resume_s = wait_for_frames(reader, reader.latest_index, RESUMED_FRAMES, timeout_s=60)
-        sampler.stop.set(), reader.stop.set()
-        sampler.join(), reader.join()
+        gaps = backlog.gaps()
+        lost = gaps[0] if gaps else None
+        refill_started = time.monotonic()
+        refilled = refill(ctx, history, reader.job, *lost) if lost else []
+        refill_s = time.monotonic() - refill_started
+        stderr = launcher.stderr.read()
+        launcher.wait()
+    wall = time.monotonic() - started
+    sampler.stop.set(), reader.stop.set()
+    sampler.join(), reader.join()
     ctx.destroy(linger=0)
-    if not stuck:
-        outcome = f"- Not stuck: the job ran to frame {reader.latest_index} without a {NO_PROGRESS_S} s pause.\n"
+    samples = sampler.samples
+    track_before = at_frame(samples, queueing_from).rss["track"]
+    track_peak = max(s.rss["track"] for s in samples if s.frame >= queueing_from and "track" in s.rss)
+    track_held = [s.rss["track"] for s in held]
+    bound_mb = hwm * backlog.mean_bytes / 1e6
+    if lost:
+        outcome = (f"- When it read (at frame {drain_at}, {read_s:.1f} s): {backlog.messages} messages, frames "
+                   f"{backlog.frames[0]}–{lost[0] - 1} in order, then a gap to frame {lost[1]} "
+                   f"({lost[1] - lost[0]} frames lost), then live frames; {len(gaps)} gap(s) in all.\n"
+                   f"- Refill from the job log (history link, `bus.client.replay`): {len(refilled)} of the "
+                   f"{lost[1] - lost[0]} lost frames in {refill_s:.1f} s"
+                   f"{', all of them, in order' if refilled == list(range(*lost)) else ''}.\n")
     else:
-        outcome = (f"- Stuck at frame {stuck_frame}: no frame for {NO_PROGRESS_S} s, then {moved_while_held} "
-                   f"frames in the next {STALL_HOLD_S} s.\n"
-                   f"- RSS spread while stuck (max − min over {len(held)} samples): {rss_spread(held)}.\n"
-                   + (f"- After the stalled SUB closed, {RESUMED_FRAMES} more frames arrived within {resume_s:.1f} s.\n"
-                      if resume_s is not None else "- After the stalled SUB closed, the pipeline did not resume "
-                                                   "within 60 s.\n"))
-    return (f"## Stalled subscriber: a second SUB that connects and never reads\n\n{outcome}\n"
-            + rss_table(sampler.samples, "before the launcher was stopped") + "\n")
+        outcome = (f"- When it read (at frame {drain_at}): {backlog.messages} messages, {len(backlog.frames)} "
+                   "frames, no gap: nothing was dropped for it.\n")
+    return (f"## Stalled subscriber: {STALLED_FRAMES} frames (same set-up), a second SUB that stops reading\n\n"
+            f"The second SUB subscribes to everything before the job starts and reads nothing until the normal "
+            f"reader has frame {drain_at}; then it reads its backlog and asks the history link for what it lost. "
+            f"Results high-water mark: {hwm} messages per subscriber, on each side of the link.\n\n"
+            + run_summary(launcher, stderr, reader, wall, len(samples)) + "\n"
+            f"- {reader.summary()} Frames/s: {fps_between(samples, WARM_UP_FRAME, queueing_from):.1f} "
+            f"while the stalled SUB's own queue filled (frames {WARM_UP_FRAME}–{queueing_from}), "
+            f"{fps_between(samples, queueing_from, 2 * hwm):.1f} while the track stage queued for it "
+            f"({queueing_from}–{2 * hwm}), {fps_between(samples, full_from, drain_at):.1f} once both queues were full "
+            f"and its live messages were dropped ({full_from}–{drain_at}).\n"
+            f"- Track stage RSS: {track_before:.1f} MB at frame {queueing_from}, peak {track_peak:.1f} MB "
+            f"(+{track_peak - track_before:.1f} MB). Expected bound: {hwm} messages × {backlog.mean_bytes:.0f} "
+            f"bytes (the backlog's mean message) = {bound_mb:.1f} MB, plus ZeroMQ's per-message overhead. "
+            f"Once full (frames {full_from}–{drain_at}, {len(held)} samples) its RSS moved by "
+            f"{max(track_held) - min(track_held):.1f} MB (max − min).\n"
+            + outcome
+            + f"- This bench's process (`subscribers`: both SUBs) had {subscribers_before_read:.1f} MB just before "
+              f"the stalled SUB read, its own queue of up to {hwm} messages included; what it gained after that "
+              "came while it decoded the backlog and the refill (Python objects, not the pipeline).\n\n"
+            + rss_table(samples, "at the end") + "\n")
+
+
+SECTIONS = {"long": (LONG_FRAMES, long_job), "stalled": (STALLED_FRAMES, stalled_subscriber)}
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__.split("\n")[0])
+    parser.add_argument("--only", choices=SECTIONS, help="run this section alone (default: all)")
+    args = parser.parse_args()
+    report = "# Memory bench\n\n" + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()) + "\n\n"
     with tempfile.TemporaryDirectory(prefix="posebus-bench-") as folder:
-        long_video = write_looped_video(Path(folder) / "long.avi", LONG_FRAMES)
-        report = "# Memory bench\n\n" + long_job(long_video) + "\n" + stalled_subscriber(long_video)
+        for name in [args.only] if args.only else SECTIONS:
+            frames, section = SECTIONS[name]
+            report += section(write_looped_video(Path(folder) / f"{name}.avi", frames)) + "\n"
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(report)
     print(report)
