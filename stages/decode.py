@@ -170,8 +170,7 @@ def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality:
                 sockets.send(frames, message)
                 in_flight.add(index, message)
                 if recording:
-                    recording.write(messages.image(job, index, pts_ms, jpeg=encode_jpeg(image, RECORD_JPEG_QUALITY),
-                                                   width=image.shape[1], height=image.shape[0]))
+                    recording.write(image_message(job, index, pts_ms, image, RECORD_JPEG_QUALITY, None))
                 decoded += 1
                 metrics.sent(message)
                 metrics.queue = (info.frame_count or decoded) - decoded  # frames of the job still to decode
@@ -248,8 +247,9 @@ def main(argv: list[str] | None = None) -> None:
     payload.add_argument("--jpeg", type=int, metavar="QUALITY",
                          help="send JPEG instead of raw pixels (for workers on other hosts)")
     payload.add_argument("--shm", action="store_true",
-                         help="put raw frames in shared memory (/dev/shm) and send only where: every worker must "
-                              "run on this host as this user; needs --max-in-flight (the launcher's default)")
+                         help="put raw frames in shared memory (/dev/shm) and send workers only where they are: every "
+                              "worker must run on this host as this user; needs --max-in-flight (the launcher's "
+                              "default)")
     parser.add_argument("--realtime", action="store_true", help="pace frames at the source's frame rate")
     parser.add_argument("--record", type=Path, metavar="DIR", help="save each job's frames to DIR/<job>/frames.log")
     parser.add_argument("--max-in-flight", type=int, default=0, metavar="N",
