@@ -1,4 +1,5 @@
 """Frames in shared memory (bus.frame_ring): slots, references a worker refuses, clean-up by decode."""
+import errno
 import logging
 import os
 import subprocess
@@ -16,6 +17,7 @@ from bus.schema import SchemaError
 from clips import write_clip
 from conftest import ROOT
 from stages import decode
+from stages.detect import receive_image
 
 
 def frame(seed: int, height: int = 48, width: int = 64) -> np.ndarray:
@@ -173,9 +175,10 @@ def own_rings() -> list[str]:
     return [path.name for path in FOLDER.glob(f"posebus-{os.getpid()}-*")]
 
 
-@pytest.mark.parametrize("cancel_after", [None, 3])
-def test_decode_removes_its_ring_after_a_job_finished_or_cancelled(tmp_path, cancel_after):
-    """decode.run_job in this process, fed acks by a thread standing in for a worker and the track stage."""
+def decode_job(tmp_path, cancel_after: int | None = None) -> tuple[list[dict], dict]:
+    """decode.run_job on an 8-frame clip in this process, with ``--shm``, fed acks by a thread standing
+    in for a worker and the track stage (none, and a cancel, with ``cancel_after``): what the worker
+    saw of each frame, and the job_end."""
     clip = write_clip(tmp_path / "clip.avi", [frame(i) for i in range(8)])
     ctx = zmq.Context()
     ends = {name: f"ipc://{tmp_path}/{name}" for name in ("frames", "events", "acks")}
@@ -189,9 +192,8 @@ def test_decode_removes_its_ring_after_a_job_finished_or_cancelled(tmp_path, can
     def worker_and_track():
         pull, reader = sockets.connect(ctx, "frames", ends["frames"]), FrameReader()
         while len(seen) < 8 and pull.poll(1000):  # after a cancel, no more come
-            message = sockets.receive(pull, ("image",))
-            seen.append({"shm": "shm" in message, "readable": reader.pixels(message).shape == (48, 64, 3),
-                         "rings": own_rings()})
+            message = receive_image(pull, reader)
+            seen.append({"shm": "shm" in message, "shape": message["image"].shape, "rings": own_rings()})
             if cancel_after is None:
                 sockets.send(acks_out, messages.ack("j", message["index"] + 1, []))
         pull.close()
@@ -201,15 +203,31 @@ def test_decode_removes_its_ring_after_a_job_finished_or_cancelled(tmp_path, can
     cancelled = (lambda job: "cancelled" if len(seen) >= cancel_after else None) if cancel_after else lambda job: None
     try:
         decode.run_job(messages.job_request("j", str(clip)), frames,
-                       sockets.connect(ctx, "events", ends["events"]), None, False, logging.getLogger(),
+                       sockets.connect(ctx, "events", ends["events"]), None, False, logging.getLogger("posebus.test"),
                        acks=acks_in, max_in_flight=4, metrics=metrics, cancelled=cancelled, shm=True)
         helper.join(10)
         assert events_in.poll(1000) and sockets.receive(events_in, ("job_start",))
         assert events_in.poll(1000)
-        job_end = sockets.receive(events_in, ("job_end",))
+        return seen, sockets.receive(events_in, ("job_end",))
     finally:
         ctx.destroy(linger=0)
-    assert all(s["shm"] and s["readable"] for s in seen) and seen[0]["rings"] != []
+
+
+@pytest.mark.parametrize("cancel_after", [None, 3])
+def test_decode_removes_its_ring_after_a_job_finished_or_cancelled(tmp_path, cancel_after):
+    seen, job_end = decode_job(tmp_path, cancel_after)
+    assert all(s["shm"] and s["shape"] == (48, 64, 3) for s in seen) and seen[0]["rings"] != []
     assert len(seen) == 8 if cancel_after is None else cancel_after <= len(seen) < 8
     assert job_end["status"] == ("ok" if cancel_after is None else "error")
     assert own_rings() == []
+
+
+def test_without_room_in_shared_memory_decode_sends_raw_frames_and_says_so_once(tmp_path, monkeypatch, caplog):
+    def full(slots, slot_bytes):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(decode, "FrameRing", full)
+    seen, job_end = decode_job(tmp_path)
+    assert [s["shm"] for s in seen] == [False] * 8 and job_end["status"] == "ok"
+    assert all(s["shape"] == (48, 64, 3) for s in seen)
+    assert caplog.text.count("shared_memory_unavailable") == 1 and "No space left" in caplog.text
