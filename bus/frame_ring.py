@@ -10,6 +10,9 @@ read-only and wraps the slot in an ndarray without copying.
 A slot is given back (``release``) only when the track stage has acknowledged
 its frame, so the pixels stay put while any worker may still be sent them,
 resends included; decode's in-flight limit bounds how many slots are held.
+A slow worker may still be reading a frame that was sent again, done by another
+worker and acknowledged: its slot may then hold a newer frame, but the track stage
+keeps the first detections of a frame, made before the ack, and drops the rest.
 
 The file is created 0600 with ``O_EXCL`` under a random name: like the
 launcher's 0700 ipc folder, only the same user's processes can read it. A
