@@ -24,6 +24,9 @@ from pose.skeleton import CANONICAL_JOINTS
 
 SCHEMA = 1
 JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# A frame ring's file in /dev/shm (bus.frame_ring): ``posebus-<decode's pid>-<16 hex digits>``, no path.
+SHM_NAME = re.compile(r"^posebus-[0-9]{1,10}-[0-9a-f]{16}$")
+_MAX_IMAGE_BYTES = 8192 * 8192 * 3
 STATES = ("observed", "predicted", "interpolated", "held")
 
 _J = len(CANONICAL_JOINTS)
@@ -105,7 +108,11 @@ SPECS: dict[str, Struct] = {
     ),
     "image": Struct(
         {**_HEADER, "index": int, "pts_ms": float, "width": int, "height": int},
-        {"image": Array("|u1", (None, None, 3), max_items=8192 * 8192 * 3), "jpeg": bytes, **_TIMESTAMPS},
+        {"image": Array("|u1", (None, None, 3), max_items=_MAX_IMAGE_BYTES), "jpeg": bytes,
+         # The pixels, (height, width, 3) |u1, are at byte slot × slot_bytes of a frame ring (same host only).
+         "shm": Struct({"name": str, "slot": Between(int, 0, 1 << 20),
+                        "slot_bytes": Between(int, 1, _MAX_IMAGE_BYTES)}),
+         **_TIMESTAMPS},
     ),
     "detections": Struct(
         {**_HEADER, "index": int, "pts_ms": float, "people": ListOf(DETECTION, 1000)},
@@ -159,8 +166,11 @@ def validate(message: dict, expected: tuple[str, ...] | None = None) -> dict:
     check(message, SPECS[kind], kind)
     if "job" in SPECS[kind].required and not JOB_ID.match(message["job"]):
         raise SchemaError(f"{kind}.job {message['job']!r} is not a valid job id")
-    if kind == "image" and ("image" in message) == ("jpeg" in message):
-        raise SchemaError("image must carry exactly one of image or jpeg")
+    if kind == "image":
+        if sum(payload in message for payload in ("image", "jpeg", "shm")) != 1:
+            raise SchemaError("image must carry exactly one of image, jpeg or shm")
+        if "shm" in message and not SHM_NAME.match(message["shm"]["name"]):
+            raise SchemaError(f"image.shm.name {message['shm']['name']!r} is not a frame ring's name")
     return message
 
 
@@ -220,13 +230,16 @@ def job_end(job: str, frames: int, error: str | None = None) -> dict:
 
 
 def image(job: str, index: int, pts_ms: float, pixels: np.ndarray | None = None,
-          jpeg: bytes | None = None, width: int = 0, height: int = 0) -> dict:
+          jpeg: bytes | None = None, width: int = 0, height: int = 0, shm: dict | None = None) -> dict:
+    """The frame as ``pixels``, or its ``jpeg`` or ``shm`` reference (bus.frame_ring) with its size."""
     message = {**_header("image", job), "index": index, "pts_ms": float(pts_ms)}
     if pixels is not None:
         height, width = pixels.shape[:2]
         message["image"] = pixels
-    else:
+    elif jpeg is not None:
         message["jpeg"] = jpeg
+    else:
+        message["shm"] = shm
     return {**message, "width": int(width), "height": int(height)}
 
 

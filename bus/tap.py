@@ -36,7 +36,7 @@ def summary(message: dict) -> str:
         return f"{kind:10} {job} [{message['index']:5d}] {message['pts_ms']:9.1f} ms  {len(people)} people  {who}{extra}"
     if kind == "image":
         size = f"{message['width']}x{message['height']}"
-        payload = "jpeg" if "jpeg" in message else "raw"
+        payload = "jpeg" if "jpeg" in message else f"shm slot {message['shm']['slot']}" if "shm" in message else "raw"
         return f"{kind:10} {job} [{message['index']:5d}] {message['pts_ms']:9.1f} ms  {size} {payload}"
     fields = {k: v for k, v in message.items() if k not in ("type", "job", "schema") and not isinstance(v, np.ndarray)}
     return f"{kind:10} {job} {fields}"

@@ -113,7 +113,9 @@ class Pipeline:
                  *(["--overlay", str(a.overlay)] if a.overlay else [])]
         decode = ["-m", "stages.decode", "--frames", e["frames"], "--events", e["events"], "--jobs", e["jobs"],
                   "--acks", e["acks"], "--max-in-flight", str(MAX_IN_FLIGHT), "--max-side", str(a.max_side),
-                  *(["--jpeg", str(a.jpeg)] if a.jpeg else []), *(["--realtime"] if a.realtime else []),
+                  # Workers all on this host: frames go through shared memory (bus.frame_ring).
+                  *(["--jpeg", str(a.jpeg)] if a.jpeg else [] if self.remote else ["--shm"]),
+                  *(["--realtime"] if a.realtime else []),
                   *(["--record", str(a.record)] if a.record else [])]
         detect = ["-m", "stages.detect", "--frames", e["frames"], "--detections", e["detections"], *detector_argv(a)]
         # The links are ipc in a 0700 folder; only results (track) and, with --worker-links, frames (decode)

@@ -5,6 +5,8 @@ For each job it sends ``job_start`` to the track stage (events link), then one
 with the number of frames decoded. A source that cannot be opened or breaks
 mid-way ends its job with ``job_end`` status ``error``; the stage carries on.
 Frames larger than ``--max-side`` (or the job's ``max_side``) are downscaled first.
+Frames go as raw pixels, as JPEG (``--jpeg``: workers on other hosts) or, with
+``--shm``, in a frame ring in shared memory (bus.frame_ring: workers on this host).
 
     python -m stages.decode VIDEO            # one job, then exit
     python -m stages.decode                  # serve jobs from the jobs link
@@ -23,6 +25,7 @@ import zmq
 
 from bus import codec, messages, sockets
 from bus.events import event
+from bus.frame_ring import FrameRing, frame_bytes, remove_stale
 from bus.log import MessageLog
 from bus.metrics import StageMetrics
 from bus.schema import SchemaError
@@ -49,12 +52,13 @@ class InFlight:
     the gap and asks for them (at-least-once; it drops duplicates). Holding at
     most ``limit`` frames also keeps decode from running far ahead. While it waits
     for acks it goes on publishing ``metrics``: the launcher takes them as heartbeats.
+    A frame sent in ``ring`` keeps its slot until it is acknowledged.
     """
 
     def __init__(self, job: str, frames: zmq.Socket, acks: zmq.Socket | None, limit: int, log,
-                 metrics: StageMetrics, cancelled):
+                 metrics: StageMetrics, cancelled, ring: FrameRing | None = None):
         self.job, self.frames, self.acks, self.limit, self.log = job, frames, acks, limit, log
-        self.metrics, self.cancelled = metrics, cancelled
+        self.metrics, self.cancelled, self.ring = metrics, cancelled, ring
         self.unacked: dict[int, dict] = {}
 
     def add(self, index: int, message: dict) -> None:
@@ -78,7 +82,9 @@ class InFlight:
             if ack["job"] != self.job:
                 continue
             for index in [i for i in self.unacked if i < ack["upto"]]:
-                del self.unacked[index]
+                done = self.unacked.pop(index)
+                if "shm" in done:
+                    self.ring.release(done["shm"]["slot"])
             for index in ack["resend"]:
                 if index in self.unacked:
                     event(self.log, logging.INFO, "frame_resent", job=self.job, frame=index)
@@ -101,10 +107,33 @@ def send_event(events: zmq.Socket, message: dict, metrics: StageMetrics) -> None
     metrics.sent(message)
 
 
+def open_ring(job: str, slots: int, width: int, height: int, log) -> FrameRing | None:
+    """A frame ring for a job's frames, or None (they go as raw pixels) when shared memory has no room."""
+    try:
+        return FrameRing(slots, frame_bytes(height, width))
+    except OSError as exc:
+        event(log, logging.WARNING, "shared_memory_unavailable", job=job, error=exc, fallback="raw frames")
+        return None
+
+
+def image_message(job: str, index: int, pts_ms: float, image, jpeg_quality: int | None,
+                  ring: FrameRing | None) -> dict:
+    """The frame as JPEG, in a slot of ``ring``, or (no slot free, or no ring) as raw pixels."""
+    if jpeg_quality:
+        return messages.image(job, index, pts_ms, jpeg=encode_jpeg(image, jpeg_quality),
+                              width=image.shape[1], height=image.shape[0])
+    reference = ring.put(image) if ring else None
+    if reference:
+        return messages.image(job, index, pts_ms, shm=reference, width=image.shape[1], height=image.shape[0])
+    return messages.image(job, index, pts_ms, image)
+
+
 def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality: int | None,
             realtime: bool, log, record_dir: Path | None = None, acks: zmq.Socket | None = None,
             max_in_flight: int = 0, *, metrics: StageMetrics, cancelled=lambda job: None,
-            max_side: int = DEFAULT_MAX_SIDE) -> None:
+            max_side: int = DEFAULT_MAX_SIDE, shm: bool = False) -> None:
+    """Decode one job; ``shm`` (needs ``max_in_flight``: a slot is reused once its frame is
+    acknowledged) puts its frames in a frame ring, removed when the job is over."""
     job, options = request["job"], request.get("options", {})
     try:
         source = open_source(request["source"], fps=options.get("fps"))
@@ -121,40 +150,43 @@ def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality:
                                           info.frame_count, options=options, **downscaled), metrics)
     event(log, logging.INFO, "job_started", job=job, source=info.source, width=info.width, height=info.height,
           fps=info.fps, **downscaled)
+    ring = open_ring(job, max_in_flight, *detected, log) if shm and max_in_flight > 0 else None
     decoded, error, started = 0, None, time.monotonic()
     recording = MessageLog(record_dir / job / "frames.log") if record_dir else None
-    in_flight = InFlight(job, frames, acks if max_in_flight > 0 else None, max_in_flight, log, metrics, cancelled)
+    in_flight = InFlight(job, frames, acks if max_in_flight > 0 else None, max_in_flight, log, metrics, cancelled,
+                         ring)
     try:
-        for index, pts_ms, image in source:
-            error = cancelled(job)
-            if error:
-                break
-            if realtime:  # pace like a live camera
-                time.sleep(max(0.0, started + pts_ms / 1000.0 - time.monotonic()))
-            image = fit_within(image, max_side)
-            message = (messages.image(job, index, pts_ms, jpeg=encode_jpeg(image, jpeg_quality),
-                                      width=image.shape[1], height=image.shape[0])
-                       if jpeg_quality else messages.image(job, index, pts_ms, image))
-            message["timestamps"] = {"decoded": time.time()}
-            metrics.wait_writable(frames)  # every worker busy, or one restarting
-            sockets.send(frames, message)
-            in_flight.add(index, message)
+        try:
+            for index, pts_ms, image in source:
+                error = cancelled(job)
+                if error:
+                    break
+                if realtime:  # pace like a live camera
+                    time.sleep(max(0.0, started + pts_ms / 1000.0 - time.monotonic()))
+                image = fit_within(image, max_side)
+                message = image_message(job, index, pts_ms, image, jpeg_quality, ring)
+                message["timestamps"] = {"decoded": time.time()}
+                metrics.wait_writable(frames)  # every worker busy, or one restarting
+                sockets.send(frames, message)
+                in_flight.add(index, message)
+                if recording:
+                    recording.write(image_message(job, index, pts_ms, image, RECORD_JPEG_QUALITY, None))
+                decoded += 1
+                metrics.sent(message)
+                metrics.queue = (info.frame_count or decoded) - decoded  # frames of the job still to decode
+                metrics.publish()
+        except SourceError as exc:
+            error = str(exc)
+            event(log, logging.ERROR, "source_broke", job=job, frame=decoded, error=exc)
+        finally:
+            metrics.queue = 0
             if recording:
-                recording.write(messages.image(job, index, pts_ms, jpeg=encode_jpeg(image, RECORD_JPEG_QUALITY),
-                                               width=image.shape[1], height=image.shape[0]))
-            decoded += 1
-            metrics.sent(message)
-            metrics.queue = (info.frame_count or decoded) - decoded  # frames of the job still to decode
-            metrics.publish()
-    except SourceError as exc:
-        error = str(exc)
-        event(log, logging.ERROR, "source_broke", job=job, frame=decoded, error=exc)
+                recording.close()
+        send_event(events, messages.job_end(job, decoded, error), metrics)
+        in_flight.drain(ACK_TIMEOUT_S)
     finally:
-        metrics.queue = 0
-        if recording:
-            recording.close()
-    send_event(events, messages.job_end(job, decoded, error), metrics)
-    in_flight.drain(ACK_TIMEOUT_S)
+        if ring:  # also when interrupted: the file would outlive decode
+            ring.close()
     event(log, logging.INFO, "job_decoded", job=job, frames=decoded)
 
 
@@ -211,8 +243,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("source", nargs="?", help="video file, image folder, camera index or stream URL")
     parser.add_argument("--job", help="job id for SOURCE (default: random)")
     parser.add_argument("--fps", type=float, help="frame rate for image folders and streams")
-    parser.add_argument("--jpeg", type=int, metavar="QUALITY",
-                        help="send JPEG instead of raw pixels (for workers on other hosts)")
+    payload = parser.add_mutually_exclusive_group()
+    payload.add_argument("--jpeg", type=int, metavar="QUALITY",
+                         help="send JPEG instead of raw pixels (for workers on other hosts)")
+    payload.add_argument("--shm", action="store_true",
+                         help="put raw frames in shared memory (/dev/shm) and send workers only where they are: every "
+                              "worker must run on this host as this user; needs --max-in-flight (the launcher's "
+                              "default)")
     parser.add_argument("--realtime", action="store_true", help="pace frames at the source's frame rate")
     parser.add_argument("--record", type=Path, metavar="DIR", help="save each job's frames to DIR/<job>/frames.log")
     parser.add_argument("--max-in-flight", type=int, default=0, metavar="N",
@@ -227,7 +264,11 @@ def main(argv: list[str] | None = None) -> None:
     runtime.add_metrics_flags(parser)
     runtime.log_level_flag(parser)
     args = parser.parse_args(argv)
+    if args.shm and (not args.max_in_flight or args.remote_frames):
+        parser.error("--shm needs --max-in-flight, and workers on this host only (no --remote-frames)")
     log = runtime.start("decode", args.log_level)
+    for name in remove_stale():
+        event(log, logging.INFO, "stale_frame_ring_removed", name=name)
 
     ctx = zmq.Context()
     security = runtime.security_from_args(args)
@@ -241,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
             options = {"fps": args.fps} if args.fps else {}
             request = messages.job_request(args.job or uuid.uuid4().hex[:12], args.source, options)
             run_job(request, frames, events, args.jpeg, args.realtime, log, args.record, acks, args.max_in_flight,
-                    metrics=metrics, max_side=args.max_side)
+                    metrics=metrics, max_side=args.max_side, shm=args.shm)
             return
         queue = JobQueue(sockets.connect(ctx, "jobs", args.jobs, security=security), events, bad)
         while True:
@@ -251,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             metrics.received()
             run_job(request, frames, events, args.jpeg, args.realtime, log, args.record, acks, args.max_in_flight,
-                    metrics=metrics, cancelled=queue.cancelled, max_side=args.max_side)
+                    metrics=metrics, cancelled=queue.cancelled, max_side=args.max_side, shm=args.shm)
     except KeyboardInterrupt:
         pass
     finally:

@@ -23,6 +23,7 @@ import zmq
 import detectors
 from bus import messages, sockets
 from bus.events import event
+from bus.frame_ring import FrameReader
 from bus.log import read, write_all
 from bus.tap import summary
 from detectors.base import FrameImage
@@ -42,13 +43,23 @@ def frame_image(message: dict) -> FrameImage:
     return FrameImage(message["job"], message["index"], message["pts_ms"], pixels)
 
 
-def receive_batch(frames: zmq.Socket, size: int, bad: sockets.Counter, timeout_ms: int | None = None) -> list[dict]:
+def receive_image(frames: zmq.Socket, shared: FrameReader) -> dict:
+    """One ``image`` message; a frame sent in shared memory comes with its pixels as ``image`` too
+    (a read-only view of the slot). Raises ValueError for a malformed message or reference."""
+    message = sockets.receive(frames, ("image",))
+    if "shm" in message:
+        message["image"] = shared.pixels(message)
+    return message
+
+
+def receive_batch(frames: zmq.Socket, size: int, bad: sockets.Counter, shared: FrameReader,
+                  timeout_ms: int | None = None) -> list[dict]:
     """Wait up to ``timeout_ms`` (None: for ever) for one frame, then take up to ``size - 1`` more that
     are already waiting; an empty batch when none came in time."""
     batch: list[dict] = []
     while len(batch) < size and frames.poll(0 if batch else timeout_ms):
         try:
-            batch.append(sockets.receive(frames, ("image",)))
+            batch.append(receive_image(frames, shared))
         except ValueError as exc:
             bad.drop(exc)
     return batch
@@ -151,10 +162,13 @@ def main(argv: list[str] | None = None) -> None:
     results = sockets.connect(ctx, "detections", args.detections, security=security)
     bad = sockets.Counter("detect")
     metrics = runtime.start_metrics(ctx, args, "detect", bad, security)
+    shared = FrameReader()
     event(log, logging.INFO, "worker_ready", worker=worker, detector=args.detector)
     try:
         while True:
-            batch = receive_batch(frames, args.batch, bad, metrics.timeout_ms())  # wakes up to publish metrics
+            batch = receive_batch(frames, args.batch, bad, shared, metrics.timeout_ms())  # wakes to publish metrics
+            if not batch:  # idle: unmap the frame rings of jobs that have ended
+                shared.prune()
             metrics.received(len(batch))
             metrics.queue = len(batch)  # more than 1: frames were waiting for this worker
             for reply in detect_batch(detector, batch, worker, log):

@@ -23,6 +23,8 @@ def valid_messages() -> list[dict]:
         messages.image("j1", 0, 0.0, np.zeros((4, 6, 3), np.uint8)),
         messages.image("j1", 1, 33.3, np.zeros((90, 160, 3), np.uint8)),  # out of band
         messages.image("j1", 2, 66.6, jpeg=b"\xff\xd8\xff\xd9", width=6, height=4),
+        messages.image("j1", 3, 99.9, shm={"name": "posebus-1-0123456789abcdef", "slot": 1, "slot_bytes": 72},
+                       width=6, height=4),
         messages.detections("j1", 3, 100.0, [detection()], worker="host:1"),
         messages.detections("j1", 4, 133.3, [], error="detector failed"),
         messages.frame("j1", 3, 100.0, [person]),

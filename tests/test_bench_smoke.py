@@ -13,4 +13,4 @@ def test_transport_bench_moves_frames_over_every_variant():
     section = transport.report(hops, trials, quiet, rounds=1, frames=3)
     assert [hop.name for hop in hops] == list(trials)
     assert all(len(t) == 1 and t[0][0] > 0 for t in trials.values())
-    assert section.count("\n| bus, ") == 4 and transport.HTTP in section
+    assert section.count("\n| bus, ") == 6 and transport.HTTP in section

@@ -23,6 +23,8 @@ def test_every_builder_produces_a_valid_message():
         messages.job_start("j1", "clip.mp4", 29.97, 640, 360, 131),
         messages.image("j1", 0, 0.0, np.zeros((4, 6, 3), np.uint8)),
         messages.image("j1", 0, 0.0, jpeg=b"\xff\xd8", width=6, height=4),
+        messages.image("j1", 0, 0.0, shm={"name": "posebus-1-0123456789abcdef", "slot": 0, "slot_bytes": 72},
+                       width=6, height=4),
         messages.detections("j1", 3, 100.0, [detection()]),
         messages.frame("j1", 3, 100.0, [messages.person(1, "observed", 0.9, 0, detection())]),
         messages.job_end("j1", 131),

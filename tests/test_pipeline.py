@@ -91,6 +91,8 @@ def test_sigint_mid_job_stops_every_stage(endpoint):
     command_line = Path(f"/proc/{stages[0]}/cmdline").read_bytes().decode()
     ipc_folder = Path(re.search(r"ipc://(/[^\x00]*)/\w+", command_line).group(1))
     assert ipc_folder.is_dir()
+    frame_rings = [ring for pid in stages for ring in Path("/dev/shm").glob(f"posebus-{pid}-*")]
+    assert len(frame_rings) == 1  # decode's, for this job: local workers read frames in shared memory
     process.send_signal(signal.SIGINT)
     started = time.monotonic()
     process.wait(10)
@@ -98,6 +100,7 @@ def test_sigint_mid_job_stops_every_stage(endpoint):
     assert process.returncode == 130
     assert not [pid for pid in stages if alive(pid)]
     assert not ipc_folder.exists()
+    assert not frame_rings[0].exists()
 
 
 def test_launcher_killed_outright_takes_its_stages_along(endpoint):
