@@ -113,6 +113,8 @@ class Pipeline:
                  *(["--overlay", str(a.overlay)] if a.overlay else [])]
         decode = ["-m", "stages.decode", "--frames", e["frames"], "--events", e["events"], "--jobs", e["jobs"],
                   "--acks", e["acks"], "--max-in-flight", str(MAX_IN_FLIGHT), "--max-side", str(a.max_side),
+                  # By then a worker that went silent holding the frames has been replaced.
+                  *(["--resend-after", str(a.heartbeat_timeout)] if a.heartbeat_timeout else []),
                   # Workers all on this host: frames go through shared memory (bus.frame_ring).
                   *(["--jpeg", str(a.jpeg)] if a.jpeg else [] if self.remote else ["--shm"]),
                   *(["--realtime"] if a.realtime else []),

@@ -42,6 +42,10 @@ def encode_jpeg(image, quality: int) -> bytes:
 
 RECORD_JPEG_QUALITY = 90  # recordings keep frames as JPEG: ~20x smaller than raw pixels
 ACK_WAIT_MS = 100
+# A full window with no ack for this long (or 4× the longest gap between acks so far, if longer) is
+# sent again: the launcher passes its heartbeat timeout, past which a silent worker has been replaced.
+RESEND_WINDOW_AFTER_S = 30.0
+RESEND_WINDOW_AFTER_GAPS = 4
 ACK_TIMEOUT_S = 60.0  # give up on acknowledgements after this long without any (the track stage is gone)
 
 
@@ -53,13 +57,21 @@ class InFlight:
     most ``limit`` frames also keeps decode from running far ahead. While it waits
     for acks it goes on publishing ``metrics``: the launcher takes them as heartbeats.
     A frame sent in ``ring`` keeps its slot until it is acknowledged.
+
+    When the only worker dies holding every frame of a full window, the track stage sees no
+    gap (no later frame comes) and decode has nothing more to send: after ``resend_after_s``
+    without an ack, decode sends the whole window again.
     """
 
     def __init__(self, job: str, frames: zmq.Socket, acks: zmq.Socket | None, limit: int, log,
-                 metrics: StageMetrics, cancelled, ring: FrameRing | None = None):
+                 metrics: StageMetrics, cancelled, ring: FrameRing | None = None,
+                 resend_after_s: float = RESEND_WINDOW_AFTER_S):
         self.job, self.frames, self.acks, self.limit, self.log = job, frames, acks, limit, log
         self.metrics, self.cancelled, self.ring = metrics, cancelled, ring
         self.unacked: dict[int, dict] = {}
+        self.resend_after_s = resend_after_s
+        self.last_ack = time.monotonic()
+        self.longest_ack_gap = 0.0
 
     def add(self, index: int, message: dict) -> None:
         if self.acks is not None:
@@ -67,7 +79,23 @@ class InFlight:
             # A cancelled job's acks may never come: the track stage that had its frames may be gone.
             while len(self.unacked) >= self.limit and not self.cancelled(self.job):
                 self.metrics.publish()
-                self.handle_acks(ACK_WAIT_MS)
+                if not self.handle_acks(ACK_WAIT_MS):
+                    self.resend_if_forgotten()
+
+    def resend_if_forgotten(self) -> None:
+        """Send every unacknowledged frame again once the acks have been silent for too long."""
+        silent = time.monotonic() - self.last_ack
+        if silent < max(self.resend_after_s, RESEND_WINDOW_AFTER_GAPS * self.longest_ack_gap):
+            return
+        event(self.log, logging.WARNING, "window_resent", job=self.job, frames=len(self.unacked),
+              no_ack_for_s=round(silent, 1))
+        for index in sorted(self.unacked):
+            self.resend(index)
+        self.last_ack = time.monotonic()
+
+    def resend(self, index: int) -> None:
+        self.metrics.wait_writable(self.frames)
+        sockets.send(self.frames, self.unacked[index])
 
     def handle_acks(self, timeout_ms: int = 0) -> bool:
         """Apply the acks that arrive within ``timeout_ms``; False if none came."""
@@ -81,6 +109,8 @@ class InFlight:
                 continue
             if ack["job"] != self.job:
                 continue
+            now = time.monotonic()
+            self.longest_ack_gap, self.last_ack = max(self.longest_ack_gap, now - self.last_ack), now
             for index in [i for i in self.unacked if i < ack["upto"]]:
                 done = self.unacked.pop(index)
                 if "shm" in done:
@@ -88,8 +118,7 @@ class InFlight:
             for index in ack["resend"]:
                 if index in self.unacked:
                     event(self.log, logging.INFO, "frame_resent", job=self.job, frame=index)
-                    self.metrics.wait_writable(self.frames)
-                    sockets.send(self.frames, self.unacked[index])
+                    self.resend(index)
         return True
 
     def drain(self, timeout_s: float) -> None:
@@ -131,7 +160,8 @@ def image_message(job: str, index: int, pts_ms: float, image, jpeg_quality: int 
 def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality: int | None,
             realtime: bool, log, record_dir: Path | None = None, acks: zmq.Socket | None = None,
             max_in_flight: int = 0, *, metrics: StageMetrics, cancelled=lambda job: None,
-            max_side: int = DEFAULT_MAX_SIDE, shm: bool = False) -> None:
+            max_side: int = DEFAULT_MAX_SIDE, shm: bool = False,
+            resend_after_s: float = RESEND_WINDOW_AFTER_S) -> None:
     """Decode one job; ``shm`` (needs ``max_in_flight``: a slot is reused once its frame is
     acknowledged) puts its frames in a frame ring, removed when the job is over."""
     job, options = request["job"], request.get("options", {})
@@ -154,7 +184,7 @@ def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality:
     decoded, error, started = 0, None, time.monotonic()
     recording = MessageLog(record_dir / job / "frames.log") if record_dir else None
     in_flight = InFlight(job, frames, acks if max_in_flight > 0 else None, max_in_flight, log, metrics, cancelled,
-                         ring)
+                         ring, resend_after_s)
     try:
         try:
             for index, pts_ms, image in source:
@@ -255,6 +285,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-in-flight", type=int, default=0, metavar="N",
                         help="keep up to N frames until the track stage acknowledges them, resending lost ones "
                              "(the launcher uses 32; 0: off, for running decode alone)")
+    parser.add_argument("--resend-after", type=float, default=RESEND_WINDOW_AFTER_S, metavar="S",
+                        help="send a full window of unacknowledged frames again after S seconds without an ack "
+                             f"(default {RESEND_WINDOW_AFTER_S:.0f}; the launcher passes its heartbeat timeout)")
     parser.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, metavar="PX",
                         help="downscale frames whose longer side exceeds PX (INTER_AREA, aspect kept); results "
                              f"are mapped back to the source's pixels (default {DEFAULT_MAX_SIDE})")
@@ -282,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
             options = {"fps": args.fps} if args.fps else {}
             request = messages.job_request(args.job or uuid.uuid4().hex[:12], args.source, options)
             run_job(request, frames, events, args.jpeg, args.realtime, log, args.record, acks, args.max_in_flight,
-                    metrics=metrics, max_side=args.max_side, shm=args.shm)
+                    metrics=metrics, max_side=args.max_side, shm=args.shm, resend_after_s=args.resend_after)
             return
         queue = JobQueue(sockets.connect(ctx, "jobs", args.jobs, security=security), events, bad)
         while True:
@@ -292,7 +325,8 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             metrics.received()
             run_job(request, frames, events, args.jpeg, args.realtime, log, args.record, acks, args.max_in_flight,
-                    metrics=metrics, cancelled=queue.cancelled, max_side=args.max_side, shm=args.shm)
+                    metrics=metrics, cancelled=queue.cancelled, max_side=args.max_side, shm=args.shm,
+                    resend_after_s=args.resend_after)
     except KeyboardInterrupt:
         pass
     finally:

@@ -72,7 +72,7 @@ class Delivery:
         first = self.reorder.next_index(job.id)
         waiting = self.reorder.last_waiting(job.id)
         stop = job.end["frames"] if job.end is not None else (waiting + 1 if waiting is not None else first)
-        if job.tracker is None or job.start is None or first >= stop:
+        if job.start is None or first >= stop:
             return False
         now = time.monotonic()
         wait_s = max(RESEND_AFTER_MIN_S, RESEND_AFTER_LATENCIES * job.detection_latency)

@@ -239,7 +239,8 @@ class TrackStage:
             self.reorder.forget(job.id)
             return True
         first = self.reorder.peek(job.id, 0)
-        if job.start is None or (first is None and job.end is None):
+        # Frame 0 comes even after job_end (decode runs ahead of the workers), or is published as failed.
+        if job.start is None or (first is None and (job.end is None or job.end["frames"] > 0)):
             return False
         options = {**vars(self.args), **job.start.get("options", {})}
         job.tracker = make_tracker(options["tracker"], options)
