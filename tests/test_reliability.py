@@ -204,6 +204,16 @@ def test_a_stopped_worker_is_killed_and_replaced_and_the_job_loses_no_frame(endp
     assert re.search(killed, (tmp_path / "stderr").read_text())
 
 
+def stop_within(server: subprocess.Popen, seconds: float, stderr: Path) -> None:
+    """Wait for a launcher told to stop; if it does not, kill it and show what it last said."""
+    try:
+        server.wait(seconds)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        tail = stderr.read_text()[-3000:]
+        raise AssertionError(f"the launcher did not stop within {seconds} s; its stderr ends:\n{tail}") from None
+
+
 def test_a_stopped_track_stage_fails_its_job_with_a_clear_error_and_serve_runs_the_next(endpoint, tmp_path):
     import cv2
 
@@ -213,9 +223,10 @@ def test_a_stopped_track_stage_fails_its_job_with_a_clear_error_and_serve_runs_t
     for i in range(5):
         cv2.imwrite(str(folder / f"{i}.jpg"), capture.read()[1])
     control_endpoint = f"tcp://127.0.0.1:{free_port()}"
-    server = subprocess.Popen([sys.executable, "launch.py", "serve", "--results", endpoint, "--control",
-                               control_endpoint, "--heartbeat-timeout", "5", "--wait-subscribers", "1",
-                               "--job-log", str(tmp_path)], cwd=ROOT, stderr=subprocess.DEVNULL)
+    with open(tmp_path / "stderr", "w") as stderr:
+        server = subprocess.Popen([sys.executable, "launch.py", "serve", "--results", endpoint, "--control",
+                                   control_endpoint, "--heartbeat-timeout", "5", "--wait-subscribers", "1",
+                                   "--job-log", str(tmp_path)], cwd=ROOT, stderr=stderr)
     control = Control(control_endpoint, timeout_ms=20_000)
     collector = Collector(endpoint, jobs=2)
     collector.start()
@@ -232,7 +243,7 @@ def test_a_stopped_track_stage_fails_its_job_with_a_clear_error_and_serve_runs_t
     finally:
         control.close()
         server.send_signal(signal.SIGINT)
-        server.wait(20)
+        stop_within(server, 30, tmp_path / "stderr")
     error = re.fullmatch(r"stage stopped: track \(no heartbeat for \d+ s\)", stopped["error"] or "")
     assert stopped["state"] == "failed" and error, stopped
     ends = [m for m in published if m["type"] == "job_end"]
