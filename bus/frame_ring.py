@@ -46,6 +46,17 @@ def frame_bytes(height: int, width: int) -> int:
     return height * width * CHANNELS
 
 
+def slots_that_fit(wanted: int, slot_bytes: int, free_bytes: int, share: float = 0.5) -> int:
+    """How many of ``wanted`` slots a ring takes from ``free_bytes`` of room, using at most ``share``
+    of it: a small /dev/shm (Docker gives 64 MB) gets a smaller ring, the other frames go raw."""
+    return min(wanted, int(free_bytes * share) // slot_bytes)
+
+
+def free_bytes(folder: Path = FOLDER) -> int:
+    room = os.statvfs(folder)
+    return room.f_bavail * room.f_frsize
+
+
 class FrameRing:
     """The writing end (decode): ``slots`` frame slots of ``slot_bytes`` in one new file of ``folder``.
 

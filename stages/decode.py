@@ -14,10 +14,11 @@ Frames go as raw pixels, as JPEG (``--jpeg``: workers on other hosts) or, with
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
-from collections import deque
 import time
 import uuid
+from collections import deque
 from pathlib import Path
 
 import cv2
@@ -25,7 +26,7 @@ import zmq
 
 from bus import codec, messages, sockets
 from bus.events import event
-from bus.frame_ring import FrameRing, frame_bytes, remove_stale
+from bus.frame_ring import FrameRing, frame_bytes, free_bytes, remove_stale, slots_that_fit
 from bus.log import MessageLog
 from bus.metrics import StageMetrics
 from bus.schema import SchemaError
@@ -42,6 +43,7 @@ def encode_jpeg(image, quality: int) -> bytes:
 
 RECORD_JPEG_QUALITY = 90  # recordings keep frames as JPEG: ~20x smaller than raw pixels
 ACK_WAIT_MS = 100
+MIN_RING_SLOTS = 2  # fewer and most frames would go raw anyway
 # A full window with no ack for this long (or 4× the longest gap between acks so far, if longer) is
 # sent again: the launcher passes its heartbeat timeout, past which a silent worker has been replaced.
 RESEND_WINDOW_AFTER_S = 30.0
@@ -137,12 +139,20 @@ def send_event(events: zmq.Socket, message: dict, metrics: StageMetrics) -> None
 
 
 def open_ring(job: str, slots: int, width: int, height: int, log) -> FrameRing | None:
-    """A frame ring for a job's frames, or None (they go as raw pixels) when shared memory has no room."""
+    """A frame ring for a job's frames, as many slots as shared memory has room for (the frames
+    that find no free slot go as raw pixels), or None when it has room for fewer than two."""
+    slot_bytes = frame_bytes(height, width)
     try:
-        return FrameRing(slots, frame_bytes(height, width))
+        fitting = slots_that_fit(slots, slot_bytes, free_bytes())
+        if fitting < MIN_RING_SLOTS:
+            raise OSError(errno.ENOSPC, f"/dev/shm has room for {fitting} frame(s) of {slot_bytes} bytes")
+        ring = FrameRing(fitting, slot_bytes)
     except OSError as exc:
         event(log, logging.WARNING, "shared_memory_unavailable", job=job, error=exc, fallback="raw frames")
         return None
+    if fitting < slots:
+        event(log, logging.INFO, "small_frame_ring", job=job, slots=fitting, wanted=slots)
+    return ring
 
 
 def image_message(job: str, index: int, pts_ms: float, image, jpeg_quality: int | None,

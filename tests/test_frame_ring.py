@@ -11,7 +11,7 @@ import pytest
 import zmq
 
 from bus import codec, messages, sockets
-from bus.frame_ring import FOLDER, BadReference, FrameReader, FrameRing, frame_bytes, remove_stale
+from bus.frame_ring import FOLDER, BadReference, FrameReader, FrameRing, frame_bytes, remove_stale, slots_that_fit
 from bus.metrics import StageMetrics
 from bus.schema import SchemaError
 from clips import write_clip
@@ -231,3 +231,23 @@ def test_without_room_in_shared_memory_decode_sends_raw_frames_and_says_so_once(
     assert [s["shm"] for s in seen] == [False] * 8 and job_end["status"] == "ok"
     assert all(s["shape"] == (48, 64, 3) for s in seen)
     assert caplog.text.count("shared_memory_unavailable") == 1 and "No space left" in caplog.text
+
+
+def test_a_ring_takes_at_most_half_the_room_left():
+    frame_1080p = frame_bytes(1088, 1920)
+    assert slots_that_fit(32, frame_1080p, 24 * 2**30) == 32
+    assert slots_that_fit(32, frame_1080p, 64 * 2**20) == 5  # Docker's default /dev/shm
+    assert slots_that_fit(32, frame_1080p, 0) == 0
+
+
+@pytest.mark.parametrize("room_in_slots, ring_slots", [(5, 2), (3, None)])
+def test_a_small_shared_memory_gets_a_smaller_ring_or_none(tmp_path, monkeypatch, caplog, room_in_slots,
+                                                           ring_slots):
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(decode, "free_bytes", lambda: room_in_slots * frame_bytes(48, 64))
+    seen, job_end = decode_job(tmp_path)
+    assert len(seen) == 8 and job_end["status"] == "ok" and all(s["shape"] == (48, 64, 3) for s in seen)
+    if ring_slots is None:  # room for one slot: not worth a ring
+        assert not any(s["shm"] for s in seen) and "shared_memory_unavailable" in caplog.text
+    else:
+        assert seen[0]["shm"] and f"event=small_frame_ring job=j slots={ring_slots} wanted=4" in caplog.text
