@@ -184,6 +184,15 @@ def free_endpoint() -> str:
         return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
+def stop_watching(ctx: zmq.Context, *watchers: Sampler | ResultReader) -> None:
+    """Stop and join the bench's threads, then its sockets."""
+    for watcher in watchers:
+        watcher.stop.set()
+    for watcher in watchers:
+        watcher.join()
+    ctx.destroy(linger=0)
+
+
 def rss_table(samples: list[Sample], end_label: str) -> str:
     """Per stage: RSS at warm-up, at the end, the peak, and growth from warm-up to peak."""
     warm = next((s for s in samples if s.frame >= WARM_UP_FRAME), samples[0])
@@ -217,9 +226,7 @@ def long_job(video: Path) -> str:
         stderr = launcher.stderr.read()
         launcher.wait()
     wall = time.monotonic() - started
-    sampler.stop.set(), reader.stop.set()
-    sampler.join(), reader.join()
-    ctx.destroy(linger=0)
+    stop_watching(ctx, sampler, reader)
     return (f"## Long job: {LONG_FRAMES} frames, {SIZE[0]}×{SIZE[1]} MJPG, BlazePose (video mode), 1 worker\n\n"
             + run_summary(launcher, stderr, reader, wall, len(sampler.samples)) + f"{reader.summary()}\n\n"
             + rss_table(sampler.samples, "at the end")
@@ -314,9 +321,7 @@ def stalled_subscriber(video: Path) -> str:
         stderr = launcher.stderr.read()
         launcher.wait()
     wall = time.monotonic() - started
-    sampler.stop.set(), reader.stop.set()
-    sampler.join(), reader.join()
-    ctx.destroy(linger=0)
+    stop_watching(ctx, sampler, reader)
     samples = sampler.samples
     track_before = at_frame(samples, queueing_from).rss["track"]
     track_peak = max(s.rss["track"] for s in samples if s.frame >= queueing_from and "track" in s.rss)

@@ -6,7 +6,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -55,38 +57,35 @@ def test_kill_9_of_a_worker_loses_no_frame(endpoint, run):
 
 def test_a_frame_never_detected_is_published_as_failed_after_bounded_tries(tmp_path):
     """The track stage alone, fed every detection but frame 3's, and no decode to resend it."""
-    ends = {name: f"ipc://{tmp_path}/{name}" for name in ("detections", "events", "acks", "history")}
-    results = f"tcp://127.0.0.1:{free_port()}"
-    track = subprocess.Popen([sys.executable, "-m", "stages.track", "--results", results, "--job-log", str(tmp_path),
-                              *[arg for name, ep in ends.items() for arg in (f"--{name}", ep)],
-                              "--log-level", "error"], cwd=ROOT)
-    collector = Collector(results, timeout_ms=60_000)
-    collector.start()
-    ctx = zmq.Context()
-    events = sockets.connect(ctx, "events", ends["events"])
-    detections = sockets.connect(ctx, "detections", ends["detections"])
-    try:
-        time.sleep(0.5)
-        sockets.send(events, messages.job_start("j", "clip", 30.0, 64, 48, 6))
+    with track_stage_alone(tmp_path) as track:
+        collector = Collector(track.results, timeout_ms=60_000)
+        collector.start()
+        time.sleep(0.5)  # the subscription reaches the XPUB
+        sockets.send(track.events, messages.job_start("j", "clip", 30.0, 64, 48, 6))
         for index in (0, 1, 2, 4, 5):
-            sockets.send(detections, messages.detections("j", index, index * 33.3, []))
-        sockets.send(events, messages.job_end("j", 6))
+            track.detected(index, time.time())
+        sockets.send(track.events, messages.job_end("j", 6))
         published = collector.result(60)
-    finally:
-        track.send_signal(signal.SIGTERM)
-        track.wait(10)
-        ctx.destroy(linger=0)
     frames = [m for m in published if m["type"] == "frame"]
     assert [f["index"] for f in frames] == list(range(6))
     assert [f["detection_failed"] for f in frames] == [False, False, False, True, False, False]
     assert published[-1]["status"] == "ok"
 
 
+@dataclass
+class TrackAlone:
+    results: str  # the stage's results endpoint
+    events: zmq.Socket  # job_start / job_end to it
+    detected: Callable[[int, float], None]  # (index, decode time): an empty detection of job "j"
+    next_resend: Callable[[float], list[int] | None]  # the next resend request within a timeout, if any
+
+
 @contextmanager
 def track_stage_alone(tmp_path):
-    """A track stage on ipc links; yields send_detection(index, decoded), next_resend(timeout_s) and events."""
+    """A track stage on ipc links, with the test standing in for decode and the workers."""
     ends = {name: f"ipc://{tmp_path}/{name}" for name in ("detections", "events", "acks", "history")}
-    track = subprocess.Popen([sys.executable, "-m", "stages.track", "--results", f"tcp://127.0.0.1:{free_port()}",
+    results = f"tcp://127.0.0.1:{free_port()}"
+    track = subprocess.Popen([sys.executable, "-m", "stages.track", "--results", results,
                               "--job-log", str(tmp_path), "--log-level", "error",
                               *[arg for name, ep in ends.items() for arg in (f"--{name}", ep)]], cwd=ROOT)
     ctx = zmq.Context()
@@ -109,7 +108,7 @@ def track_stage_alone(tmp_path):
 
     try:
         time.sleep(0.5)
-        yield detected, next_resend, events
+        yield TrackAlone(results, events, detected, next_resend)
     finally:
         track.send_signal(signal.SIGTERM)
         track.wait(10)
@@ -119,12 +118,12 @@ def track_stage_alone(tmp_path):
 def test_a_frame_a_dead_worker_held_is_asked_for_while_the_other_workers_go_on(tmp_path):
     """Frame 2 never comes while frames after it keep coming: waiting for silence would wait as long as
     the job lasts (decode's in-flight window), so the frame is asked for on its own."""
-    with track_stage_alone(tmp_path) as (detected, next_resend, events):
-        sockets.send(events, messages.job_start("j", "clip", 30.0, 64, 48, 200))
+    with track_stage_alone(tmp_path) as track:
+        sockets.send(track.events, messages.job_start("j", "clip", 30.0, 64, 48, 200))
         asked, index = None, 0
         for index in [0, 1, *range(3, 200)]:
-            detected(index, time.time())
-            if (asked := next_resend(0.1)) is not None:
+            track.detected(index, time.time())
+            if (asked := track.next_resend(0.1)) is not None:
                 break
     assert asked == [2] and index < 199  # asked while the others still came
 
@@ -132,14 +131,14 @@ def test_a_frame_a_dead_worker_held_is_asked_for_while_the_other_workers_go_on(t
 def test_a_late_resent_frame_does_not_put_off_asking_for_the_next(tmp_path):
     """A resent frame keeps its first decode time; taken as the detection latency it would make the track
     stage wait 4 x that long before asking again (here a minute-old frame: 24 s instead of 2 s)."""
-    with track_stage_alone(tmp_path) as (detected, next_resend, events):
-        sockets.send(events, messages.job_start("j", "clip", 30.0, 64, 48, 6))
+    with track_stage_alone(tmp_path) as track:
+        sockets.send(track.events, messages.job_start("j", "clip", 30.0, 64, 48, 6))
         for index in (0, 1, 4, 5):
-            detected(index, time.time())
-        sockets.send(events, messages.job_end("j", 6))
-        assert next_resend(15) == [2, 3]
-        detected(2, time.time() - 60)  # decode resent it as it first sent it, a minute ago
-        assert next_resend(12) == [3]
+            track.detected(index, time.time())
+        sockets.send(track.events, messages.job_end("j", 6))
+        assert track.next_resend(15) == [2, 3]
+        track.detected(2, time.time() - 60)  # decode resent it as it first sent it, a minute ago
+        assert track.next_resend(12) == [3]
 
 
 def test_overdue_stages_are_those_silent_past_the_timeout_or_past_start_up_without_any_heartbeat():
