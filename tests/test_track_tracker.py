@@ -51,7 +51,8 @@ def test_gap_beyond_the_window_is_predicted_causally():
     assert np.all(np.diff(predicted_x) > 0)  # keeps moving right
     assert np.all(np.diff([f.people[0].confidence for f in out[9:15]]) < 0)  # and grows less sure
     last_seen_3d = out[9].people[0].detection.keypoints_3d
-    assert all(np.array_equal(f.people[0].detection.keypoints_3d, last_seen_3d) for f in out[10:15])  # depth noise held
+    # the body is not moved in 3D (depth noise), and a pose that never changed is not replayed into one that does
+    assert all(np.allclose(f.people[0].detection.keypoints_3d, last_seen_3d, atol=1e-5) for f in out[10:15])
 
 
 def test_confirmation_back_fills_first_frames_inside_the_window():

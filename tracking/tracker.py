@@ -65,15 +65,16 @@ from scipy.optimize import linear_sum_assignment
 
 from pose.detection import Detection, FrameDetections
 from tracking.distances import CombinedDistance, DistanceFunction
-from tracking.fields import Fields, blend, from_fields, to_fields
+from tracking.fields import RECALLED_FIELDS, Fields, blend, from_fields, to_fields
 from tracking.iou import iou_matrix
-from tracking.motion import ConstantVelocity, MotionModel
+from tracking.motion import MotionMatching, MotionModel
 from tracking.smoothing import OneEuro, OneEuroFilter, smooth_together
 from tracking.types import TrackedFrame, TrackedPerson, TrackEvent
 
 # Association predicts only where the box will be: extrapolating per-joint poses or noisy
 # depths over a gap adds noise (measured on bench.scenes); pose and depth come from the last observation.
 _ASSOCIATION_FIELDS = ("bbox",)
+_RECALLED = frozenset(RECALLED_FIELDS)
 _APPEARANCE_MEMORY = 0.9  # weight of the past in a track's running appearance
 _DEFAULT_FRAME_S = 1 / 30  # dt for smoothing when timestamps do not advance
 
@@ -81,8 +82,12 @@ _DEFAULT_FRAME_S = 1 / 30  # dt for smoothing when timestamps do not advance
 @dataclass
 class _Observation:
     index: int
-    detection: Detection
+    detection: Detection | None  # None once recalled()
     fields: Fields
+
+    def recalled(self) -> _Observation:
+        """What a track keeps once the observation is older than its working window (``RECALLED_FIELDS``)."""
+        return _Observation(self.index, None, {k: self.fields[k] for k in RECALLED_FIELDS if k in self.fields})
 
     @cached_property
     def location(self) -> Fields:
@@ -94,7 +99,7 @@ class _Observation:
 class _Track:
     track_id: int
     first: _Observation
-    observations: deque  # recent _Observation, oldest first
+    observations: deque  # _Observation, oldest first; the older ones recalled (see Tracker._observe)
     confirmed: bool = False
     hits: int = 1
     lost: bool = False
@@ -109,14 +114,19 @@ class _Track:
         return self.observations[-1]
 
     def observation_around(self, index: int) -> tuple[_Observation | None, _Observation | None, _Observation | None]:
-        """(at, before, after) ``index`` among the kept observations."""
-        indices = [o.index for o in self.observations]
-        i = bisect_left(indices, index)
-        at = self.observations[i] if i < len(indices) and indices[i] == index else None
-        before = self.observations[i - 1] if i > 0 else None
-        after_i = i + 1 if at is not None else i
-        after = self.observations[after_i] if after_i < len(indices) else None
-        return at, before, after
+        """(at, None, None) when an observation is at ``index``, else (None, before, after) it.
+
+        Searched from the latest: ``index`` is an unpublished frame, so at most the
+        look-ahead window's observations come after it, and all three are full ones.
+        """
+        after = None
+        for observation in reversed(self.observations):
+            if observation.index == index:
+                return observation, None, after
+            if observation.index < index:
+                return None, observation, after
+            after = observation
+        return None, None, after
 
 
 @dataclass
@@ -144,7 +154,7 @@ class Tracker:
     subjects: int = 0  # 1: designate and always publish a primary subject first
     smoothing: bool = True
     distance: DistanceFunction = field(default_factory=CombinedDistance)
-    motion: MotionModel = field(default_factory=ConstantVelocity)
+    motion: MotionModel = field(default_factory=MotionMatching)
     max_cost: float = 1.5
     rematch_iou: float = 0.5  # leftover track/detection pairs overlapping this much are matched anyway
     confidence_decay: float = 0.9
@@ -243,7 +253,7 @@ class Tracker:
 
     def _start(self, index: int, detection: Detection) -> None:
         first = _Observation(index, detection, to_fields(detection))
-        track = _Track(self._next_id, first, deque([first], maxlen=self.lookahead + self.motion.history + 1))
+        track = _Track(self._next_id, first, deque([first], maxlen=self._working_window + self.motion.recall))
         self._next_id += 1
         self._tracks[track.track_id] = track
         self._remember(track, detection)
@@ -251,8 +261,18 @@ class Tracker:
         if self.n_init <= 1:
             self._confirm(track, index)
 
+    @property
+    def _working_window(self) -> int:
+        """Observations a track keeps whole: the look-ahead window's, the one before it, the motion model's history."""
+        return self.lookahead + self.motion.history + 1
+
     def _observe(self, track: _Track, index: int, detection: Detection) -> None:
-        track.observations.append(_Observation(index, detection, to_fields(detection)))
+        observations = track.observations
+        observations.append(_Observation(index, detection, to_fields(detection)))
+        if len(observations) > self._working_window:
+            leaving = observations[-self._working_window - 1]
+            if not leaving.fields.keys() <= _RECALLED:  # a mesh and SMPL parameters: ~250 KB an observation
+                observations[-self._working_window - 1] = leaving.recalled()
         track.hits += 1
         self._remember(track, detection)
         if track.lost:
@@ -351,8 +371,8 @@ class Tracker:
             weight = (index - before.index) / (after.index - before.index)
             nearest = before if weight <= 0.5 else after
             return _Filled("interpolated", blend(before.fields, after.fields, weight), nearest, index - before.index)
-        history = [(o.index, o.fields) for o in list(track.observations)[-self.motion.history:]]
-        return _Filled("predicted", self.motion.predict(history, index), before, index - before.index)
+        observations = [(o.index, o.fields) for o in track.observations]
+        return _Filled("predicted", self.motion.predict(observations, index), before, index - before.index)
 
     def _hold(self, track: _Track, index: int) -> _Filled:
         """The primary on a frame where it is not live: its first observation before, last published after."""
