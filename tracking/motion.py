@@ -199,6 +199,7 @@ class PoseTrail:
 
     def __init__(self, observations: Observations, window: int):
         self.heights = frame_trail(observations, "bbox")[:, 3]
+        self.heights[self.heights <= 0] = np.nan  # a degenerate box has no scale to compare poses at
         self.shapes = body_shape(frame_trail(observations, "keypoints_2d"))
         self.shapes_3d = (body_shape(frame_trail(observations, "keypoints_3d"))
                           if "keypoints_3d" in observations[-1][1] else None)
@@ -216,8 +217,9 @@ class PoseTrail:
         if candidates <= 0:
             return None
         observed = ~np.isnan(self.heights)
-        farthest_after = np.fmax.accumulate(np.nan_to_num(self.unlikeness, nan=0.0)[::-1])[::-1][1:candidates + 1]
-        valid = observed[:candidates] & observed[ahead:ahead + candidates] & (farthest_after > max_distance)
+        farthest_from_j_on = np.fmax.accumulate(np.nan_to_num(self.unlikeness)[::-1])[::-1]  # (L,)
+        went_away = farthest_from_j_on[1:candidates + 1] > max_distance
+        valid = observed[:candidates] & observed[ahead:ahead + candidates] & went_away
         unlikeness = np.where(valid, self.unlikeness[:candidates], np.nan)
         if np.isnan(unlikeness).all():
             return None
