@@ -1,5 +1,5 @@
 """Video made by the tests: files at a constant rate (OpenCV) and a variable rate (Matroska by hand),
-and a camera-like MJPEG stream over HTTP."""
+a portrait phone video (an MP4 with a rotation), and a camera-like MJPEG stream over HTTP."""
 from __future__ import annotations
 
 import http.server
@@ -50,6 +50,21 @@ def write_vfr_mkv(path: Path, images: list[np.ndarray], pts_ms: list[int], nomin
         for pts, image in zip(pts_ms, images))  # track 1, time, keyframe flag, JPEG
     cluster = _element(0x1F43B675, _uint(0xE7, 0) + blocks)
     path.write_bytes(header + _element(0x18538067, info + _element(0x1654AE6B, track) + cluster))
+    return path
+
+
+def portrait_copy(video: Path, path: Path) -> Path:
+    """``video`` (an MP4) with its track turned 90° clockwise for display, as a phone held upright records it.
+
+    The pixels stay as they are; the track header's display matrix (ISO 14496-12 ``tkhd``,
+    version 0) says to rotate them, which decoders apply.
+    """
+    data = bytearray(video.read_bytes())
+    tkhd = data.find(b"tkhd")
+    assert tkhd > 0 and data[tkhd + 4] == 0, "expected a version-0 track header"
+    matrix = tkhd + 4 + 40  # after version/flags, times, track id, duration, layer, group, volume
+    data[matrix:matrix + 36] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)
+    path.write_bytes(data)
     return path
 
 

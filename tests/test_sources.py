@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from clips import mjpeg_stream, write_clip, write_vfr_mkv
+from clips import mjpeg_stream, portrait_copy, write_clip, write_vfr_mkv
 from conftest import VIDEO, free_port
 from video import sources
 from video.sources import SourceError, fit_within, fitted_size, is_live, natural_key, open_source, to_bgr8
@@ -27,6 +27,14 @@ def test_variable_frame_rate_keeps_the_container_timestamps(tmp_path):
     assert [f[0] for f in frames] == list(range(len(pts)))
     assert [f[1] for f in frames] == pts  # not index / fps: the gaps are kept
     assert [round(f[2][20, 30, 0] / 25) for f in frames] == list(range(len(pts)))  # each frame once, in order
+
+
+def test_a_portrait_phone_video_is_decoded_upright_at_its_displayed_size(tmp_path):
+    source = open_source(str(portrait_copy(VIDEO, tmp_path / "portrait.mp4")))
+    _, _, upright = next(iter(source))
+    assert (source.info.width, source.info.height) == (upright.shape[1], upright.shape[0]) == (1088, 1920)
+    _, _, landscape = next(iter(open_source(str(VIDEO))))
+    assert np.abs(upright.astype(int) - cv2.rotate(landscape, cv2.ROTATE_90_CLOCKWISE)).mean() < 1
 
 
 def test_natural_order_in_folders():

@@ -117,18 +117,20 @@ def _open_capture(capture: cv2.VideoCapture, spec: str, kind: str, fps: float | 
                 "stream": f"could not connect (refused, unreachable, or no answer in {STREAM_TIMEOUT_MS / 1000:g} s)"}
         raise SourceError(f"cannot open {spec}: {what[kind]}")
     count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    info = SourceInfo(
-        source=spec,
-        kind=kind,
-        fps=fps or capture.get(cv2.CAP_PROP_FPS) or 30.0,
-        width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
-        height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-        frame_count=count if kind in ("file", "stream") and count > 0 else None,  # a live stream has none
-    )
     first = capture.read()
     if not first[0]:
         capture.release()
         raise SourceError(f"cannot decode any frame of {spec}")
+    info = SourceInfo(
+        source=spec,
+        kind=kind,
+        fps=fps or capture.get(cv2.CAP_PROP_FPS) or 30.0,
+        # The decoded frame's size, not the container's: it is the size after the display
+        # rotation of a phone video, whatever the backend reports.
+        width=first[1].shape[1],
+        height=first[1].shape[0],
+        frame_count=count if kind in ("file", "stream") and count > 0 else None,  # a live stream has none
+    )
     return Source(info, _capture_frames(capture, first[1], info))
 
 
