@@ -1,12 +1,12 @@
 # Two commands: `make run` (set up, then run a video through the pipeline)
-# and `make test` (set up, then run the whole test suite).
+# and `make test` (set up, lint, then run the whole test suite).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 VIDEO ?= ../shared/media/vid.mp4
 ARGS ?=
 
-.PHONY: setup run test bench clean
+.PHONY: setup run lint test bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile clients/node/package.json
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,10 @@ setup: $(VENV)/.installed
 run: setup
 	$(BIN)/python launch.py $(VIDEO) $(ARGS)
 
-test: setup
+lint: setup
+	$(BIN)/ruff check .
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 bench: setup

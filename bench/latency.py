@@ -55,7 +55,8 @@ def main() -> None:
     trials = {f"{n} worker{'s' * (n > 1)}": lambda n=n: launch_and_collect("--realtime", "--workers", str(n))
               for n in args.workers}
     runs, quiet = interleaved(trials, args.rounds)
-    rows = [row for name, trials_ in runs.items() for row in rows_for(name, [f for r in trials_ for f in with_capture_times(r.frames)])]
+    rows = [row for name, trials_ in runs.items()
+            for row in rows_for(name, [f for r in trials_ for f in with_capture_times(r.frames)])]
     frames = len(next(iter(runs.values()))[0].frames)
     rates = ", ".join(f"{name} {median(r.steady_fps for r in trials_):.1f} fps" for name, trials_ in runs.items())
     publish("latency", "\n\n".join([

@@ -31,8 +31,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from bench.timing import (ROOT, VIDEO, free_port, interleaved, median, process_tree_cpu_seconds, publish, spread,
-                          table)
+from bench.timing import ROOT, VIDEO, free_port, interleaved, median, process_tree_cpu_seconds, publish, spread, table
 from bus.client import subscribe
 
 WARM_UP_FRAMES = 10
@@ -189,8 +188,8 @@ def report(runs: dict[str, list[Run]], quiet: str, rounds: int) -> str:
         f"Steady state: frame {WARM_UP_FRAMES} → last frame finished. Ratios are to the plain loop of the same mode. "
         "CPU: user + system time of all the run's processes per frame, over the whole run and in the steady "
         "state; CPU time is far less sensitive to other tenants than wall time. " + quiet,
-        table(["run", "end-to-end fps", "÷ plain", "steady-state fps", "÷ plain", "CPU ms/frame", "steady CPU ms/frame"],
-              throughput),
+        table(["run", "end-to-end fps", "÷ plain", "steady-state fps", "÷ plain", "CPU ms/frame",
+               "steady CPU ms/frame"], throughput),
         f"### Agreement with the 1-worker video-mode pipeline\n\n"
         f"Mean 2D distance (px) between the runner's canonical keypoints (joints seen by both), per frame, then "
         f"mean and 95th percentile over frames; median over rounds. The runner is about "

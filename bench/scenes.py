@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 import motmetrics
+import numpy as np
 
 from pose.camera import default_focal
 from pose.detection import Detection, FrameDetections

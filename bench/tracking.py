@@ -76,12 +76,14 @@ def gap_errors(frames: list[FrameDetections], withheld: np.ndarray, tracker: Tra
             continue
         truth, guess = f.people[0], tracked.people[0]
         states[guess.state] = states.get(guess.state, 0) + 1
-        errors_2d.append(np.nanmean(np.linalg.norm(guess.detection.keypoints_2d[:, :2] - truth.keypoints_2d[:, :2], axis=1)))
+        errors_2d.append(np.nanmean(np.linalg.norm(guess.detection.keypoints_2d[:, :2] - truth.keypoints_2d[:, :2],
+                                                   axis=1)))
         errors_3d.append(1000 * np.nanmean(np.linalg.norm(guess.detection.keypoints_3d - truth.keypoints_3d, axis=1)))
         errors_pose.append(1000 * np.nanmean(np.linalg.norm(
             _root_relative(guess.detection.keypoints_3d) - _root_relative(truth.keypoints_3d), axis=1)))
     scored = sum(bool(f.people) for f, w in zip(frames, withheld) if w)
-    return {"2d": np.array(errors_2d), "3d": np.array(errors_3d), "pose": np.array(errors_pose), "coverage": len(errors_2d) / max(scored, 1),
+    return {"2d": np.array(errors_2d), "3d": np.array(errors_3d), "pose": np.array(errors_pose),
+            "coverage": len(errors_2d) / max(scored, 1),
             "states": states}
 
 
@@ -153,7 +155,8 @@ def prediction_over_seeds(frames: list[FrameDetections]) -> str:
               for name, make in PREDICTION_MODELS.items()}
     hold = errors["hold-last (`Hold()`)"]
     return "\n\n".join([
-        (f"Causal prediction (K=0, unsmoothed) over withholding seeds {PREDICTION_SEEDS.start}-{PREDICTION_SEEDS.stop - 1} "
+        ("Causal prediction (K=0, unsmoothed) over withholding seeds "
+         f"{PREDICTION_SEEDS.start}-{PREDICTION_SEEDS.stop - 1} "
         "(same fraction and burst lengths); means per seed, then over seeds; Δ = minus hold-last on the same seed. "
         "The variants change one parameter of the default:"),
         table(_AGAINST_HOLD_HEADER, [_against_hold(name, per_seed, hold) for name, per_seed in errors.items()]),
@@ -161,7 +164,7 @@ def prediction_over_seeds(frames: list[FrameDetections]) -> str:
 
 
 def walker_frames(seed: int, frames: int = 180) -> tuple[list[FrameDetections], list[np.ndarray]]:
-    """bench.scenes' walking pose (a 25-frame stride, unlike vid.mp4's 74) on one walker: detections and true (J, 2) px."""
+    """One walker in bench.scenes' walking pose (a 25-frame stride; vid.mp4's is 74): detections, true (J, 2) px."""
     rng = np.random.default_rng(seed)
     walker = Walker(1, (200, 400), (rng.uniform(1, 4), rng.uniform(-0.3, 0.3)), rng.uniform(200, 350))
     return render("walker", [walker], frames, rng, noise=0.01).frames, [walker.keypoints(t) for t in range(frames)]
@@ -178,14 +181,15 @@ def walker_errors(seed: int, make) -> dict:
 
 
 def prediction_on_walkers() -> str:
-    """The same comparison on synthetic walkers, against their true pose: a check on motion no parameter was tuned on."""
+    """The same comparison on synthetic walkers, against their true pose: motion no parameter was tuned on."""
     models = {name: PREDICTION_MODELS[name] for name in list(PREDICTION_MODELS)[:3]}
     errors = {name: [walker_errors(seed, make) for seed in PREDICTION_SEEDS] for name, make in models.items()}
     hold = errors["hold-last (`Hold()`)"]
     rows = [_against_hold(name, per_seed, hold) for name, per_seed in errors.items()]
     return "\n\n".join([
         ("The same on synthetic walkers (bench.scenes' walking pose, 25-frame stride, 1-4 px/frame, 1% keypoint noise; "
-         f"one walker per seed {PREDICTION_SEEDS.start}-{PREDICTION_SEEDS.stop - 1}, same withholding), errors against the "
+         f"one walker per seed {PREDICTION_SEEDS.start}-{PREDICTION_SEEDS.stop - 1}, same withholding), "
+         "errors against the "
          "true pose. No parameter was chosen on these:"),
         table(_AGAINST_HOLD_HEADER[:5], rows),
     ])

@@ -259,8 +259,9 @@ def report(hops: list[Variant], trials: Trials, quiet: str, rounds: int, frames:
     rows = []
     for hop in hops:
         wall, cpu = ms(hop.name, 0), ms(hop.name, 1)
-        rows.append([hop.name, f"{hop.wire_bytes:,}", spread(wall, "{:.2f}"), spread([1000 / m for m in wall], "{:.0f}"),
-                     http_over(hop.name, 0), spread(cpu, "{:.2f}"), http_over(hop.name, 1)])
+        rows.append([hop.name, f"{hop.wire_bytes:,}", spread(wall, "{:.2f}"),
+                     spread([1000 / m for m in wall], "{:.0f}"), http_over(hop.name, 0), spread(cpu, "{:.2f}"),
+                     http_over(hop.name, 1)])
     return "\n\n".join([
         "## Transport: one 1920×1088 frame across one hop",
         f"A real frame (#{FRAME_INDEX} of {VIDEO.name}), two processes on this machine; "

@@ -17,6 +17,7 @@ import socket
 import sys
 import time
 from collections import deque
+
 import numpy as np
 import zmq
 

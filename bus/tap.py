@@ -33,7 +33,8 @@ def summary(message: dict) -> str:
         who = ", ".join(
             f"#{p['track_id']} {p['state']}" if "track_id" in p else f"score {p['score']:.2f}" for p in people)
         extra = f" error={message['error']}" if message.get("error") else ""
-        return f"{kind:10} {job} [{message['index']:5d}] {message['pts_ms']:9.1f} ms  {len(people)} people  {who}{extra}"
+        return (f"{kind:10} {job} [{message['index']:5d}] {message['pts_ms']:9.1f} ms  "
+                f"{len(people)} people  {who}{extra}")
     if kind == "image":
         size = f"{message['width']}x{message['height']}"
         payload = "jpeg" if "jpeg" in message else f"shm slot {message['shm']['slot']}" if "shm" in message else "raw"

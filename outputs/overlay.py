@@ -20,8 +20,8 @@ from bus.messages import STATES
 from pose.skeleton import BONES, JOINT_INDEX
 from report.plots import STATE_COLOURS as REPORT_STATE_COLOURS
 from report.summary import split_job
-from video.sources import SourceError, open_source
 from video.native import quiet_native_stderr
+from video.sources import SourceError, open_source
 
 # H.264 first: browsers play it; MPEG-4 Part 2 is the fallback every OpenCV build can write.
 CODECS = ("avc1", "mp4v")

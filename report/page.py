@@ -209,7 +209,8 @@ def _state_css() -> str:
 def _people_section(job: Job) -> str:
     index = np.array([f["index"] for f in job.frames])
     counts = np.array([len(f["people"]) for f in job.frames])
-    return f"<section><h2>People per frame</h2>{_img(plots.people_count_png(index, counts), 'people per frame')}</section>"
+    image = _img(plots.people_count_png(index, counts), "people per frame")
+    return f"<section><h2>People per frame</h2>{image}</section>"
 
 
 def _angles_section(job: Job) -> str:

@@ -65,7 +65,8 @@ class Job:
     last_detection: float = field(default_factory=time.monotonic)
     detection_latency: float = 0.0  # running mean, s: how long to wait before asking decode to resend
     resend_tries: dict = field(default_factory=dict)  # index -> times asked
-    missing_since: dict = field(default_factory=dict)  # index -> when it was last seen missing with later frames in, or asked for
+    # index -> when it was last seen missing with later frames in, or asked for
+    missing_since: dict = field(default_factory=dict)
     acked_upto: int = 0
     out_file: object = None
     kept_frames: list[TrackedFrame] | None = None  # for the PHALP export

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from bus.client import Control
+
 from clips import mjpeg_stream, write_clip, write_vfr_mkv
 from conftest import VIDEO, free_port, run_job, serving
 

@@ -3,10 +3,11 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import VIDEO
 from detectors.base import FrameImage
 from pose import camera
 from pose.skeleton import JOINT_INDEX as J
+
+from conftest import VIDEO
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,11 @@ from bus import codec, messages, sockets
 from bus.frame_ring import FOLDER, BadReference, FrameReader, FrameRing, frame_bytes, remove_stale, slots_that_fit
 from bus.metrics import StageMetrics
 from bus.schema import SchemaError
-from clips import write_clip
-from conftest import ROOT
 from stages import decode
 from stages.detect import receive_image
+
+from clips import write_clip
+from conftest import ROOT
 
 
 def frame(seed: int, height: int = 48, width: int = 64) -> np.ndarray:

@@ -13,6 +13,7 @@ from hypothesis.extra import numpy as hnp
 
 from bus import codec, messages
 from bus.schema import SchemaError
+
 from fuzzing import VALID, VALID_REQUESTS
 
 FUZZ = settings(max_examples=100, deadline=2000)

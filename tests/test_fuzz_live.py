@@ -29,6 +29,7 @@ import zmq
 from bus import codec, messages, sockets
 from bus.client import Control
 from bus.schema import SchemaError
+
 from conftest import ROOT, VIDEO, Collector, free_port, launch, run_job, serving
 from fuzzing import VALID, VALID_REQUESTS
 

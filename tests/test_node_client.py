@@ -9,12 +9,12 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, VIDEO, free_port, launch
-
 from bus import codec
 from bus.client import subscribe
 from outputs.app_json import app_document
 from pose.skeleton import CANONICAL_JOINTS
+
+from conftest import ROOT, VIDEO, free_port, launch
 
 FRAMES = 180  # in VIDEO
 
@@ -196,7 +196,8 @@ def test_node_app_frame_of_an_hmr2_person_is_python_app_document_frame():
               "keypoints_2d": keypoints_2d, "keypoints_3d": rng.normal(size=(25, 3)).astype("<f4"),
               "joint_angles": {"leftKnee": 170.5, "rightKnee": None},
               "smpl": {"global_orient": rng.normal(size=(1, 3, 3)).astype("<f4"),
-                       "body_pose": rng.normal(size=(23, 3, 3)).astype("<f4"), "betas": rng.normal(size=10).astype("<f4")},
+                       "body_pose": rng.normal(size=(23, 3, 3)).astype("<f4"),
+                       "betas": rng.normal(size=10).astype("<f4")},
               "camera": {"translation": np.array([0.1, -0.2, 30.0], "<f4"), "focal_length": 12_500.0,
                          "principal_point": np.array([320.0, 180.0], "<f4")},
               "vertices": rng.normal(size=(6890, 3)).astype("<f4")}

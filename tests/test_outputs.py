@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 
 from bus import messages
-from conftest import SHARED, VIDEO, free_port, launch
 from outputs import app_json, overlay
 from outputs.app_json import app_document, camera_of, write_app_json
 from outputs.overlay import STATE_COLOURS, draw_frame, mesh_silhouette, render_overlay
 from pose.angles import ANGLE_KEYS
 from pose.skeleton import CANONICAL_JOINTS, JOINT_INDEX as J
 from report import read_messages
+
+from conftest import SHARED, VIDEO, free_port, launch
 
 COCO_17 = CANONICAL_JOINTS[:17]
 CAMEL_CASE = re.compile(r"^[a-z]+(?:[A-Z][a-z0-9]*)*$")

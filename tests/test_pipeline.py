@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, VIDEO, Collector, alive, children, final_state, launch
 from pose.angles import ANGLE_KEYS
 from pose.skeleton import CANONICAL_JOINTS, JOINT_INDEX as J
+
+from conftest import ROOT, VIDEO, Collector, alive, children, final_state, launch
 
 
 def run_and_collect(endpoint, *args):
@@ -146,6 +147,7 @@ def test_bad_input_ends_the_job_with_an_error(endpoint, tmp_path, case):
 
 def test_serve_keeps_serving_after_a_bad_job(endpoint, tmp_path):
     from bus.client import Control, subscribe
+
     from conftest import free_port
 
     control_endpoint = f"tcp://127.0.0.1:{free_port()}"
@@ -216,6 +218,7 @@ def test_hmr2_without_a_checkpoint_fails_before_reading_frames(tmp_path):
 
 def test_serve_cancels_a_running_job_and_takes_the_next(endpoint, tmp_path):
     from bus.client import Control, follow
+
     from conftest import free_port
 
     control_endpoint, history = (f"tcp://127.0.0.1:{free_port()}" for _ in range(2))

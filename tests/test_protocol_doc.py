@@ -7,6 +7,7 @@ import zmq
 
 from bus import messages
 from bus.client import replay
+
 from conftest import ROOT, VIDEO, Collector, free_port, launch
 
 DOC = (ROOT / "docs" / "protocol.md").read_text()

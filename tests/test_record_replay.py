@@ -8,8 +8,9 @@ import pytest
 
 from bench.tracking import withheld_bursts
 from bus.log import drop_people, read, write_all
-from conftest import ROOT, VIDEO, Collector, free_port, launch
 from pose.skeleton import JOINT_INDEX
+
+from conftest import ROOT, VIDEO, Collector, free_port, launch
 
 FRAMES = 180  # vid.mp4
 

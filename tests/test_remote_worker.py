@@ -16,6 +16,7 @@ import pytest
 
 from bus import security
 from bus.log import read
+
 from conftest import ROOT, VIDEO, free_port, ip, launch
 
 JOB = "netns"

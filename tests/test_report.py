@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 
 from bus import messages
-from conftest import VIDEO, launch
 from pose.angles import ANGLE_KEYS
-from report import build_report, read_messages, write_report
-from report import __main__ as report_cli
-from report import summary
+from report import __main__ as report_cli, build_report, read_messages, summary, write_report
+
+from conftest import VIDEO, launch
 
 IMG = re.compile(r'<img [^>]*src="data:image/png;base64,')
 CELL = re.compile(r'<span class="cell (\w+)" title="frame (\d+)')

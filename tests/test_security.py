@@ -13,6 +13,7 @@ import zmq
 from bus import codec, keys as keys_cli, messages, security, sockets
 from bus.client import Control, subscribe
 from bus.security import Curve
+
 from conftest import ROOT, free_port
 
 WAIT_S = 1.0

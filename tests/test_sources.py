@@ -5,10 +5,11 @@ import cv2
 import numpy as np
 import pytest
 
-from clips import mjpeg_stream, portrait_copy, write_clip, write_vfr_mkv
-from conftest import VIDEO, free_port
 from video import sources
 from video.sources import SourceError, fit_within, fitted_size, is_live, natural_key, open_source, to_bgr8
+
+from clips import mjpeg_stream, portrait_copy, write_clip, write_vfr_mkv
+from conftest import VIDEO, free_port
 
 
 def test_video_file_frames_are_contiguous_with_timestamps():

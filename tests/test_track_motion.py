@@ -9,6 +9,7 @@ from pose.skeleton import JOINT_INDEX
 from tracking.fields import RECALLED_FIELDS
 from tracking.motion import ConstantVelocity, Hold, MotionMatching, body_shape
 from tracking.tracker import Tracker
+
 from track_helpers import frame, person, run
 
 
@@ -22,7 +23,7 @@ def observations(poses: dict[int, np.ndarray]) -> list:
 
 
 def shape_error(predicted: np.ndarray, truth: np.ndarray) -> float:
-    """Mean px distance between two poses once each is centred on its joints' mean: limbs only, not where the body is."""
+    """Mean px distance between two poses, each centred on its joints' mean: the limbs, not where the body is."""
     return float(np.linalg.norm(body_shape(predicted) - body_shape(truth), axis=-1).mean())
 
 

@@ -56,7 +56,8 @@ def test_export_loads_with_joblib_and_has_phalp_keys_and_shapes(tmp_path):
         assert set(record) == FRAME_KEYS and record["time"] == time and record["frame_path"] == name
         n = len(record["tid"])
         assert all(len(record[key]) == n for key in PER_PERSON)
-        assert set(record["tracked_ids"]) <= set(record["tid"]) and len(record["tracked_bbox"]) == len(record["tracked_ids"])
+        assert set(record["tracked_ids"]) <= set(record["tid"])
+        assert len(record["tracked_bbox"]) == len(record["tracked_ids"])
         for i in range(n):
             assert record["bbox"][i].shape == (4,) and record["center"][i].shape == (2,)
             assert record["camera"][i].shape == (3,) and record["camera_bbox"][i].shape == (3,)

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from bench.scenes import make_scene, score
 from tests.track_helpers import frame, person, run
@@ -103,7 +102,8 @@ def test_primary_subject_is_first_on_every_frame_and_held_outside_its_observatio
 
 
 def test_an_ended_primary_hands_over_to_a_live_person():
-    frames = [frame(i, person(100 + 2 * i, 300, height=120), *([person(600 + 5 * i, 400, height=500)] if i <= 30 else []))
+    frames = [frame(i, person(100 + 2 * i, 300, height=120),
+                    *([person(600 + 5 * i, 400, height=500)] if i <= 30 else []))
               for i in range(45)]
     out = run(Tracker(lookahead=8, subjects=1, max_age=5), frames)
     firsts = [f.people[0].track_id for f in out]

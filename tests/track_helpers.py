@@ -9,7 +9,8 @@ from pose.detection import Detection, FrameDetections
 from tracking.rotations import exp_map
 
 
-def person(x: float, y: float, height: float = 300.0, score: float = 0.9, rotation: np.ndarray | None = None) -> Detection:
+def person(x: float, y: float, height: float = 300.0, score: float = 0.9,
+           rotation: np.ndarray | None = None) -> Detection:
     """A standing person 1.7 m tall with pelvis at (x, y) px in a 1280×720 image (HMR 2.0 camera);
     with ``rotation`` (3,) axis-angle it carries SMPL rotmats and a camera translation."""
     focal = default_focal(WIDTH, HEIGHT)

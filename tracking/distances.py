@@ -74,7 +74,8 @@ def location_distance(expected: Sequence[Detection], detections: Sequence[Detect
     uncertainty = LOCATION_SIGMA + LOCATION_SIGMA_GROWTH * np.asarray(frames_since_seen, dtype=np.float64)
     offset = _norm(a_centre[:, None] - b_centre[None]) / scale / uncertainty[:, None]
     depth_change = np.abs(np.log(_depths(expected)[:, None] / _depths(detections)[None, :]))
-    size_change = np.abs(np.log(a_height[:, None] / b_height[None, :])) + np.where(np.isnan(depth_change), 0.0, depth_change)
+    size_change = (np.abs(np.log(a_height[:, None] / b_height[None, :]))
+                   + np.where(np.isnan(depth_change), 0.0, depth_change))
     return offset + size_change / SIZE_SIGMA
 
 

@@ -102,7 +102,7 @@ _CENTRE_MOTION = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0.5, 0, 0, 0], [0, 0.5, 
 
 
 def body_displacement(earlier: np.ndarray, last: np.ndarray) -> np.ndarray:
-    """How the body moved: a box's (x, y, w, h) centre, size unchanged (4,); the mean over joints (1, C) for points (J, C).
+    """How the body moved: a box's (x, y, w, h) centre, size kept (4,); the mean over joints (1, C) of points (J, C).
 
     Joints missing at either end do not count; none in common gives no motion.
     """
@@ -257,7 +257,8 @@ def trail_distance(shapes: np.ndarray, window: int) -> np.ndarray:
     """
     joints, dims = shapes.shape[1:]
     padded = np.concatenate([np.full((window - 1, joints, dims), np.nan), shapes])
-    ending_at = sliding_window_view(padded, window, axis=0)  # (L, J, C, window): [j, ..., k] = shapes[j − window + 1 + k]
+    # (L, J, C, window): [j, ..., k] = shapes[j − window + 1 + k]
+    ending_at = sliding_window_view(padded, window, axis=0)
     difference = ending_at - ending_at[-1]
     # Coordinate by coordinate: numpy's reductions over an axis this short are ~10× slower here.
     joint_distance = np.sqrt(sum(difference[:, :, c] ** 2 for c in range(dims)))  # (L, J, window)

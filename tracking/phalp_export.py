@@ -69,7 +69,8 @@ def crop_camera(translation: np.ndarray, padded_box: np.ndarray, focal: float, w
     x, y, w, h = padded_box
     side, cx, cy = max(w, h), x + w / 2, y + h / 2
     bs = 2 * focal / translation[2]  # = b · s
-    return np.array([bs / side, translation[0] - 2 * (cx - width / 2) / bs, translation[1] - 2 * (cy - height / 2) / bs])
+    return np.array([bs / side, translation[0] - 2 * (cx - width / 2) / bs,
+                     translation[1] - 2 * (cy - height / 2) / bs])
 
 
 def box_rle(bbox: np.ndarray, width: int, height: int) -> dict:

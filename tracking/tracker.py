@@ -397,9 +397,11 @@ class Tracker:
         people = []
         for (track, filled), fields in zip(shown, values):
             raw = filled.raw
-            detection = raw if (raw is not None and not self.smoothing) else from_fields(filled.nearest.detection, fields)
+            unsmoothed = raw is not None and not self.smoothing
+            detection = raw if unsmoothed else from_fields(filled.nearest.detection, fields)
             track.last_published = (pending.pts_ms, detection)
             frames_to_nearest = abs(pending.index - filled.nearest.index)
             confidence = float(filled.nearest.detection.score) * self.confidence_decay ** frames_to_nearest
-            people.append(TrackedPerson(track.track_id, filled.state, confidence, filled.frames_since_seen, detection, raw))
+            people.append(TrackedPerson(track.track_id, filled.state, confidence, filled.frames_since_seen,
+                                        detection, raw))
         return people

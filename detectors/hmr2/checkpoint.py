@@ -93,7 +93,8 @@ def config_from_cfg(cfg: Mapping) -> Hmr2Config:
     )
     context_dim = decoder.get("context_dim", config.embed_dim)
     if context_dim != config.embed_dim:
-        raise CheckpointMismatch(f"decoder context_dim {context_dim} differs from the backbone width {config.embed_dim}")
+        raise CheckpointMismatch(
+            f"decoder context_dim {context_dim} differs from the backbone width {config.embed_dim}")
     return config
 
 

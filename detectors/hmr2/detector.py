@@ -128,9 +128,9 @@ def make_box_source(name: str = "auto", device: str | torch.device = "cpu", scor
 class Hmr2Detector:
     name = "hmr2"
 
-    def __init__(self, checkpoint: str | Path, *, device: str | torch.device = "cpu", box_source: BoxSource | str = "auto",
-                 score_threshold: float = 0.5, batch_size: int = 16, mesh: bool = False, torch_compile: bool = False,
-                 config: Hmr2Config | str | Path | None = None):
+    def __init__(self, checkpoint: str | Path, *, device: str | torch.device = "cpu",
+                 box_source: BoxSource | str = "auto", score_threshold: float = 0.5, batch_size: int = 16,
+                 mesh: bool = False, torch_compile: bool = False, config: Hmr2Config | str | Path | None = None):
         """box_source: a BoxSource, or a name in BOX_SOURCES built with score_threshold."""
         self.device = torch.device(device)
         self.model = load_hmr2(checkpoint, self.device, config)
