@@ -1,9 +1,9 @@
 """Run benches and assemble bench/RESULTS.md: ``python -m bench [NAME ...]`` (default: all).
 
 Each bench runs alone as ``python -m bench.NAME``; its markdown (stdout) is
-kept as bench/results/NAME.md. RESULTS.md then gathers every
-bench/results/*.md, including those of benches not run this time, under a
-header with the date and the machine.
+kept as bench/results/NAME.md with a line saying when it ran and how loaded
+the machine was. RESULTS.md then gathers every bench/results/*.md, including
+those of benches not run this time, under a header describing the machine.
 """
 from __future__ import annotations
 
@@ -46,16 +46,19 @@ def package_versions() -> str:
     return ", ".join(found) + f" (libzmq {zmq.zmq_version()})"
 
 
-def header(load_before: tuple[float, ...]) -> str:
-    load_after = os.getloadavg()
+def now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def header() -> str:
     return "\n\n".join([
         "# posebus benchmarks",
-        f"- date: {datetime.datetime.now(datetime.timezone.utc):%a %b %d %H:%M:%S UTC %Y}\n"
+        f"- assembled: {now():%a %b %d %H:%M:%S UTC %Y}; each section says when it ran\n"
         f"- machine: {cpu_model()}, {os.cpu_count()} CPUs, {memory_gib():.0f} GiB RAM, "
         f"{platform.system()} {platform.machine()}, no GPU used\n"
         f"- software: Python {platform.python_version()}, {package_versions()}\n"
-        f"- load average (1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after: other tenants' jobs "
-        f"share these CPUs, so treat differences under ~25% as noise",
+        "- other tenants' jobs share these CPUs (the load average is in each section's run line): treat "
+        "differences under ~25% between runs as noise; ratios measured side by side in one run hold better",
         "Regenerate with `python -m bench` (all) or `python -m bench NAME ...`; "
         "each section is also in bench/results/NAME.md.",
     ])
@@ -63,6 +66,7 @@ def header(load_before: tuple[float, ...]) -> str:
 
 def run_bench(name: str) -> bool:
     print(f"bench.{name} ...", file=sys.stderr)
+    started, load_before = now(), os.getloadavg()[0]
     done = subprocess.run([sys.executable, "-m", f"bench.{name}"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     if done.returncode != 0:
         print(f"bench.{name} failed (exit {done.returncode}); its old results are kept", file=sys.stderr)
@@ -70,16 +74,20 @@ def run_bench(name: str) -> bool:
     section = done.stdout.strip()
     if not section.startswith("#"):
         section = f"## {name}\n\n{section}"
+    heading, _, body = section.partition("\n")
+    seconds = (now() - started).total_seconds()
+    section = (f"{heading}\n\n_Run {started:%Y-%m-%d %H:%M} UTC, {seconds:.0f} s; load average (1 min) "
+               f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after._\n{body}")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.md").write_text(section + "\n")
     return True
 
 
-def assemble(load_before: tuple[float, ...]) -> None:
+def assemble() -> None:
     found = {path.stem: path for path in RESULTS.glob("*.md")}
     order = [name for name in BENCHES if name in found] + sorted(set(found) - set(BENCHES))
     sections = [found[name].read_text().strip() for name in order]
-    (ROOT / "bench" / "RESULTS.md").write_text("\n\n".join([header(load_before), *sections]) + "\n")
+    (ROOT / "bench" / "RESULTS.md").write_text("\n\n".join([header(), *sections]) + "\n")
 
 
 def main() -> int:
@@ -89,9 +97,8 @@ def main() -> int:
     unknown = sorted(set(names) - set(BENCHES))
     if unknown:
         parser.error(f"no bench {', '.join(unknown)} (known: {', '.join(BENCHES)})")
-    load_before = os.getloadavg()
     failed = [name for name in names if not run_bench(name)]
-    assemble(load_before)
+    assemble()
     return 1 if failed else 0
 
 

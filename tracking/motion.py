@@ -160,10 +160,10 @@ class MotionMatching:
         self._trails: dict[int, tuple[Fields, PoseTrail]] = {}
 
     def predict(self, observations: Observations, index: int) -> Fields:
-        predicted = self.base.predict(observations[-self.history:], index)
         last_index, last = observations[-1]
         if "keypoints_2d" not in last or "bbox" not in last:
-            return predicted  # association asks for the box alone
+            return self.base.predict(observations, index)  # association asks for the box alone
+        predicted = self.base.predict(observations[-self.history:], index)
         trail = self._trail(observations)
         ahead = index - last_index
         j = trail.best_match(ahead, self.max_distance)

@@ -58,7 +58,6 @@ from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
 from functools import cached_property
-from itertools import islice
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -211,8 +210,9 @@ class Tracker:
     def _expected(self, track: _Track, index: int) -> Detection:
         """What the track should look like at ``index``: predicted location, last pose, running appearance."""
         observations = track.observations
-        history = [(o.index, o.location)
-                   for o in islice(observations, max(len(observations) - self.motion.history, 0), None)]
+        # Indexed from the end: islice would walk the whole deque, recalled observations included.
+        history = [(o.index, o.location) for o in
+                   (observations[i] for i in range(-min(len(observations), self.motion.history), 0))]
         expected = from_fields(track.last.detection, self.motion.predict(history, index))
         if track.appearance is not None:
             expected.extras["appearance"] = track.appearance
