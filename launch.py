@@ -197,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     args.metrics = args.metrics or beside(args.results, 8, "metrics")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s launch %(levelname)s %(message)s")
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    runtime.dump_stacks_on_sigusr1()
     if args.source == "models":
         return models(args)
     if args.source == "download-models":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import signal
@@ -62,8 +63,13 @@ def security_argv(security: Curve | None) -> list[str]:
 _stop = threading.Event()
 
 
+def dump_stacks_on_sigusr1() -> None:
+    """``kill -USR1 PID`` prints every thread's stack to stderr: what a process that hangs is waiting on."""
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+
+
 def start(stage: str, log_level: str = "info", graceful: bool = False) -> logging.Logger:
-    """Configure logging and make SIGTERM end the process.
+    """Configure logging, make SIGTERM end the process, and SIGUSR1 dump its stacks.
 
     By default SIGTERM interrupts like Ctrl-C does. ``graceful`` stages (track)
     instead finish what they are doing and leave their loop (``stop_requested``),
@@ -76,6 +82,7 @@ def start(stage: str, log_level: str = "info", graceful: bool = False) -> loggin
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, (lambda signum, frame: _stop.set()) if graceful else interrupt)
+    dump_stacks_on_sigusr1()
     return logging.getLogger(f"posebus.{stage}")
 
 

@@ -88,6 +88,28 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def stop(server: subprocess.Popen, seconds: float = 20, sig: int = signal.SIGINT, stderr: Path | None = None) -> str:
+    """Signal a launcher to stop and wait for it, draining its stderr pipe (a full, unread pipe blocks it).
+
+    Returns what it wrote to stderr (the pipe's, or the file ``stderr``). If it has not
+    stopped after ``seconds``, it is asked for its threads' stacks (SIGUSR1), killed, and
+    the failure shows the end of its stderr.
+    """
+    if server.poll() is None:
+        server.send_signal(sig)
+    try:
+        piped = server.communicate(timeout=seconds)[1]
+    except subprocess.TimeoutExpired:
+        server.send_signal(signal.SIGUSR1)
+        time.sleep(1)
+        server.kill()
+        piped = server.communicate()[1]
+        said = piped or (stderr.read_text() if stderr else "")
+        raise AssertionError(f"the launcher did not stop within {seconds} s; its stderr ends:\n"
+                             f"{said[-6000:]}") from None
+    return piped or (stderr.read_text() if stderr else "")
+
+
 @contextmanager
 def serving(*extra: str):
     """``launch.py serve`` on free ports; yields (process, control endpoint, results endpoint, ipc folder)."""
@@ -97,9 +119,7 @@ def serving(*extra: str):
     try:
         yield server, control, results, ipc_folder(server.pid)
     finally:
-        if server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-        server.communicate(timeout=10)
+        stop(server, sig=signal.SIGTERM)
 
 
 def ipc_folder(pid: int) -> Path:

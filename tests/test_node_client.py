@@ -14,7 +14,7 @@ from bus.client import subscribe
 from outputs.app_json import app_document
 from pose.skeleton import CANONICAL_JOINTS
 
-from conftest import ROOT, VIDEO, free_port, launch
+from conftest import ROOT, VIDEO, free_port, launch, stop
 
 FRAMES = 180  # in VIDEO
 
@@ -85,8 +85,7 @@ def test_node_control_submits_and_follows_a_job(tmp_path):
     try:
         summary = summary_of(node("examples/submit-and-follow.js", control, results, VIDEO), timeout=90)
     finally:
-        server.send_signal(signal.SIGINT)
-        server.wait(10)
+        stop(server)
     assert summary["submitted"] == summary["job"]
     assert summary["indices"] == list(range(180))
     status = summary["status"]

@@ -14,7 +14,7 @@ import pytest
 from pose.angles import ANGLE_KEYS
 from pose.skeleton import CANONICAL_JOINTS, JOINT_INDEX as J
 
-from conftest import ROOT, VIDEO, Collector, alive, children, final_state, launch
+from conftest import ROOT, VIDEO, Collector, alive, children, final_state, launch, stop
 
 
 def run_and_collect(endpoint, *args):
@@ -181,8 +181,7 @@ def test_serve_keeps_serving_after_a_bad_job(endpoint, tmp_path):
         assert all(control.request(cmd="health")["stages"].values())
     finally:
         control.close()
-        server.send_signal(signal.SIGINT)
-        server.wait(10)
+        stop(server)
 
 
 SMALL_CHECKPOINT = VIDEO.parents[1] / "fixtures" / "hmr2" / "small_checkpoint.ckpt"
@@ -247,5 +246,4 @@ def test_serve_cancels_a_running_job_and_takes_the_next(endpoint, tmp_path):
         assert final_state(control, after) == "done"
     finally:
         control.close()
-        server.send_signal(signal.SIGINT)
-        server.wait(10)
+        stop(server)

@@ -19,7 +19,7 @@ from bus.client import Control
 from bus.joblog import JobLogs
 from bus.monitor import overdue
 
-from conftest import ROOT, VIDEO, Collector, alive, children, final_state, free_port
+from conftest import ROOT, VIDEO, Collector, alive, children, final_state, free_port, stop
 
 
 def detect_workers(launcher_pid: int) -> list[int]:
@@ -192,8 +192,7 @@ def test_a_stopped_worker_is_killed_and_replaced_and_the_job_loses_no_frame(endp
         health = control.health()
     finally:
         control.close()
-        server.send_signal(signal.SIGINT)
-        server.wait(20)
+        stop(server)
     assert [m["index"] for m in published if m["type"] == "frame"] == list(range(180))  # in order, no duplicates
     assert published[-1]["type"] == "job_end" and published[-1]["status"] == "ok"
     assert replaced["alive"] and health["restarts"][name] == 1 and health["stages"][name]
@@ -202,16 +201,6 @@ def test_a_stopped_worker_is_killed_and_replaced_and_the_job_loses_no_frame(endp
     assert not alive(victim)
     killed = rf"{name} \(pid {victim}\) sent no heartbeat for \d+ s; killing it"
     assert re.search(killed, (tmp_path / "stderr").read_text())
-
-
-def stop_within(server: subprocess.Popen, seconds: float, stderr: Path) -> None:
-    """Wait for a launcher told to stop; if it does not, kill it and show what it last said."""
-    try:
-        server.wait(seconds)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        tail = stderr.read_text()[-3000:]
-        raise AssertionError(f"the launcher did not stop within {seconds} s; its stderr ends:\n{tail}") from None
 
 
 def test_a_stopped_track_stage_fails_its_job_with_a_clear_error_and_serve_runs_the_next(endpoint, tmp_path):
@@ -242,8 +231,7 @@ def test_a_stopped_track_stage_fails_its_job_with_a_clear_error_and_serve_runs_t
         health = control.health()
     finally:
         control.close()
-        server.send_signal(signal.SIGINT)
-        stop_within(server, 30, tmp_path / "stderr")
+        stop(server, 30, stderr=tmp_path / "stderr")
     error = re.fullmatch(r"stage stopped: track \(no heartbeat for \d+ s\)", stopped["error"] or "")
     assert stopped["state"] == "failed" and error, stopped
     ends = [m for m in published if m["type"] == "job_end"]
@@ -276,8 +264,7 @@ def test_a_launcher_stopped_past_the_heartbeat_timeout_kills_no_stage_when_it_re
         after = control.health()
     finally:
         control.close()
-        server.send_signal(signal.SIGINT)
-        _, stderr = server.communicate(timeout=20)
+        stderr = stop(server)
     assert after["ok"] and not any(after["restarts"].values())
     assert {name: p["pid"] for name, p in after["processes"].items()} == {
         name: p["pid"] for name, p in before["processes"].items()}
