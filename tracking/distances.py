@@ -23,12 +23,11 @@ from typing import Protocol
 import numpy as np
 
 from pose.detection import Detection
-from pose.skeleton import JOINT_INDEX
+from pose.skeleton import hip_centre
 
 LOCATION_SIGMA, LOCATION_SIGMA_GROWTH = 0.1, 0.05  # body heights
 SIZE_SIGMA = 0.2  # log ratio
 POSE_SCALE = 0.25  # metres (3D) or body heights (2D) of mean joint offset that count as "different"
-_HIPS = [JOINT_INDEX["left_hip"], JOINT_INDEX["right_hip"]]
 
 
 class DistanceFunction(Protocol):
@@ -51,9 +50,9 @@ def body_positions(detections: Sequence[Detection]) -> np.ndarray:
         elif d.keypoints_3d is not None:
             from_hips.append(i)
     if from_hips:
-        hips = np.array([detections[i].keypoints_3d for i in from_hips], dtype=np.float64)[:, _HIPS]
-        complete = ~np.isnan(hips).any(axis=(1, 2))
-        positions[np.array(from_hips)[complete]] = hips[complete].mean(axis=1)
+        centres = hip_centre(np.array([detections[i].keypoints_3d for i in from_hips], dtype=np.float64))[:, 0]
+        complete = ~np.isnan(centres).any(axis=1)
+        positions[np.array(from_hips)[complete]] = centres[complete]
     return positions
 
 
@@ -97,7 +96,7 @@ def _norm(vectors: np.ndarray) -> np.ndarray:
 
 def _root_relative(points: np.ndarray) -> np.ndarray:
     """(N, J, C) -> the same minus each pose's hip centre (NaN if a hip is missing)."""
-    return points - points[:, _HIPS].mean(axis=1, keepdims=True)
+    return points - hip_centre(points)
 
 
 def _mean_joint_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pose.skeleton import JOINT_INDEX
+from pose.skeleton import hip_centre
 from tracking.fields import PIXEL_FIELDS, ROTATION_FIELDS, Fields, difference, step
 
 
@@ -44,12 +44,11 @@ DEFAULT_PARAMS: dict[str, OneEuro] = {
     **{name: OneEuro(min_cutoff=1.0, beta=2.0) for name in ROTATION_FIELDS},  # rad/s
     "betas": OneEuro(min_cutoff=0.3, beta=0.0),  # body shape does not change
 }
-_HIPS = [JOINT_INDEX["left_hip"], JOINT_INDEX["right_hip"]]
 
 
 def split_root(keypoints_3d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(..., J, 3) -> root (..., 1, 3) = hip centre (mean of the available joints if a hip is missing), pose − root."""
-    root = keypoints_3d[..., _HIPS, :].mean(axis=-2, keepdims=True)
+    root = hip_centre(keypoints_3d)
     missing = np.isnan(root).any(axis=-1)
     if missing.any():
         root[missing] = np.nanmean(keypoints_3d[missing[..., 0]], axis=-2)

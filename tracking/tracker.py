@@ -57,7 +57,6 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
-from functools import cached_property
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -84,14 +83,15 @@ class _Observation:
     detection: Detection | None  # None once recalled()
     fields: Fields
 
+    location: Fields = field(init=False)  # the fields association predicts (_ASSOCIATION_FIELDS)
+
+    def __post_init__(self):
+        # Computed once, a plain attribute: association reads it for every track on every frame.
+        self.location = {k: self.fields[k] for k in _ASSOCIATION_FIELDS if k in self.fields}
+
     def recalled(self) -> _Observation:
         """What a track keeps once the observation is older than its working window (``RECALLED_FIELDS``)."""
         return _Observation(self.index, None, {k: self.fields[k] for k in RECALLED_FIELDS if k in self.fields})
-
-    @cached_property
-    def location(self) -> Fields:
-        """The fields association predicts (``_ASSOCIATION_FIELDS``); kept, every frame asks for them."""
-        return {k: self.fields[k] for k in _ASSOCIATION_FIELDS if k in self.fields}
 
 
 @dataclass
