@@ -112,6 +112,10 @@ class _Track:
     def last(self) -> _Observation:
         return self.observations[-1]
 
+    def latest(self, count: int) -> list[_Observation]:
+        """The last ``count`` observations, oldest first; indexed from the end, not walked from the start."""
+        return [self.observations[i] for i in range(-min(count, len(self.observations)), 0)]
+
     def observation_around(self, index: int) -> tuple[_Observation | None, _Observation | None, _Observation | None]:
         """(at, None, None) when an observation is at ``index``, else (None, before, after) it.
 
@@ -209,10 +213,7 @@ class Tracker:
 
     def _expected(self, track: _Track, index: int) -> Detection:
         """What the track should look like at ``index``: predicted location, last pose, running appearance."""
-        observations = track.observations
-        # Indexed from the end: islice would walk the whole deque, recalled observations included.
-        history = [(o.index, o.location) for o in
-                   (observations[i] for i in range(-min(len(observations), self.motion.history), 0))]
+        history = [(o.index, o.location) for o in track.latest(self.motion.history)]
         expected = from_fields(track.last.detection, self.motion.predict(history, index))
         if track.appearance is not None:
             expected.extras["appearance"] = track.appearance
@@ -269,10 +270,9 @@ class Tracker:
     def _observe(self, track: _Track, index: int, detection: Detection) -> None:
         observations = track.observations
         observations.append(_Observation(index, detection, to_fields(detection)))
-        if len(observations) > self._working_window:
-            leaving = observations[-self._working_window - 1]
-            if not leaving.fields.keys() <= _RECALLED:  # a mesh and SMPL parameters: ~250 KB an observation
-                observations[-self._working_window - 1] = leaving.recalled()
+        leaving = -self._working_window - 1  # the observation that just left the working window
+        if len(observations) >= -leaving and not observations[leaving].fields.keys() <= _RECALLED:
+            observations[leaving] = observations[leaving].recalled()  # a mesh and SMPL parameters: ~250 KB
         track.hits += 1
         self._remember(track, detection)
         if track.lost:
