@@ -24,7 +24,7 @@ from bench import timing
 from bench.blazepose_cache import blazepose_frames
 from bench.scenes import FAMILIES, Walker, make_scene, render, score
 from pose.detection import FrameDetections
-from pose.skeleton import JOINT_INDEX
+from pose.skeleton import hip_centre
 from tracking.iou import IouTracker
 from tracking.motion import ConstantVelocity, Hold, MotionMatching
 from tracking.smoothing import OneEuroFilter
@@ -63,7 +63,7 @@ def withheld_bursts(count: int, fraction: float = 0.35, longest: int = 15, seed:
 
 def _root_relative(points: np.ndarray) -> np.ndarray:
     """(J, 3) -> minus the hip centre (the translation fit's depth noise dominates absolute 3D errors)."""
-    return points - points[[JOINT_INDEX["left_hip"], JOINT_INDEX["right_hip"]]].mean(axis=0)
+    return points - hip_centre(points)
 
 
 def gap_errors(frames: list[FrameDetections], withheld: np.ndarray, tracker: Tracker) -> dict:

@@ -24,6 +24,7 @@ import numpy as np
 
 from pose.detection import Detection
 from pose.skeleton import hip_centre
+from tracking.arrays import norm
 
 LOCATION_SIGMA, LOCATION_SIGMA_GROWTH = 0.1, 0.05  # body heights
 SIZE_SIGMA = 0.2  # log ratio
@@ -71,7 +72,7 @@ def location_distance(expected: Sequence[Detection], detections: Sequence[Detect
     a_height, b_height = np.maximum(a[:, 3], 1.0), np.maximum(b[:, 3], 1.0)
     scale = np.sqrt(a_height[:, None] * b_height[None, :])
     uncertainty = LOCATION_SIGMA + LOCATION_SIGMA_GROWTH * np.asarray(frames_since_seen, dtype=np.float64)
-    offset = _norm(a_centre[:, None] - b_centre[None]) / scale / uncertainty[:, None]
+    offset = norm(a_centre[:, None] - b_centre[None]) / scale / uncertainty[:, None]
     depth_change = np.abs(np.log(_depths(expected)[:, None] / _depths(detections)[None, :]))
     size_change = (np.abs(np.log(a_height[:, None] / b_height[None, :]))
                    + np.where(np.isnan(depth_change), 0.0, depth_change))
@@ -84,16 +85,6 @@ def _depths(detections: Sequence[Detection]) -> np.ndarray:
     return np.where(depths > 0, depths, np.nan)
 
 
-def _norm(vectors: np.ndarray) -> np.ndarray:
-    """(..., C) -> (...,) Euclidean norms, the values of ``np.linalg.norm(axis=-1)``.
-
-    The few coordinates are summed one by one: numpy's reduction over a short last axis
-    costs ~8× more, and the (T, D, J) joint distances are the bulk of a frame's association.
-    """
-    squares = vectors * vectors
-    return np.sqrt(sum((squares[..., i] for i in range(1, vectors.shape[-1])), squares[..., 0]))
-
-
 def _root_relative(points: np.ndarray) -> np.ndarray:
     """(N, J, C) -> the same minus each pose's hip centre (NaN if a hip is missing)."""
     return points - hip_centre(points)
@@ -101,7 +92,7 @@ def _root_relative(points: np.ndarray) -> np.ndarray:
 
 def _mean_joint_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(T, J, C), (D, J, C) -> (T, D) mean distance over joints both have; 0 if none."""
-    per_joint = _norm(a[:, None] - b[None])
+    per_joint = norm(a[:, None] - b[None])
     missing = np.isnan(per_joint)
     if not missing.any():
         return per_joint.sum(axis=-1) / per_joint.shape[-1]
