@@ -73,9 +73,10 @@ class Walker:
     away: tuple[int, int] | None = None  # frames [a, b) spent out of view (left and came back)
     appearance: np.ndarray | None = None
 
-    def visible(self, t: int) -> bool:
+    def visible(self, t: int, offset: np.ndarray = np.zeros(2)) -> bool:
+        """In view at frame t, with the picture moved by ``offset`` px (a camera pan)."""
         in_time = self.appear <= t < self.leave and not (self.away and self.away[0] <= t < self.away[1])
-        x, y = self.pelvis(t)
+        x, y = self.pelvis(t) + offset
         return in_time and 0 <= x < WIDTH and 0 <= y < HEIGHT
 
     def pelvis(self, t: int) -> np.ndarray:
@@ -126,19 +127,35 @@ def _detection(keypoints_px: np.ndarray, height_px: float, appearance: np.ndarra
                      keypoints_3d=keypoints_3d.astype(np.float32), extras=extras)
 
 
+@dataclass
+class Pan:
+    """A whip-pan: nothing is detected on frames [start, end), and halfway through the picture jumps by ``shift`` px."""
+
+    start: int
+    end: int
+    shift: tuple[float, float]
+
+    def offset(self, t: int) -> np.ndarray:
+        return np.array(self.shift) if t >= (self.start + self.end) // 2 else np.zeros(2)
+
+
 def render(family: str, walkers: list[Walker], frames: int, rng: np.random.Generator, miss: float = 0.0,
-           false_positives: float = 0.0, noise: float = 0.01) -> Scene:
-    """Simulate the detector over the walkers: occlusion by nearer people, random misses, false positives."""
+           false_positives: float = 0.0, noise: float = 0.01, pan: Pan | None = None) -> Scene:
+    """Simulate the detector over the walkers: occlusion by nearer people, random misses, false positives,
+    a camera pan."""
     out, truth = [], []
     for t in range(frames):
-        visible = [w for w in walkers if w.visible(t)]
-        boxes = {w.person_id: box_of(w.keypoints(t)) for w in visible}
+        offset = pan.offset(t) if pan else np.zeros(2)
+        keypoints = {w.person_id: w.keypoints(t) + offset for w in walkers}
+        visible = [w for w in walkers if w.visible(t, offset)]
+        boxes = {w.person_id: box_of(keypoints[w.person_id]) for w in visible}
+        blind = pan is not None and pan.start <= t < pan.end
         people = []
         for w in visible:
             hidden = any(o.height_px > w.height_px and _box_overlap(boxes[w.person_id], boxes[o.person_id]) > 0.4
                          for o in visible if o is not w)
-            if not hidden and rng.random() >= miss:
-                people.append(_detection(w.keypoints(t), w.height_px, w.appearance, rng, noise))
+            if not hidden and not blind and rng.random() >= miss:
+                people.append(_detection(keypoints[w.person_id], w.height_px, w.appearance, rng, noise))
         for _ in range(rng.poisson(false_positives)):
             height = rng.uniform(100, 300)
             centre = rng.uniform((0, 0), (WIDTH, HEIGHT))
@@ -193,10 +210,20 @@ def make_scene(family: str, seed: int = 0, appearance: bool = True, frames: int 
             walkers.append(Walker(i + 1, (x0, rng.uniform(250, 500)), (np.sign(WIDTH / 2 - x0) * rng.uniform(3, 8), 0),
                                   rng.uniform(150, 350), appear=appear, appearance=look()))
         return render(family, walkers, frames, rng, miss=0.1, false_positives=0.2)
+    if family == "pan":
+        # Three people; the camera whips round for 6-12 frames (nobody detected) and everyone's box lands
+        # 100-250 px away, all by the same shift.
+        walkers = [Walker(i + 1, (250 + 350 * i + rng.uniform(-40, 40), rng.uniform(300, 450)),
+                          (rng.uniform(-2, 2), rng.uniform(-0.5, 0.5)), rng.uniform(200, 320), appearance=look())
+                   for i in range(3)]
+        start = int(rng.uniform(40, 100))
+        shift = rng.uniform(100, 250) * np.array([rng.choice([-1, 1]), rng.uniform(-0.3, 0.3)])
+        return render(family, walkers, frames, rng, miss=0.05,
+                      pan=Pan(start, start + int(rng.uniform(6, 13)), (float(shift[0]), float(shift[1]))))
     raise ValueError(f"unknown scene family {family!r}")
 
 
-FAMILIES = ("crossing", "occlusion", "reenter", "clutter", "crowd")
+FAMILIES = ("crossing", "occlusion", "reenter", "clutter", "crowd", "pan")
 
 
 def score(scene: Scene, tracked: list[TrackedFrame], min_iou: float = 0.5) -> motmetrics.MOTAccumulator:
