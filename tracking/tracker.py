@@ -36,8 +36,7 @@ the track appears from the frame ``lookahead`` frames before it confirmed.
 States of a published person:
 - ``observed``: detected in this frame;
 - ``interpolated``: missed, but detected again within the look-ahead window:
-  the ``interpolation`` motion model's path from the observation before, bent to
-  land on the observation after (a body moving at constant speed stays on its line);
+  lerp / slerp between the two observations around it;
 - ``predicted``: missed with no later detection in the window: the motion
   model's extrapolation;
 - ``held``: only for the primary subject, on frames before its first or after
@@ -76,9 +75,9 @@ from scipy.optimize import linear_sum_assignment
 
 from pose.detection import Detection, FrameDetections
 from tracking.distances import CombinedDistance, DistanceFunction, appearance_distance
-from tracking.fields import RECALLED_FIELDS, Fields, blend, difference, from_fields, step, to_fields
+from tracking.fields import RECALLED_FIELDS, Fields, blend, from_fields, to_fields
 from tracking.iou import iou_matrix
-from tracking.motion import ConstantVelocity, MotionMatching, MotionModel
+from tracking.motion import MotionMatching, MotionModel
 from tracking.reidentify import ReidGate, reach, speed, unique_pairs, within_reach
 from tracking.smoothing import OneEuro, OneEuroFilter, smooth_together
 from tracking.types import TrackedFrame, TrackedPerson, TrackEvent
@@ -172,10 +171,6 @@ class Tracker:
     smoothing: bool = True
     distance: DistanceFunction = field(default_factory=CombinedDistance)
     motion: MotionModel = field(default_factory=MotionMatching)
-    # What carries a gap between two observations, before it is bent to land on the second (``_bridge``):
-    # the body's own motion. Replaying limbs (MotionMatching) there was worse than a straight line in
-    # bench.blackout (vid.mp4, seed 2: 15.8 px against 6.9); Hold() gives plain lerp / slerp.
-    interpolation: MotionModel = field(default_factory=lambda: ConstantVelocity(decay=1.0))
     max_cost: float = 1.5
     rematch_iou: float = 0.5  # leftover track/detection pairs overlapping this much are matched anyway
     # When a lost person's return is unmistakable (tracking.reidentify); None: association's cost alone.
@@ -499,24 +494,9 @@ class Tracker:
         if after is not None:
             weight = (index - before.index) / (after.index - before.index)
             nearest = before if weight <= 0.5 else after
-            return _Filled("interpolated", self._bridge(track, before, after, index, weight), nearest,
-                           index - before.index)
+            return _Filled("interpolated", blend(before.fields, after.fields, weight), nearest, index - before.index)
         observations = [(o.index, o.fields) for o in track.observations]
         return _Filled("predicted", self.motion.predict(observations, index), before, index - before.index)
-
-    def _bridge(self, track: _Track, before: _Observation, after: _Observation, index: int, weight: float) -> Fields:
-        """Values across a gap: the ``interpolation`` model's prediction from ``before``, corrected by a
-        growing share (``weight``) of where that prediction misses ``after``, so both ends meet the
-        observations and a body that was moving keeps moving in between."""
-        history = [(o.index, o.fields) for o in track.latest(self.interpolation.history + self.lookahead + 1)
-                   if o.index <= before.index][-self.interpolation.history:]
-        forward = self.interpolation.predict(history, index)
-        landing = self.interpolation.predict(history, after.index)
-        bridged = blend(before.fields, after.fields, weight)
-        for name in forward.keys() & after.fields.keys():
-            miss = difference(name, landing[name], after.fields[name])
-            bridged[name] = step(name, forward[name], weight * miss)
-        return bridged
 
     def _hold(self, track: _Track, index: int) -> _Filled:
         """The primary on a frame where it is not live: its first observation before, last published after."""
