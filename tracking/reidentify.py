@@ -35,7 +35,7 @@ from tracking.arrays import norm
 class ReidGate:
     base_reach: float = 0.5  # body heights, whatever the time unseen
     reach_growth: float = 0.1  # body heights per frame unseen, on top of the track's own speed
-    max_size_ratio: float = 1.8
+    max_size_ratio: float = 2.5  # a rider tucked in the air and standing on landing: box heights 2x apart
     max_appearance: float = 0.35  # cosine distance
 
 
