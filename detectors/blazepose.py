@@ -121,7 +121,8 @@ class PoseFinder:
         return find_poses(self._landmarker, image)
 
     def close(self) -> None:
-        self._landmarker.close()
+        with quiet_native_stderr():
+            self._landmarker.close()
 
 
 def pose_detection(pose: Pose, width: int, height: int, focal: float | None = None) -> Detection:
@@ -187,5 +188,6 @@ class BlazePoseDetector:
 
     def close(self) -> None:
         if self._landmarker is not None:
-            self._landmarker.close()
+            with quiet_native_stderr():  # tear-down notices
+                self._landmarker.close()
             self._landmarker = None
