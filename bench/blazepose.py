@@ -39,14 +39,14 @@ LEGACY_PACKAGES = ["numpy", "protobuf>=4.25.3,<5", "absl-py", "attrs", "flatbuff
 WORKER = Path(__file__).resolve().parent / "blazepose_worker.py"
 SNOW = timing.VIDEO.parent / "snow"
 LEGACY = "legacy 0.10.14, complexity 1 (old default)"
-DEFAULT = "Tasks full, 4 poses (default)"
-VARIANTS = {  # name: (engine, model, num_poses)
-    LEGACY: ("legacy", None, 1),
-    "Tasks lite, 4 poses": ("tasks", "lite", 4),
-    DEFAULT: ("tasks", "full", 4),
-    "Tasks heavy, 4 poses": ("tasks", "heavy", 4),
-    "Tasks lite, 1 pose": ("tasks", "lite", 1),
-    "Tasks full, 1 pose": ("tasks", "full", 1),
+DEFAULT = "Tasks full (default)"
+VARIANTS = {  # name: worker arguments (engine, model, num_poses, census_every)
+    LEGACY: ("legacy", "-", "-", "-"),
+    "Tasks lite": ("tasks", "lite", "4", "30"),
+    DEFAULT: ("tasks", "full", "4", "30"),
+    "Tasks heavy": ("tasks", "heavy", "4", "30"),
+    "bare landmarker, full, 4 poses (no census)": ("raw", "full", "4", "-"),
+    "bare landmarker, full, 1 pose": ("raw", "full", "1", "-"),
 }
 ROUNDS = 2
 
@@ -68,13 +68,14 @@ def legacy_python() -> Path | None:
 
 def run_variant(variant: tuple, videos: list[Path]) -> list[dict[str, np.ndarray]]:
     """One fresh worker process over ``videos``: per video the worker's arrays (see bench/blazepose_worker.py)."""
-    engine, model, num_poses = variant
+    engine, model = variant[:2]
     python = legacy_python() if engine == "legacy" else Path(sys.executable)
-    bundle = str(ensure(model)) if model else "-"
+    if model != "-":
+        ensure(model)
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "out.npz"
-        subprocess.run([str(python), str(WORKER), engine, bundle, str(num_poses), str(out), *map(str, videos)],
-                       check=True, stderr=subprocess.DEVNULL)
+        subprocess.run([str(python), str(WORKER), *variant, str(out), *map(str, videos)], check=True,
+                       stderr=subprocess.DEVNULL)
         data = dict(np.load(out))
     return [{key.split("_", 1)[1]: value for key, value in data.items() if key.startswith(f"v{i}_")}
             for i in range(len(videos))]
@@ -146,7 +147,7 @@ def value_changes(published: dict[str, list[FrameDetections]]) -> list[list]:
         relative = [1000 * np.nanmean(np.linalg.norm((b.keypoints_3d - hip_centre(b.keypoints_3d))
                                                      - (a.keypoints_3d - hip_centre(a.keypoints_3d)), axis=1))
                     for a, b in pairs]
-        depth = [hip_centre(b.keypoints_3d)[2] / hip_centre(a.keypoints_3d)[2] for a, b in pairs]
+        depth = [hip_centre(b.keypoints_3d)[0, 2] / hip_centre(a.keypoints_3d)[0, 2] for a, b in pairs]
         angles = np.array([joint_angles_array(b.keypoints_3d) - joint_angles_array(a.keypoints_3d) for a, b in pairs])
         knees = [ANGLE_KEYS.index("leftKnee"), ANGLE_KEYS.index("rightKnee")]
         score = [b.score - a.score for a, b in pairs]
@@ -194,7 +195,7 @@ def on_rider(box: np.ndarray, rider: tuple[float, ...]) -> bool:
 def snow_rows(labels: dict, clips: list[Path]) -> list[list]:
     rows = []
     for name, variant in VARIANTS.items():
-        if variant[2] == 1 and variant[0] == "tasks":
+        if variant[0] == "raw":
             continue
         found = primary = visible = 0
         for clip, run in zip(clips, run_variant(variant, clips)):
@@ -223,8 +224,11 @@ def main() -> str:
     clips = [SNOW / f"{clip}.mp4" for clip in labels]
     return "\n\n".join([
         "## BlazePose: Tasks API (mediapipe 1.2.x) vs the legacy API (0.10.14)",
-        "Each variant in a fresh process, video (tracking) mode, timing BGR → RGB + the landmarker call per frame "
-        f"(frame 0, the set-up, excluded); {ROUNDS} interleaved rounds, median (min–max). {quiet} CPU: all the "
+        "Each variant in a fresh process, video (tracking) mode, timing the BGR frame → landmarks per frame "
+        "(colour conversion, the landmarker and, for posebus's detector (`Tasks ...`: `BlazePoseDetector`, 4 poses "
+        "at most, a census every 30 frames), its census frames; frame 0, the set-up, excluded); the bare "
+        "landmarker rows are MediaPipe's VIDEO-mode `PoseLandmarker` alone, for what the census saves. "
+        f"{ROUNDS} interleaved rounds, median (min–max). {quiet} CPU: all the "
         "process's threads. Runner found: a pose whose landmark box overlaps the legacy runner's with IoU > 0.5 "
         "(for the legacy row: frames with a pose). Agreement: mean distance of the 33 landmarks to the legacy "
         "ones on frames where both found the runner, then mean / median / p95 over frames; the runner is ~535 px "

@@ -1,12 +1,14 @@
-"""One BlazePose run over videos, in a process of its own: the legacy API or the Tasks API.
+"""One BlazePose run over videos, in a process of its own: the legacy API or posebus's detector (Tasks API).
 
-    python bench/blazepose_worker.py legacy - NUM_POSES OUT.npz VIDEO...        (mediapipe 0.10.14, complexity 1)
-    python bench/blazepose_worker.py tasks BUNDLE.task NUM_POSES OUT.npz VIDEO...  (mediapipe >= 1.2)
+    python bench/blazepose_worker.py legacy - - - OUT.npz VIDEO...        (mediapipe 0.10.14, complexity 1)
+    python bench/blazepose_worker.py tasks MODEL NUM_POSES CENSUS_EVERY OUT.npz VIDEO...  (mediapipe >= 1.2)
+    python bench/blazepose_worker.py raw MODEL NUM_POSES - OUT.npz VIDEO...  (the bare VIDEO-mode landmarker)
 
-It imports only numpy, OpenCV and mediapipe, so the legacy run can use a venv of
+The legacy run imports only numpy, OpenCV and mediapipe, so it can use a venv of
 its own (``bench.blazepose`` makes one): the two mediapipes cannot share one.
-Both run in video (tracking) mode and time the same work per frame: BGR → RGB
-and the landmarker call. Per video ``i`` it saves:
+Both run in video (tracking) mode and time the same work per frame: from the BGR
+frame to the landmarks (colour conversion, the landmarker; for posebus's detector
+also its census frames). Per video ``i`` it saves:
 
 - ``v{i}_image`` (F, P, 33, 4): x px, y px, visibility, presence; NaN where fewer
   than P poses (legacy: P = 1), poses largest box first;
@@ -17,35 +19,51 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 
-def legacy_runner(_bundle: str, _num_poses: int):
+def legacy_runner():
     import mediapipe as mp
 
     pose = mp.solutions.pose.Pose(static_image_mode=False, model_complexity=1)
 
-    def run(rgb: np.ndarray, _timestamp_ms: int) -> list[tuple[list, list]]:
-        result = pose.process(rgb)
+    def run(bgr: np.ndarray, _index: int, _timestamp_ms: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        height, width = bgr.shape[:2]
+        result = pose.process(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
         if result.pose_landmarks is None:
             return []
-        return [(result.pose_landmarks.landmark, result.pose_world_landmarks.landmark)]
+        return [(np.array([(p.x * width, p.y * height, p.visibility, p.presence)
+                           for p in result.pose_landmarks.landmark]),
+                 np.array([(p.x, p.y, p.z) for p in result.pose_world_landmarks.landmark]))]
     return run, pose.close
 
 
-def tasks_runner(bundle: str, num_poses: int):
-    import mediapipe as mp
-    from mediapipe.tasks.python import BaseOptions, vision
+def tasks_runner(model: str, num_poses: int, census_every: int):
+    """posebus's own detector (``detectors.blazepose``), which imports mediapipe >= 1.2."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from detectors.base import FrameImage
+    from detectors.blazepose import BlazePoseDetector
 
-    landmarker = vision.PoseLandmarker.create_from_options(vision.PoseLandmarkerOptions(
-        base_options=BaseOptions(model_asset_path=bundle), running_mode=vision.RunningMode.VIDEO,
-        num_poses=num_poses))
+    detector = BlazePoseDetector(model=model, num_poses=num_poses, census_every=census_every)
 
-    def run(rgb: np.ndarray, timestamp_ms: int) -> list[tuple[list, list]]:
-        result = landmarker.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb), timestamp_ms)
-        return list(zip(result.pose_landmarks, result.pose_world_landmarks))
+    def run(bgr: np.ndarray, index: int, timestamp_ms: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [(pose.image, pose.world) for pose in detector.poses(FrameImage("bench", index, timestamp_ms, bgr))]
+    return run, detector.close
+
+
+def raw_runner(model: str, num_poses: int):
+    """MediaPipe's VIDEO-mode landmarker alone, as ``detectors.blazepose`` makes it (no census)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from detectors.blazepose import _mp_image, create_landmarker, poses_of
+
+    landmarker = create_landmarker(model, video=True, num_poses=num_poses)
+
+    def run(bgr: np.ndarray, _index: int, timestamp_ms: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        result = landmarker.detect_for_video(_mp_image(bgr), timestamp_ms)
+        return [(pose.image, pose.world) for pose in poses_of(result, bgr.shape[1], bgr.shape[0])]
     return run, landmarker.close
 
 
@@ -59,15 +77,12 @@ def one_video(runner, path: str, poses: int) -> dict[str, np.ndarray]:
         ok, frame = capture.read()
         if not ok:
             break
-        height, width = frame.shape[:2]
         wall_start, cpu_start = time.perf_counter(), time.process_time()
-        found = run(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), int(index * 1000 / fps))
+        found = run(frame, index, int(index * 1000 / fps))
         wall.append((time.perf_counter() - wall_start) * 1000)
         cpu.append((time.process_time() - cpu_start) * 1000)
         image = np.full((poses, 33, 4), np.nan, np.float32)
         world = np.full((poses, 33, 3), np.nan, np.float32)
-        found = [(np.array([(p.x * width, p.y * height, p.visibility or 0.0, p.presence or 0.0) for p in lm]),
-                  np.array([(p.x, p.y, p.z) for p in wl])) for lm, wl in found]
         found.sort(key=lambda pair: -np.prod(np.ptp(pair[0][:, :2], axis=0)))
         for k, (lm, wl) in enumerate(found[:poses]):
             image[k], world[k] = lm, wl
@@ -79,12 +94,19 @@ def one_video(runner, path: str, poses: int) -> dict[str, np.ndarray]:
 
 
 def main(argv: list[str]) -> None:
-    engine, bundle, num_poses, out, *videos = argv
-    make = {"legacy": legacy_runner, "tasks": tasks_runner}[engine]
-    poses = 1 if engine == "legacy" else int(num_poses)
+    engine, model, num_poses, census_every, out, *videos = argv
+    if engine == "legacy":
+        runner, poses = legacy_runner, 1
+    else:
+        poses = int(num_poses)
+
+        def runner():
+            if engine == "raw":
+                return raw_runner(model, poses)
+            return tasks_runner(model, poses, int(census_every))
     arrays = {}
     for i, video in enumerate(videos):
-        for key, value in one_video(lambda: make(bundle, poses), video, poses).items():
+        for key, value in one_video(runner, video, poses).items():
             arrays[f"v{i}_{key}"] = value
     np.savez(out, **arrays)
 
