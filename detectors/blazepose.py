@@ -23,6 +23,7 @@ Two layers:
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import Sequence
@@ -116,9 +117,14 @@ class PoseFinder:
 
     def __init__(self, model: str = DEFAULT_MODEL, num_poses: int = NUM_POSES, min_confidence: float = 0.5):
         self._landmarker = create_landmarker(model, video=False, num_poses=num_poses, min_confidence=min_confidence)
+        self._used = False
 
     def __call__(self, image: np.ndarray) -> list[Pose]:
-        return find_poses(self._landmarker, image)
+        if self._used:
+            return find_poses(self._landmarker, image)
+        self._used = True
+        with quiet_native_stderr():  # a landmarker's first image logs notices on memory alignment and ROIs
+            return find_poses(self._landmarker, image)
 
     def close(self) -> None:
         with quiet_native_stderr():
@@ -221,9 +227,10 @@ class BlazePoseDetector:
         timestamp = int(round(frame.pts_ms))
         if self._last is not None:
             timestamp = max(timestamp, self._last[2] + 1)
-        self._last = (frame.job, frame.index, timestamp)
-        height, width = frame.image.shape[:2]
-        poses = poses_of(self._tracker.detect_for_video(_mp_image(frame.image), timestamp), width, height)
+        first, self._last = self._last is None, (frame.job, frame.index, timestamp)
+        with quiet_native_stderr() if first else contextlib.nullcontext():  # first frame: the same notices
+            result = self._tracker.detect_for_video(_mp_image(frame.image), timestamp)
+        poses = poses_of(result, frame.image.shape[1], frame.image.shape[0])
         self._seen = len(poses)
         return poses
 
