@@ -19,13 +19,16 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from bench import timing
 from bench.tracking import gap_errors, withheld_bursts
-from detectors.blazepose import Pose, landmark_box, pose_detection
+from detectors.base import FrameImage
+from detectors.blazepose import BlazePoseDetector, Pose, landmark_box, pose_detection
 from detectors.blazepose_models import ensure
 from pose.angles import ANGLE_KEYS, joint_angles_array
 from pose.detection import FrameDetections
@@ -212,6 +215,51 @@ def snow_rows(labels: dict, clips: list[Path]) -> list[list]:
     return rows
 
 
+# --- several people ---------------------------------------------------------------------------------------------------
+
+def two_runners_frames(video: Path, frames: int = 90, offset: int = 60, left: int = 460,
+                       width: int = 600) -> list[np.ndarray]:
+    """Two people in every frame: ``video``'s runner (columns ``left`` to ``left + width``, where the panning
+    camera keeps them) beside itself ``offset`` frames later. (H, 2 × width, 3) BGR images."""
+    capture = cv2.VideoCapture(str(video))
+    images = [capture.read()[1] for _ in range(frames + offset)]
+    capture.release()
+    strips = [image[:, left:left + width] for image in images]
+    return [np.hstack([strips[i], strips[i + offset]]) for i in range(frames)]
+
+
+def two_people_rows(images: list[np.ndarray]) -> list[list]:
+    """posebus's detector and tracker (as the track stage runs it, primary subject on) on the two runners."""
+    rows = []
+    for name, options in (("Tasks full, 4 poses (default)", {}), ("Tasks full, 1 pose", {"num_poses": 1})):
+        detector = BlazePoseDetector(**options)
+        tracker = Tracker(subjects=1)
+        start = time.process_time()
+        tracked = []
+        for index, image in enumerate(images):
+            found = detector.detect([FrameImage("bench", index, index * 1000 / 30, image)])[0]
+            tracked += tracker.push(FrameDetections(index, index * 1000 / 30, found))
+        cpu_ms = (time.process_time() - start) * 1000 / len(images)
+        detector.close()
+        tracked += tracker.finish()
+        half = images[0].shape[1] / 2
+        ids: dict[str, list[int]] = {"left": [], "right": []}
+        both = 0
+        for frame in tracked:
+            sides = {}
+            for person in frame.people:
+                x, _, w, _ = person.detection.bbox
+                sides["left" if x + w / 2 < half else "right"] = person
+            both += sum(p.state == "observed" for p in sides.values()) == 2
+            for side, person in sides.items():
+                ids[side].append(person.track_id)
+        switches = sum(int(np.sum(np.diff(track) != 0)) for track in ids.values())
+        primaries = [frame.people[0].track_id for frame in tracked if frame.people]
+        rows.append([name, f"{both}/{len(images)}", ", ".join(f"{side} {sorted(set(v))}" for side, v in ids.items()),
+                     switches, len(set(primaries)), f"{cpu_ms:.1f}"])
+    return rows
+
+
 def main() -> str:
     video = timing.VIDEO
     if legacy_python() is None:
@@ -250,6 +298,13 @@ def main() -> str:
         "not counted): found = some pose on the rider, primary = the largest pose on the rider (snow/README.md's rule "
         "on the landmark box). The legacy API tracks one person.",
         timing.table(["variant", "labelled frames with the rider", "found", "primary"], snow_rows(labels, clips)),
+        "### Two people: vid.mp4's runner beside itself 2 s later\n\n90 frames of 1200×1088 (`two_runners_frames`, "
+        "also the clip of tests/test_blazepose_people.py), posebus's detector and tracker in one process (the tracker "
+        "as the track stage runs it, primary subject on). Both observed: frames where each runner is observed; ids: "
+        "the track ids published on each side; switches: changes of track id on a side; primaries: distinct track "
+        "ids published first; CPU: detector and tracker, all threads, one run.",
+        timing.table(["detector", "both observed", "ids", "ID switches", "primaries", "CPU ms/frame"],
+                     two_people_rows(two_runners_frames(video))),
     ])
 
 
