@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The README's quick start on a fresh Debian 13 ("trixie", Python 3.13) machine: a minimal root file
+# system from Debian's package registry, this repository's HEAD cloned into it, and `make run` run there
+# as a new user would, with pip reaching the public index from inside.
+#
+#   sudo scripts/fresh_machine.sh [COMMAND]          # COMMAND defaults to `make run`
+#
+# Needs root (debootstrap, chroot, mounts) and debootstrap (apt-get install debootstrap). The root file
+# system is made once and kept as a tarball in FRESH_MACHINE_CACHE (default ~/.cache/posebus/fresh-machine),
+# remade when older than a week; every run unpacks a clean copy into a temporary folder and removes it
+# afterwards (KEEP=1 keeps it). Nothing of the host's Python set-up goes in: no pip configuration, cache,
+# wheels or model bundles. Two things do: the DNS and CA configuration, and, where the host has npm, the
+# npm package the BlazePose model build reads (Node is left out of the machine: Debian's npm does not
+# configure in a debootstrap root), so that the official model download not being reachable (CI, the
+# team's machines) falls back to the build route there as it would on a machine with npm.
+set -euo pipefail
+
+COMMAND=${1:-make run}
+SUITE=trixie
+MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+PACKAGES=python3,python3-venv,python3-pip,make,git,ca-certificates
+REPO=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
+CACHE=${FRESH_MACHINE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/posebus/fresh-machine}
+TARBALL=$CACHE/debian-$SUITE-minbase.tar.gz
+VIDEO=$REPO/../shared/media/vid.mp4  # where the README's `make run` looks, relative to the clone
+
+[ "$(id -u)" = 0 ] || { echo "fresh_machine: run as root (debootstrap, chroot, mounts)" >&2; exit 2; }
+command -v debootstrap >/dev/null || { echo "fresh_machine: apt-get install debootstrap" >&2; exit 2; }
+started=$SECONDS
+say() { printf 'fresh_machine [%3ds] %s\n' $((SECONDS - started)) "$*"; }
+
+mkdir -p "$CACHE"
+if [ -z "$(find "$TARBALL" -mtime -7 2>/dev/null)" ]; then
+    say "debootstrap --variant=minbase --include=$PACKAGES $SUITE ($MIRROR)"
+    build=$(mktemp -d /var/tmp/posebus-debootstrap.XXXXXX)
+    debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$build" "$MIRROR" >"$build.log" 2>&1 \
+        || { tail -20 "$build.log" >&2; rm -rf --one-file-system "$build"; exit 1; }
+    rm -f "$build"/var/cache/apt/archives/*.deb "$build.log"
+    tar -C "$build" -czf "$TARBALL.tmp" . && mv "$TARBALL.tmp" "$TARBALL"
+    rm -rf --one-file-system "$build"
+fi
+
+work=$(mktemp -d /var/tmp/posebus-fresh.XXXXXX)
+root=$work/root
+cleanup() {
+    for mount in "$root/dev" "$root/proc"; do
+        if mountpoint -q "$mount"; then umount -R "$mount" || umount -lR "$mount"; fi
+    done
+    # --one-file-system: never reaches into a mount that failed to go away (the host's /dev).
+    if [ -z "${KEEP:-}" ]; then rm -rf --one-file-system "$work"; else say "kept $work"; fi
+}
+trap cleanup EXIT
+mkdir "$root"
+tar -C "$root" -xzf "$TARBALL"
+say "root file system unpacked: $(. "$root/etc/os-release" && echo "$PRETTY_NAME"), $(chroot "$root" python3 --version)"
+
+mount --bind /proc "$root/proc"
+mount --rbind /dev "$root/dev"
+mount --make-rslave "$root/dev"
+cp -L /etc/resolv.conf "$root/etc/resolv.conf"
+cp -L /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+
+git clone --quiet --no-checkout "$REPO" "$root/root/posebus"
+git -C "$root/root/posebus" checkout --quiet "$(git -C "$REPO" rev-parse HEAD)"
+say "cloned $(git -C "$REPO" log -1 --format='%h %s' | cut -c1-80)"
+if [ -f "$VIDEO" ]; then
+    mkdir -p "$root/root/shared/media" && cp "$VIDEO" "$root/root/shared/media/"
+fi
+python=$REPO/.venv/bin/python; [ -x "$python" ] || python=python3
+if command -v npm >/dev/null && npm_packages=$("$python" -c 'import sys; sys.path.insert(0, sys.argv[1])
+from detectors.blazepose_models import SOURCES
+print(" ".join(sorted({s.package for s in SOURCES.values() if s.registry == "npm"})))' "$REPO"); then
+    # Into the cache folder the model build looks in before it fetches.
+    sources=$root/root/.cache/posebus/blazepose/sources
+    mkdir -p "$sources"
+    for package in $npm_packages; do npm pack --silent --pack-destination "$sources" "$package" >/dev/null; done
+    say "npm packages for the model build: $(ls "$sources")"
+else
+    say "no npm packages fetched for the model build (needs npm, and the repository's .venv or numpy to read them)"
+fi
+
+say "chroot: cd posebus && $COMMAND"
+status=0
+chroot "$root" /usr/bin/env -i HOME=/root USER=root LANG=C.UTF-8 TERM=dumb \
+    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    bash -c "cd /root/posebus && $COMMAND" || status=$?
+venv=$(du -sh "$root/root/posebus/.venv" 2>/dev/null | cut -f1)
+downloads=$(du -sh "$root/root/.cache/pip" 2>/dev/null | cut -f1)
+say "$COMMAND exited with $status (.venv ${venv:-none}, pip downloads ${downloads:-none})"
+exit "$status"
