@@ -20,6 +20,8 @@ $(VENV)/.core: pyproject.toml Makefile
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e .
 	$(BIN)/pip install -q --no-deps '$(MEDIAPIPE)'
+	@$(BIN)/python -c 'import ctypes; [ctypes.CDLL(name) for name in ("libEGL.so.1", "libGLESv2.so.2")]' 2>/dev/null \
+		|| { echo "mediapipe needs libEGL.so.1 and libGLESv2.so.2: sudo apt-get install libegl1 libgles2"; exit 1; }
 	touch $@
 
 $(VENV)/.hmr2: $(VENV)/.core
