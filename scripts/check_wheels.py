@@ -17,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 PYTHONS = ("3.10", "3.11", "3.12", "3.13", "3.14")
@@ -34,10 +36,21 @@ def uv() -> str:
     return found
 
 
-def resolve(python: str, sources: list[str], platform: str) -> subprocess.Popen:
+@dataclass
+class Resolution:
+    python: str
+    returncode: int
+    lock: str  # uv's ``name==version`` lines
+    explanation: str  # uv's stderr: why it failed
+    seconds: float
+
+
+def resolve(python: str, sources: list[str], platform: str) -> Resolution:
     command = [uv(), "pip", "compile", "--quiet", "--no-config", "--no-header", "--no-annotate", "--all-extras",
                "--only-binary", ":all:", "--python-version", python, "--python-platform", platform, *sources]
-    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started = time.monotonic()
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    return Resolution(python, done.returncode, done.stdout, done.stderr, time.monotonic() - started)
 
 
 def pinned(lock: str) -> dict[str, str]:
@@ -53,26 +66,27 @@ def main() -> int:
     parser.add_argument("--show", metavar="NAMES", default="numpy,opencv-python-headless,mediapipe,torch",
                         help="comma-separated packages whose resolved versions to print")
     args = parser.parse_args()
+    pythons = args.python or PYTHONS
     with tempfile.NamedTemporaryFile("w", suffix=".in") as extra:
         extra.write("\n".join(args.requirements) + "\n")
         extra.flush()
         started = time.monotonic()
-        runs = {python: resolve(python, ["pyproject.toml", extra.name], args.platform)
-                for python in args.python or PYTHONS}
-        failed = []
-        for python, run in runs.items():
-            lock, explanation = run.communicate()
-            seconds = time.monotonic() - started
-            if run.returncode == 0:
-                versions = pinned(lock)
-                shown = " ".join(f"{name} {versions[name]}" for name in args.show.split(",") if name in versions)
-                print(f"Python {python}: {len(versions)} packages, all wheels ({seconds:.1f} s): {shown}")
-                continue
-            culprits = sorted(set(CULPRIT.findall(explanation)))
-            print(f"Python {python}: FAILED, no wheel: {', '.join(culprits) or 'see below'}")
-            print("    " + explanation.strip().replace("\n", "\n    "))
-            failed.append(python)
-    print(f"{len(runs) - len(failed)}/{len(runs)} Python versions resolve as wheels for {args.platform} "
+        with ThreadPoolExecutor(len(pythons)) as pool:  # in parallel: each waits mostly on the index
+            resolutions = list(pool.map(lambda python: resolve(python, ["pyproject.toml", extra.name], args.platform),
+                                        pythons))
+    failed = []
+    for resolution in resolutions:
+        if resolution.returncode == 0:
+            versions = pinned(resolution.lock)
+            shown = " ".join(f"{name} {versions[name]}" for name in args.show.split(",") if name in versions)
+            print(f"Python {resolution.python}: {len(versions)} packages, all wheels "
+                  f"({resolution.seconds:.1f} s): {shown}")
+            continue
+        culprits = sorted(set(CULPRIT.findall(resolution.explanation)))
+        print(f"Python {resolution.python}: FAILED, no wheel: {', '.join(culprits) or 'see below'}")
+        print("    " + resolution.explanation.strip().replace("\n", "\n    "))
+        failed.append(resolution.python)
+    print(f"{len(pythons) - len(failed)}/{len(pythons)} Python versions resolve as wheels for {args.platform} "
           f"({time.monotonic() - started:.1f} s)")
     return 1 if failed else 0
 
