@@ -102,11 +102,9 @@ def mjpeg_stream(images: list[np.ndarray], then: str = "close"):
         server.server_close()
 
 
-def two_runners(video: Path, path: Path, frames: int = 90, offset: int = 60, left: int = 460, width: int = 600) -> Path:
-    """Two people in every frame: ``video``'s runner (columns ``left`` to ``left + width``, where the panning
-    camera keeps them) beside itself ``offset`` frames later, as an MJPEG clip of ``frames`` frames."""
-    capture = cv2.VideoCapture(str(video))
-    images = [capture.read()[1] for _ in range(frames + offset)]
-    capture.release()
-    strips = [image[:, left:left + width] for image in images]
-    return write_clip(path, [np.hstack([strips[i], strips[i + offset]]) for i in range(frames)])
+
+def two_runners(video: Path, path: Path, frames: int = 90) -> Path:
+    """``bench.blazepose.two_runners_frames`` (vid.mp4's runner beside itself 2 s later) as an MJPEG clip."""
+    from bench.blazepose import two_runners_frames
+
+    return write_clip(path, two_runners_frames(video, frames))

@@ -93,11 +93,11 @@ def test_a_jump_starts_a_fresh_landmarker_and_still_finds_the_runner(frames):
 
     detector = BlazePoseDetector(mode="video", max_gap=4)
     first = detector.detect([frames[0]])[0]
-    landmarker = detector._landmarker
+    landmarker = detector._tracker
     detector.detect([frames[2]])
-    assert detector._landmarker is landmarker  # a gap of 2: tracking goes on
+    assert detector._tracker is landmarker  # a gap of 2: tracking goes on
     (person,) = detector.detect([frames[60]])[0]  # a jump: a fresh landmarker, VIDEO timestamps restart
-    assert detector._landmarker is not landmarker
+    assert detector._tracker is not landmarker
     (other_job,) = detector.detect([FrameImage("u", 0, 0.0, frames[90].image)])[0]
     detector.close()
     assert len(first) == 1 and person.score > 0.5 and other_job.score > 0.5

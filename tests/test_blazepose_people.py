@@ -42,3 +42,22 @@ def test_both_runners_are_published_with_distinct_stable_track_ids(clip, endpoin
         for person in frame["people"]:
             assert np.isfinite(person["keypoints_3d"][:17]).all()
             assert (person["keypoints_3d"][:17, 2] > 0).all()  # in front of the camera
+
+
+def test_a_person_walking_in_is_followed_from_the_next_census(clip):
+    """The video-mode landmarker follows as many people as the last census counted: one who appears
+    later is found at the next census (every ``census_every`` frames), and followed from then on."""
+    import cv2
+
+    from detectors.base import FrameImage
+    from detectors.blazepose import BlazePoseDetector
+
+    capture = cv2.VideoCapture(str(clip))
+    images = [capture.read()[1] for _ in range(40)]
+    for image in images[:15]:
+        image[:, image.shape[1] // 2:] = 0  # the second runner is not there yet
+    detector = BlazePoseDetector(mode="video", census_every=10)
+    counts = [len(detector.detect([FrameImage("j", i, i * 1000 / 30, image)])[0]) for i, image in enumerate(images)]
+    detector.close()
+    assert counts[:15] == [1] * 15
+    assert counts[20:] == [2] * 20  # the census at frame 20 found the newcomer
