@@ -9,12 +9,10 @@
 # system is made once and kept as a tarball in FRESH_MACHINE_CACHE (default ~/.cache/posebus/fresh-machine),
 # remade when older than a week; every run unpacks a clean copy into a temporary folder and removes it
 # afterwards (KEEP=1 keeps it). The root file system has the packages the issue's new user started from
-# plus the system libraries the README's quick start asks for. Nothing of the host's Python set-up goes in:
-# no pip configuration, cache, wheels or model bundles. Two things do: the DNS and CA configuration, and,
-# where the host has npm, the
-# npm package the BlazePose model build reads (Node is left out of the machine: Debian's npm does not
-# configure in a debootstrap root), so that the official model download not being reachable (CI, the
-# team's machines) falls back to the build route there as it would on a machine with npm.
+# plus the system libraries the README's quick start asks for. Nothing of the host's Python set-up goes in
+# (no pip configuration, cache, wheels or model bundles), only its DNS and CA configuration. Where the
+# official model download is not reachable (CI, the team's machines), the default model is built from
+# the mediapipe wheel that pip fetches inside.
 set -euo pipefail
 
 COMMAND=${1:-make run}
@@ -70,19 +68,6 @@ say "cloned $(git -C "$REPO" log -1 --format='%h %s' | cut -c1-80)"
 if [ -f "$VIDEO" ]; then
     mkdir -p "$root/root/shared/media" && cp "$VIDEO" "$root/root/shared/media/"
 fi
-python=$REPO/.venv/bin/python; [ -x "$python" ] || python=python3
-if command -v npm >/dev/null && npm_packages=$("$python" -c 'import sys; sys.path.insert(0, sys.argv[1])
-from detectors.blazepose_models import SOURCES
-print(" ".join(sorted({s.package for s in SOURCES.values() if s.registry == "npm"})))' "$REPO"); then
-    # Into the cache folder the model build looks in before it fetches.
-    sources=$root/root/.cache/posebus/blazepose/sources
-    mkdir -p "$sources"
-    for package in $npm_packages; do npm pack --silent --pack-destination "$sources" "$package" >/dev/null; done
-    say "npm packages for the model build: $(ls "$sources")"
-else
-    say "no npm packages fetched for the model build (needs npm, and the repository's .venv or numpy to read them)"
-fi
-
 say "chroot: cd posebus && $COMMAND"
 status=0
 # PIP_LOG: pip's full log (every download and its size) beside the console's quiet one.
