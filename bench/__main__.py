@@ -17,7 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from bench.timing import RESULTS, ROOT
 
-BENCHES = ["transport", "pipeline", "latency", "hmr2", "tracking"]  # about 1, 3, 1, 1 and 0.5 min
+BENCHES = ["transport", "pipeline", "latency", "hmr2", "tracking", "recall"]  # about 1, 3, 1, 1, 0.5 and 1.5 min
 PACKAGES = ["pyzmq", "msgpack", "numpy", "opencv-python-headless", "mediapipe", "torch", "flask"]
 
 
