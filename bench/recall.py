@@ -297,40 +297,48 @@ def overlay_section(labels: dict[str, ClipLabels]) -> str:
             + table(["clip", "labelled", "mesh on the rider", "frames with a mesh", "missed frames"], rows))
 
 
-def report(settings: dict[str, list[str]], scores: dict[str, list[ClipScore]], runs: dict[str, dict[str, Run]],
-           overlays: str, vid: bool) -> str:
+def report(settings: dict[str, list[str]], scores: dict[str, dict[str, ClipScore]], runs: dict[str, dict[str, Run]],
+           overlays: str) -> str:
     names = list(settings)
     parts = ["## Rider recall on the snowboarding clips",
              f"Scored against `../shared/media/snow/labels.txt` (every 6th frame) as issue 19 defines it: "
              f"**found** = an `observed`/`interpolated` person with its box centre inside the rider's box grown "
              f"by {GROW:.0%} and a height {HEIGHT_RANGE[0]}–{HEIGHT_RANGE[1]}× the rider's; **primary** = that "
              "person is first in `people`; **identities** = distinct `track_id`s on the rider; **false people** = "
-             "`observed` people off the rider on labelled frames (person-frames, and how many tracks). "
-             "`python -m bench.recall` (settings: `--setting NAME='launch.py options'`)."]
+             "`observed` people off the rider on labelled frames (person-frames, and how many tracks; on the "
+             "tiled clips the bystander counts there too). `.third` and `.tiled` clips are made by "
+             "`bench/small_riders.py` (a clip shrunk to a third in a frame of snow, alone or beside a bystander "
+             "clip at a quarter). `python -m bench.recall` (settings: `--setting NAME='launch.py options'`)."]
+    shared = [clip for clip in CLIPS if clip in scores[names[0]]]
+    made = [clip for clip in scores[names[0]] if clip not in CLIPS]
     for name in names:
         options = " ".join(settings[name]) or "(no options)"
-        parts.append(f"### {name}: `launch.py VIDEO {options}`\n\n" + table(SCORE_HEADER, score_rows(scores[name])))
-    if vid:
+        parts.append(f"### {name}: `launch.py VIDEO {options}`")
+        if shared:
+            parts.append(table(SCORE_HEADER, score_rows([scores[name][clip] for clip in shared])))
+        if made:
+            parts.append("Small riders:\n\n"
+                         + table(SCORE_HEADER, score_rows([scores[name][clip] for clip in made])))
+    videos = list(runs[names[0]])
+    if "vid" in videos:
         rows = []
         for name in names:
-            run = runs[name]["vid"]
-            with_runner, others = runner_frames(run.frames)
-            rows.append([name, percent(with_runner, len(run.frames)), others])
+            with_runner, others = runner_frames(runs[name]["vid"].frames)
+            rows.append([name, percent(with_runner, len(runs[name]["vid"].frames)), others])
         parts.append("### vid.mp4 (one runner)\n\n" + table(["setting", "runner first, observed or interpolated",
                                                              "other observed people"], rows))
-    videos = list(next(iter(runs.values())))
     header = ["video", "frames", *[f"{name} CPU ms/frame" for name in names],
               *[f"{name} ÷ {names[0]}" for name in names[1:]]]
     rows = []
-    for video in videos + ["**clips**"]:
-        keys = [v for v in videos if v != "vid"] if video == "**clips**" else [video]
+    for video in videos + ["**four clips**"] * bool(shared):
+        keys = shared if video == "**four clips**" else [video]
         frames = sum(len(runs[names[0]][k].frames) for k in keys)
         cpu = {name: sum(runs[name][k].cpu_s for k in keys) for name in names}
         rows.append([video, frames, *[f"{1000 * cpu[n] / frames:.1f}" for n in names],
                      *[f"{cpu[n] / cpu[names[0]]:.2f}×" for n in names[1:]]])
     parts.append("### Cost, side by side\n\nCPU time (user + system) of the launcher and every stage over the "
-                 "whole run (start-up and model loading included), per decoded frame; settings run one after the "
-                 "other on each video.\n\n" + table(header, rows))
+                 "whole run (start-up and model loading included, about 3 s), per decoded frame; on each video "
+                 "the settings run one after the other.\n\n" + table(header, rows))
     parts.append(overlays)
     return "\n\n".join(parts)
 
@@ -346,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a pipeline setting to score (repeatable; default: default='' )")
     parser.add_argument("--clips", nargs="*", default=list(CLIPS), help="clips to run (default: all four)")
     parser.add_argument("--no-vid", dest="vid", action="store_false", help="leave out vid.mp4")
+    parser.add_argument("--no-small", dest="small", action="store_false",
+                        help="leave out the small-rider clips made from the four (bench/small_riders.py)")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="keep the results files in DIR/<setting>/")
     parser.add_argument("--score", nargs="+", type=Path, metavar="JSONL", help="only score these results files")
     parser.add_argument("--clip", help="with --score: the clip they are of (default: the job id)")
@@ -363,20 +373,25 @@ def main(argv: list[str] | None = None) -> int:
         print(table(SCORE_HEADER, score_rows(scores)))
         return 0
     settings = dict(args.setting or [("default", [])])
-    videos = {clip: SNOW / f"{clip}.mp4" for clip in args.clips}
-    if args.vid:
-        videos["vid"] = VIDEO
-    runs: dict[str, dict[str, Run]] = {name: {} for name in settings}
     with tempfile.TemporaryDirectory(prefix="posebus-recall-") as scratch:
         keep = args.keep or Path(scratch)
+        videos = {clip: SNOW / f"{clip}.mp4" for clip in args.clips}
+        if args.small:
+            from bench import small_riders  # it builds on this module's labels
+
+            made = small_riders.make_all(Path(scratch) / "small")
+            labels.update(made)
+            videos.update({name: Path(scratch) / "small" / f"{name}.avi" for name in made})
+        if args.vid:
+            videos["vid"] = VIDEO
+        runs: dict[str, dict[str, Run]] = {name: {} for name in settings}
         for video, path in videos.items():
             for name, options in settings.items():
                 print(f"  {video}: {name}", file=sys.stderr)
                 runs[name][video] = run_pipeline(path, options, keep / name, video)
-    scores = {name: [score_frames(runs[name][clip].messages, labels[clip], clip) for clip in args.clips]
-              for name in settings}
-    section = report(settings, scores, runs, overlay_section(labels), args.vid)
-    publish("recall", section)
+    scores = {name: {video: score_frames(run.messages, labels[video], video)
+                     for video, run in runs[name].items() if video in labels} for name in settings}
+    publish("recall", report(settings, scores, runs, overlay_section(labels)))
     return 0
 
 
