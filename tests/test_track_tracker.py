@@ -4,6 +4,7 @@ from hypothesis import given, settings, strategies as st
 
 from bench.scenes import make_scene, score
 from tests.track_helpers import frame, person, run
+from tracking.reidentify import ReidGate
 from tracking.rotations import exp_map, geodesic_angle
 from tracking.tracker import Tracker
 
@@ -162,3 +163,72 @@ def test_a_box_that_jumps_in_width_keeps_its_identity(rematch_iou, tracks):
     assert {p.track_id for f in out for p in f.people} == tracks  # 1.01: the cost alone splits it
     if tracks == {1}:
         assert all(len(f.people) == 1 and f.people[0].state == "observed" for f in out)
+
+
+def described(detection, appearance):
+    """``detection`` with an appearance vector, as the detect stage gives every person."""
+    detection.extras["appearance"] = np.asarray(appearance, dtype=np.float32)
+    return detection
+
+
+RIDER, BYSTANDER = np.eye(8)[0] + 0.1, np.eye(8)[5] + 0.1
+
+
+def blackout_return(shift_px: float, reid) -> list:
+    """A person walking right, blacked out on frames 20-29, detected again on 30 ``shift_px`` ahead of
+    where they were heading, with a box 20% smaller (the detector restarted); a bystander all along."""
+    frames = []
+    for i in range(45):
+        people = [described(person(900, 380, height=200), BYSTANDER)]
+        if i < 20:
+            people.append(described(person(300 + 4 * i, 400, height=300), RIDER))
+        elif i >= 30:
+            people.append(described(narrowed(person(300 + 4 * i + shift_px, 400, height=300), 0.8, 1.2), RIDER))
+        frames.append(frame(i, *people))
+    return run(Tracker(lookahead=8, subjects=1, reid=reid), frames)
+
+
+@pytest.mark.parametrize("shift_px", [75, 150])
+def test_a_person_back_after_a_blackout_keeps_their_identity(shift_px):
+    out = blackout_return(shift_px, ReidGate())
+    rider = out[0].people[0].track_id
+    assert all(f.people[0].track_id == rider for f in out)  # first on every frame, under one id
+    assert all(len(f.people) == 2 for f in out)  # never a second copy of the rider
+    assert [f.people[0].state for f in out[20:30]] == ["predicted"] * 2 + ["interpolated"] * 8
+    assert all(f.people[0].state == "observed" for f in out[30:])
+
+
+def test_without_reidentification_the_return_is_a_new_track_and_the_ghost_is_not_first():
+    out = blackout_return(-85, None)  # back behind the prediction, overlapping it (IoU ~0.4) but too far for the cost
+    ids = {p.track_id for f in out for p in f.people}
+    assert len(ids) == 3  # rider, bystander, and the rider again under a new id
+    for f in out[30:]:
+        assert f.people[0].state == "observed"  # the ghost of the old track never comes first ...
+        # ... nor stands beside the person it lost: at most the rider's two tracks, never in one place
+        boxes = [p.detection.bbox for p in f.people if p.detection.bbox[3] > 250]
+        assert len(boxes) <= 2
+
+
+def test_reidentification_needs_a_unique_candidate():
+    # Two lookalikes come back side by side where one rider was lost: neither continues the lost track.
+    frames = [frame(i, described(person(300 + 4 * i, 400), RIDER)) for i in range(20)]
+    frames += [frame(i) for i in range(20, 26)]
+    frames += [frame(i, described(person(300 + 4 * i - 300, 400), RIDER),
+                     described(person(300 + 4 * i + 300, 400), RIDER)) for i in range(26, 40)]
+    tracker = Tracker(lookahead=8, subjects=1)
+    run(tracker, frames)
+    assert not any(e.kind == "reidentified" for e in tracker.events)
+
+
+def test_a_new_track_that_continues_a_lost_one_is_merged_at_confirmation():
+    # The rider comes back with a passing false detection beside them on the first frame (two candidates:
+    # no match then); once the false one is gone and the rider's new track confirms, it continues the old id.
+    frames = [frame(i, described(person(300 + 4 * i, 400), RIDER)) for i in range(20)]
+    frames += [frame(i) for i in range(20, 26)]
+    frames += [frame(26, described(person(404, 400), RIDER), described(person(560, 400), RIDER))]
+    frames += [frame(i, described(person(300 + 4 * i, 400), RIDER)) for i in range(27, 40)]
+    tracker = Tracker(lookahead=8, subjects=1)
+    out = run(tracker, frames)
+    assert {p.track_id for f in out for p in f.people} == {1}
+    assert ("reidentified", 1, 26) in [(e.kind, e.track_id, e.index) for e in tracker.events]
+    assert [f.people[0].state for f in out[20:26]] == ["interpolated"] * 6

@@ -62,10 +62,11 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from pose.detection import Detection, FrameDetections
-from tracking.distances import CombinedDistance, DistanceFunction
+from tracking.distances import CombinedDistance, DistanceFunction, appearance_distance
 from tracking.fields import RECALLED_FIELDS, Fields, blend, from_fields, to_fields
 from tracking.iou import iou_matrix
 from tracking.motion import MotionMatching, MotionModel
+from tracking.reidentify import ReidGate, reach, speed, unique_pairs, within_reach
 from tracking.smoothing import OneEuro, OneEuroFilter, smooth_together
 from tracking.types import TrackedFrame, TrackedPerson, TrackEvent
 
@@ -160,6 +161,9 @@ class Tracker:
     motion: MotionModel = field(default_factory=MotionMatching)
     max_cost: float = 1.5
     rematch_iou: float = 0.5  # leftover track/detection pairs overlapping this much are matched anyway
+    # When a lost person's return is unmistakable (tracking.reidentify); None: association's cost alone.
+    reid: ReidGate | None = field(default_factory=ReidGate)
+    ghost_iou: float = 0.3  # a lost track's fill this close to a newer seen track is that person (_ghosts)
     confidence_decay: float = 0.9
     primary_margin: float = 1.5
     min_score: float = 0.0  # detections below this are ignored
@@ -231,6 +235,7 @@ class Tracker:
             rows, cols = linear_sum_assignment(np.minimum(cost, 1e9))
             matched = {c: tracks[r].track_id for r, c in zip(rows, cols) if cost[r, c] <= self.max_cost}
             matched |= self._rematch_by_overlap(tracks, expected, detections, matched)
+            matched |= self._reidentify(tracks, expected, detections, frames_since_seen, matched)
         for row, detection in enumerate(detections):
             if row in matched:
                 self._observe(self._tracks[matched[row]], index, detection)
@@ -252,6 +257,38 @@ class Tracker:
         return {detection_rows[c]: tracks[track_rows[r]].track_id
                 for r, c in zip(rows, cols) if overlap[r, c] >= self.rematch_iou}
 
+    def _reidentify(self, tracks: list[_Track], expected: list[Detection], detections: list[Detection],
+                    frames_since_seen: np.ndarray, matched: dict[int, int]) -> dict[int, int]:
+        """{detection row: track id} for leftover confirmed tracks and detections that pass the
+        re-identification gate (``tracking.reidentify``) as unique pairs."""
+        taken = set(matched.values())
+        if self.reid is None:
+            return {}
+        track_rows = [r for r, t in enumerate(tracks) if t.confirmed and t.track_id not in taken]
+        detection_rows = [c for c in range(len(detections)) if c not in matched]
+        if not track_rows or not detection_rows:
+            return {}
+        candidates = self._reid_candidates([tracks[r] for r in track_rows], [expected[r] for r in track_rows],
+                                           frames_since_seen[track_rows], [detections[c] for c in detection_rows])
+        return {detection_rows[c]: tracks[track_rows[r]].track_id for r, c in unique_pairs(candidates)}
+
+    def _reid_candidates(self, tracks: list[_Track], expected: list[Detection], frames_unseen: np.ndarray,
+                         detections: list[Detection]) -> np.ndarray:
+        """(T, D) bool: each detection within each lost track's reach, of its size and appearance."""
+        recent = [t.latest(self.motion.history) for t in tracks]
+        speeds = np.array([speed(np.array([o.fields["bbox"] for o in r]), np.array([o.index for o in r]))
+                           for r in recent])
+        candidates = within_reach(np.array([e.bbox for e in expected], dtype=np.float64),
+                                  np.array([t.last.fields["bbox"] for t in tracks], dtype=np.float64),
+                                  reach(speeds, frames_unseen, self.reid),
+                                  np.array([d.bbox for d in detections], dtype=np.float64), self.reid)
+        # Only with appearance on both sides: location and size alone cannot tell a returning person
+        # from a false detection in a crowd or clutter (bench.scenes without appearance: 4x the ID switches).
+        described = np.outer([e.extras.get("appearance") is not None for e in expected],
+                             [d.extras.get("appearance") is not None for d in detections])
+        alike = appearance_distance(expected, detections, frames_unseen) <= self.reid.max_appearance
+        return candidates & described & alike
+
     def _start(self, index: int, detection: Detection) -> None:
         first = _Observation(index, detection, to_fields(detection))
         track = _Track(self._next_id, first, deque([first], maxlen=self._working_window + self.motion.recall))
@@ -267,12 +304,15 @@ class Tracker:
         """Observations a track keeps whole: the look-ahead window's, the one before it, the motion model's history."""
         return self.lookahead + self.motion.history + 1
 
-    def _observe(self, track: _Track, index: int, detection: Detection) -> None:
+    def _append(self, track: _Track, observation: _Observation) -> None:
         observations = track.observations
-        observations.append(_Observation(index, detection, to_fields(detection)))
+        observations.append(observation)
         leaving = -self._working_window - 1  # the observation that just left the working window
         if len(observations) >= -leaving and not observations[leaving].fields.keys() <= _RECALLED:
             observations[leaving] = observations[leaving].recalled()  # a mesh and SMPL parameters: ~250 KB
+
+    def _observe(self, track: _Track, index: int, detection: Detection) -> None:
+        self._append(track, _Observation(index, detection, to_fields(detection)))
         track.hits += 1
         self._remember(track, detection)
         if track.lost:
@@ -291,8 +331,60 @@ class Tracker:
                 _APPEARANCE_MEMORY * track.appearance + (1 - _APPEARANCE_MEMORY) * appearance)
 
     def _confirm(self, track: _Track, index: int) -> None:
+        """A tentative track has its ``n_init`` hits: a new person, or a lost one who came back
+        where association did not look (then it continues the lost track, see ``_continued``)."""
+        lost = self._continued(track)
+        if lost is not None:
+            self._merge(track, into=lost, index=index)
+            return
         track.confirmed = True
         self.events.append(TrackEvent("confirmed", track.track_id, index))
+
+    def _continued(self, new: _Track) -> _Track | None:
+        """The one lost track that ``new`` continues, judged at new's first observation; None when
+        there is none or more than one (``tracking.reidentify``).
+
+        Decided at confirmation, inside the look-ahead window, so that the frames published
+        afterwards show one person under the lost track's id, interpolated across the gap.
+        """
+        born = new.first.index
+        lost = [t for t in self._live() if t.confirmed and t.lost and t.last.index < born]
+        if not lost or self.reid is None:
+            return None
+        candidates = self._continues(lost, [new])[:, 0]
+        if candidates.sum() != 1:
+            return None
+        chosen = lost[int(np.argmax(candidates))]
+        # Unique the other way too: no other track born since then could be that person.
+        rivals = [t for t in self._live() if t is not new and t.first.index > chosen.last.index]
+        return chosen if not rivals or not self._continues([chosen], rivals).any() else None
+
+    def _continues(self, lost: list[_Track], new: list[_Track]) -> np.ndarray:
+        """(L, N) bool: the first observation of each new track passes each lost track's gate."""
+        firsts = []
+        for track in new:
+            first = from_fields(track.first.detection, track.first.fields)
+            if track.appearance is not None:
+                first.extras["appearance"] = track.appearance
+            firsts.append(first)
+        return np.column_stack([
+            self._reid_candidates(lost, [self._expected(t, track.first.index) for t in lost],
+                                  np.array([track.first.index - t.last.index for t in lost]), [first])[:, 0]
+            for track, first in zip(new, firsts)])
+
+    def _merge(self, new: _Track, into: _Track, index: int) -> None:
+        """``new``'s observations continue ``into``; ``new`` (never published) ends here."""
+        for observation in new.observations:
+            self._append(into, observation)
+        into.hits += new.hits
+        into.area_seen += new.area_seen
+        if new.appearance is not None:
+            into.appearance = new.appearance if into.appearance is None else (
+                _APPEARANCE_MEMORY * into.appearance + (1 - _APPEARANCE_MEMORY) * new.appearance)
+        into.lost = False
+        self.events.append(TrackEvent("reidentified", into.track_id, new.first.index))
+        self._end(new, index)
+        del self._tracks[new.track_id]
 
     def _age_tracks(self, index: int, matched: set[int]) -> None:
         """Tracks missed in this frame: tentative ones end, confirmed ones are lost, then end after max_age."""
@@ -352,15 +444,35 @@ class Tracker:
     # --- emission -------------------------------------------------------------------
 
     def _emit(self, pending: _PendingFrame) -> TrackedFrame:
-        shown = [(track, self._fill(track, pending.index)) for track in self._tracks.values()
-                 if track.confirmed and track.first.index <= pending.index and (
-                     track.ended_at is None or pending.index < track.ended_at)]
-        primary = self._primary_at(pending.index)
-        if primary is not None:
-            shown.sort(key=lambda pair: pair[0].track_id != primary.track_id)
-            if not shown or shown[0][0] is not primary:
-                shown.insert(0, (primary, self._hold(primary, pending.index)))
-        return TrackedFrame(pending.index, pending.pts_ms, self._publish(shown, pending))
+        index = pending.index
+        shown = [(track, self._fill(track, index)) for track in self._tracks.values() if track.confirmed
+                 and track.first.index <= index and (track.ended_at is None or index < track.ended_at)]
+        first = primary = self._primary_at(index)
+        if primary is not None and all(track is not primary for track, _ in shown):
+            shown.append((primary, self._hold(primary, index)))
+        for ghost, seen in self._ghosts(shown):
+            shown = [pair for pair in shown if pair[0] is not ghost]
+            first = seen if ghost is first else first
+        shown.sort(key=lambda pair: pair[0] is not first)
+        return TrackedFrame(index, pending.pts_ms, self._publish(shown, pending))
+
+    def _ghosts(self, shown: list[tuple[_Track, _Filled]]) -> list[tuple[_Track, _Track]]:
+        """(ghost, seen) pairs: a track predicted or held on this frame where a track born after it was
+        last observed is seen, in the same place (box IoU ≥ ``ghost_iou``): the same person, whom
+        re-identification did not join; only the seen one is published."""
+        ghosts = [(t, f) for t, f in shown if f.state in ("predicted", "held")]
+        seen = [(t, f) for t, f in shown if f.state in ("observed", "interpolated")]
+        if not ghosts or not seen:
+            return []
+        overlap = iou_matrix(np.array([f.fields["bbox"] for _, f in ghosts], dtype=np.float64),
+                             np.array([f.fields["bbox"] for _, f in seen], dtype=np.float64))
+        pairs = []
+        for g, (ghost, _) in enumerate(ghosts):
+            later = [s for s, (track, _) in enumerate(seen)
+                     if track.first.index > ghost.last.index and overlap[g, s] >= self.ghost_iou]
+            if later:
+                pairs.append((ghost, seen[max(later, key=lambda s: overlap[g, s])][0]))
+        return pairs
 
     def _fill(self, track: _Track, index: int) -> _Filled:
         """A live track's values at ``index``: observed, interpolated or predicted."""
