@@ -6,7 +6,8 @@
     python launch.py worker --worker-links tcp://HOST:PORT
                                        a detect worker on this host for a pipeline on HOST
     python launch.py models            report which model files were found, and how to get the rest
-    python launch.py download-models   fetch the HMR 2.0 archive into the cache (resumable)
+    python launch.py download-models   fetch the BlazePose bundle (--blazepose-model), and with --detector hmr2
+                                       the HMR 2.0 archive, into the user cache (resumable)
 
 Internal links are ipc sockets in a private temporary folder; the results
 socket (default tcp://127.0.0.1:5555) and the control socket (serve,
@@ -88,28 +89,46 @@ def run_one(args: argparse.Namespace) -> int:
 
 
 def models(args: argparse.Namespace) -> int:
-    """Report the model files: what ships, what was found, what to get for the rest."""
+    """Report the model files: what was found, what to get for the rest."""
+    from detectors import blazepose_models
     from detectors.hmr2.weights import find_checkpoint, missing_checkpoint_report
 
-    print("blazepose: bundled inside mediapipe==0.10.14 (pose_landmark_full), nothing to get")
+    blazepose_missing = blazepose_models.status(blazepose_models.MODELS, blazepose_models.cache_dir())
     found, searched = find_checkpoint(args.checkpoint, args.cache_dir)
     if found:
         print(f"hmr2: checkpoint found at {found}")
-        return 0
-    print("hmr2: " + missing_checkpoint_report(searched, args.url))
-    return 1
+    else:
+        print("hmr2: " + missing_checkpoint_report(searched, args.url))
+    return 1 if blazepose_missing or not found else 0
 
 
 def download_models(args: argparse.Namespace) -> int:
+    """The BlazePose bundle of --blazepose-model, and with --detector hmr2 the HMR 2.0 archive."""
+    from detectors import blazepose_models
     from detectors.hmr2.weights import candidate_cache_dirs, fetch_checkpoint
 
-    cache = Path(args.cache_dir) if args.cache_dir else candidate_cache_dirs()[0]
     try:
-        print(f"hmr2: checkpoint ready at {fetch_checkpoint(cache, args.url)}")
+        print(f"blazepose {args.blazepose_model}: ready at {blazepose_models.download(args.blazepose_model)}")
+        if args.detector == "hmr2":
+            cache = Path(args.cache_dir) if args.cache_dir else candidate_cache_dirs()[0]
+            print(f"hmr2: checkpoint ready at {fetch_checkpoint(cache, args.url)}")
         return 0
-    except OSError as exc:
+    except (OSError, blazepose_models.ModelUnavailable) as exc:
         print(f"posebus: error: download failed: {exc} (run again to resume)", file=sys.stderr)
         return 1
+
+
+def ensure_blazepose_model(args: argparse.Namespace) -> bool:
+    """Before any stage starts: the BlazePose bundle in the cache (downloaded or built on first use),
+    or False after saying why not. HMR 2.0 needs it too when BlazePose gives its person boxes."""
+    from detectors import blazepose_models
+
+    try:
+        blazepose_models.ensure(args.blazepose_model)
+        return True
+    except blazepose_models.ModelUnavailable as exc:
+        print(f"posebus: error: {exc}", file=sys.stderr)
+        return False
 
 
 def resolve_checkpoint(args: argparse.Namespace) -> str | None:
@@ -215,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         args.checkpoint = resolve_checkpoint(args)
         if args.checkpoint is None:
             return 1
+    if (args.detector == "blazepose" or args.boxes != "fasterrcnn") and not ensure_blazepose_model(args):
+        return 1
     if args.source == "worker":
         return worker(args)
     try:

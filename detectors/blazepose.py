@@ -1,43 +1,61 @@
-"""MediaPipe BlazePose (``mediapipe==0.10.14``, ``model_complexity=1``), the embedded default.
+"""MediaPipe BlazePose on the Tasks API (``PoseLandmarker``), the embedded CPU default.
 
-That version and level is the only one whose model ships inside the wheel and
-runs offline. BlazePose is single-person; it gives 33 landmarks in image
-coordinates and in metres (hip-centred, camera-aligned axes). We map both into
-the canonical skeleton and recover the body's translation by fitting the metric
-pose to the 2D landmarks under the shared intrinsics (``pose.camera``).
+The model bundle (lite, full or heavy) comes from ``detectors.blazepose_models``.
+BlazePose gives, per person, 33 landmarks in image coordinates and in metres
+(hip-centred, camera-aligned axes). We map both into the canonical skeleton and
+recover the body's translation by fitting the metric pose to the 2D landmarks
+under the shared intrinsics (``pose.camera``).
 
-Modes:
-- ``video`` (default): MediaPipe's tracking mode, which re-uses the previous
-  frame's landmarks as the region of interest. It assumes consecutive frames;
-  with several workers each one sees every N-th frame, so the tracker is kept
-  across gaps of up to ``max_gap`` frames and restarted after larger gaps or at
-  a new job. bench/pipeline.py measures the speed and agreement of both modes.
-- ``static``: every frame detected from scratch (slower, order-independent).
+Two layers:
+
+- ``PoseFinder`` / ``find_poses``: the pure primitive. The landmarker on any image
+  (a full frame, a crop, a rotated crop, a tile), IMAGE mode: every pose found, as
+  ``Pose`` (landmarks in that image's pixels, world landmarks, a score). Nothing
+  about frames, jobs or the canonical skeleton.
+- ``BlazePoseDetector``: the posebus ``Detector``. Modes:
+  - ``video`` (default): the landmarker's VIDEO mode, which tracks each pose from
+    the previous frame's landmarks and runs the person detector only while fewer
+    than ``num_poses`` people are tracked. It assumes consecutive frames; with
+    several workers each sees every N-th frame, so one landmarker is kept across
+    gaps of up to ``max_gap`` frames and a fresh one starts after larger gaps or
+    at a new job.
+  - ``static``: every frame detected from scratch (IMAGE mode; order-independent).
 """
 from __future__ import annotations
 
 import os
-import warnings
+from dataclasses import dataclass
 from typing import Sequence
 
 import cv2
 import numpy as np
 
 from detectors.base import FrameImage
+from detectors.blazepose_models import DEFAULT_MODEL, ensure
 from pose import camera
 from pose.detection import Detection
 from pose.skeleton import BLAZEPOSE_TO_CANONICAL, available, to_canonical
 from video.native import quiet_native_stderr
 
-# Keep MediaPipe's C++ and protobuf chatter out of the service's own logs.
+# Keep MediaPipe's and LiteRT's C++ chatter out of the service's own logs.
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-warnings.filterwarnings("ignore", module="google.protobuf")
 
 BOX_MARGIN = 0.1  # fraction of the landmark extent added on each side
+NUM_POSES = 4  # a rider and a few bystanders
 
 
-BOX_MARGIN = 0.1  # fraction of the landmark extent added on each side
+@dataclass
+class Pose:
+    """One person as BlazePose sees them in one image (33 BlazePose landmarks, ``pose.skeleton.BLAZEPOSE_JOINTS``)."""
+
+    image: np.ndarray  # (33, 4) float32: x px, y px (that image's pixels), visibility, presence, each in [0, 1]
+    world: np.ndarray  # (33, 3) float32: metres, origin between the hips, x right, y down, z away from the camera
+    score: float  # mean landmark visibility, in [0, 1]
+
+    def box(self, width: int, height: int, margin: float = BOX_MARGIN) -> np.ndarray:
+        """(4,) x, y, w, h around the landmarks, widened by ``margin``, clipped to a ``width`` × ``height`` image."""
+        return landmark_box(self.image[:, :2], width, height, margin)
 
 
 def landmark_box(pixels: np.ndarray, width: int, height: int, margin: float = BOX_MARGIN) -> np.ndarray:
@@ -49,68 +67,125 @@ def landmark_box(pixels: np.ndarray, width: int, height: int, margin: float = BO
     return np.array([lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1]], dtype=np.float32)
 
 
+def create_landmarker(model: str = DEFAULT_MODEL, video: bool = False, num_poses: int = NUM_POSES,
+                      min_confidence: float = 0.5):
+    """A MediaPipe ``PoseLandmarker`` on the cached bundle of ``model`` (IMAGE or VIDEO running mode).
+
+    ``min_confidence`` is the person detector's threshold (and the pose presence and tracking ones)."""
+    from mediapipe.tasks.python import BaseOptions, vision  # only workers that run BlazePose pay for it
+
+    options = vision.PoseLandmarkerOptions(
+        base_options=BaseOptions(model_asset_path=str(ensure(model))),
+        running_mode=vision.RunningMode.VIDEO if video else vision.RunningMode.IMAGE,
+        num_poses=num_poses, min_pose_detection_confidence=min_confidence,
+        min_pose_presence_confidence=min_confidence, min_tracking_confidence=min_confidence)
+    with quiet_native_stderr():  # set-up notices
+        return vision.PoseLandmarker.create_from_options(options)
+
+
+def poses_of(result, width: int, height: int) -> list[Pose]:
+    """A ``PoseLandmarkerResult`` on a ``width`` × ``height`` image -> its poses."""
+    poses = []
+    for image_lm, world_lm in zip(result.pose_landmarks, result.pose_world_landmarks):
+        image = np.array([(p.x * width, p.y * height, p.visibility or 0.0, p.presence or 0.0) for p in image_lm],
+                         np.float32)
+        world = np.array([(p.x, p.y, p.z) for p in world_lm], np.float32)
+        poses.append(Pose(image, world, float(image[:, 2].mean())))
+    return poses
+
+
+def _mp_image(image: np.ndarray):
+    import mediapipe as mp
+
+    return mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)))
+
+
+def find_poses(landmarker, image: np.ndarray) -> list[Pose]:
+    """Every pose an IMAGE-mode landmarker finds in ``image`` ((H, W, 3) uint8 BGR, any size)."""
+    height, width = image.shape[:2]
+    return poses_of(landmarker.detect(_mp_image(image)), width, height)
+
+
+class PoseFinder:
+    """BlazePose on arbitrary images, each on its own (IMAGE mode): ``finder(image) -> list[Pose]``.
+
+    The primitive for anything that looks again at parts of a frame (crops, rotated
+    crops, tiles): landmarks come back in the pixels of the image given; map them
+    back to the frame yourself.
+    """
+
+    def __init__(self, model: str = DEFAULT_MODEL, num_poses: int = NUM_POSES, min_confidence: float = 0.5):
+        self._landmarker = create_landmarker(model, video=False, num_poses=num_poses, min_confidence=min_confidence)
+
+    def __call__(self, image: np.ndarray) -> list[Pose]:
+        return find_poses(self._landmarker, image)
+
+    def close(self) -> None:
+        self._landmarker.close()
+
+
+def pose_detection(pose: Pose, width: int, height: int, focal: float | None = None) -> Detection:
+    """A pose in a ``width`` × ``height`` frame -> a Detection: canonical joints, metric 3D placed in the camera
+    frame by the translation that projects it onto its 2D landmarks (``pose.camera.fit_translation``)."""
+    keypoints_2d = to_canonical(pose.image[:, :3].astype(np.float64), BLAZEPOSE_TO_CANONICAL)
+    relative_3d = to_canonical(pose.world.astype(np.float64), BLAZEPOSE_TO_CANONICAL)
+    present = available(relative_3d)
+    K = camera.intrinsics(width, height, focal)
+    translation = camera.fit_translation(relative_3d[present], keypoints_2d[present, :2], keypoints_2d[present, 2], K)
+    keypoints_2d[~present, 2] = 0.0
+    return Detection(bbox=pose.box(width, height), score=pose.score, keypoints_2d=keypoints_2d.astype(np.float32),
+                     keypoints_3d=(relative_3d + translation).astype(np.float32))
+
+
+def largest_first(detections: list[Detection]) -> list[Detection]:
+    return sorted(detections, key=lambda d: -float(d.bbox[2] * d.bbox[3]))
+
+
 class BlazePoseDetector:
     name = "blazepose"
 
-    def __init__(self, mode: str = "video", max_gap: int = 4, focal: float | None = None,
-                 min_confidence: float = 0.5):
+    def __init__(self, mode: str = "video", model: str = DEFAULT_MODEL, num_poses: int = NUM_POSES,
+                 max_gap: int = 4, focal: float | None = None, min_confidence: float = 0.5):
         if mode not in ("video", "static"):
             raise ValueError(f"BlazePose mode must be video or static, not {mode!r}")
-        import mediapipe as mp  # imported here: only workers that run BlazePose pay for it
-
-        self._solution = mp.solutions.pose
-        self.mode = mode
+        if num_poses < 1:
+            raise ValueError(f"BlazePose num_poses must be at least 1, not {num_poses}")
+        ensure(model)  # fail (or fetch) now, not on the first frame
+        self.mode, self.model, self.num_poses = mode, model, num_poses
         self.max_gap = max_gap
         self.focal = focal
-        self.min_confidence = min_confidence  # MediaPipe's person-detection threshold
-        self._pose = None
-        self._last: tuple[str, int] | None = None  # (job, index) of the previous frame
+        self.min_confidence = min_confidence
+        self._landmarker = None
+        self._last: tuple[str, int, int] | None = None  # (job, index, timestamp ms) of the previous frame
 
     def detect(self, frames: Sequence[FrameImage]) -> list[list[Detection]]:
         return [self._detect_one(frame) for frame in frames]
 
-    def _graph_for(self, frame: FrameImage) -> tuple[object, bool]:
-        """The MediaPipe graph to run ``frame`` on, and whether it was just built."""
-        continuous = (
-            self.mode == "video" and self._last is not None and self._last[0] == frame.job
-            and 0 < frame.index - self._last[1] <= self.max_gap
-        )
-        fresh = self._pose is None or (self.mode == "video" and not continuous)
-        if fresh:
-            self.close()
-            self._pose = self._solution.Pose(static_image_mode=self.mode == "static", model_complexity=1,
-                                             min_detection_confidence=self.min_confidence)
-        self._last = (frame.job, frame.index)
-        return self._pose, fresh
+    def _continues(self, frame: FrameImage) -> bool:
+        """Whether ``frame`` follows the previous one closely enough for VIDEO mode's tracking."""
+        return (self._last is not None and self._last[0] == frame.job
+                and 0 < frame.index - self._last[1] <= self.max_gap)
 
     def _detect_one(self, frame: FrameImage) -> list[Detection]:
         height, width = frame.image.shape[:2]
-        graph, fresh = self._graph_for(frame)
-        rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
-        if fresh:  # a new graph logs its set-up on the first frame
-            with quiet_native_stderr():
-                result = graph.process(rgb)
+        if self.mode == "static":
+            if self._landmarker is None:
+                self._landmarker = create_landmarker(self.model, False, self.num_poses, self.min_confidence)
+            poses = find_poses(self._landmarker, frame.image)
         else:
-            result = graph.process(rgb)
-        if result.pose_landmarks is None:
-            return []
-        image_lm = np.array([(p.x * width, p.y * height, p.visibility) for p in result.pose_landmarks.landmark])
-        world_lm = np.array([(p.x, p.y, p.z) for p in result.pose_world_landmarks.landmark])
-        keypoints_2d = to_canonical(image_lm, BLAZEPOSE_TO_CANONICAL)
-        relative_3d = to_canonical(world_lm, BLAZEPOSE_TO_CANONICAL)
-        present = available(relative_3d)
-        K = camera.intrinsics(width, height, self.focal)
-        translation = camera.fit_translation(relative_3d[present], keypoints_2d[present, :2],
-                                             keypoints_2d[present, 2], K)
-        keypoints_2d[~present, 2] = 0.0
-        return [Detection(
-            bbox=landmark_box(image_lm[:, :2], width, height),
-            score=float(image_lm[:, 2].mean()),
-            keypoints_2d=keypoints_2d,
-            keypoints_3d=(relative_3d + translation).astype(np.float32),
-        )]
+            if self._landmarker is None or not self._continues(frame):
+                self.close()
+                self._landmarker = create_landmarker(self.model, True, self.num_poses, self.min_confidence)
+                self._last = None
+            # VIDEO mode needs strictly increasing integer milliseconds within one landmarker.
+            timestamp = int(round(frame.pts_ms))
+            if self._last is not None:
+                timestamp = max(timestamp, self._last[2] + 1)
+            self._last = (frame.job, frame.index, timestamp)
+            poses = poses_of(self._landmarker.detect_for_video(_mp_image(frame.image), timestamp), width, height)
+        return largest_first([pose_detection(pose, width, height, self.focal) for pose in poses])
 
     def close(self) -> None:
-        if self._pose is not None:
-            self._pose.close()
-            self._pose = None
+        if self._landmarker is not None:
+            self._landmarker.close()
+            self._landmarker = None

@@ -27,6 +27,8 @@ from bus.frame_ring import FrameReader
 from bus.log import read, write_all
 from bus.tap import summary
 from detectors.base import FrameImage
+from detectors.blazepose import NUM_POSES
+from detectors.blazepose_models import DEFAULT_MODEL, MODELS
 from stages import runtime
 from tracking.appearance import colour_descriptor
 
@@ -105,9 +107,16 @@ def detect_batch(detector, batch: list[dict], worker: str, log) -> list[dict]:
 
 def detector_options(args: argparse.Namespace) -> dict:
     if args.detector == "blazepose":
-        return {"mode": args.blazepose_mode}
+        return {"mode": args.blazepose_mode, "model": args.blazepose_model, "num_poses": args.num_poses}
     return {"checkpoint": args.checkpoint, "config": args.hmr2_config, "device": args.device,
             "mesh": args.mesh, "box_source": args.boxes, "batch_size": args.crops_per_forward}
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def add_detector_flags(parser: argparse.ArgumentParser) -> None:
@@ -115,6 +124,11 @@ def add_detector_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detector", default="blazepose", choices=detectors.NAMES)
     parser.add_argument("--blazepose-mode", default="video", choices=["video", "static"],
                         help="video: MediaPipe tracking across each worker's frames; static: every frame alone")
+    parser.add_argument("--blazepose-model", default=DEFAULT_MODEL, choices=MODELS,
+                        help=f"BlazePose landmark model (default {DEFAULT_MODEL}; bundles: "
+                             "python -m detectors.blazepose_models status)")
+    parser.add_argument("--num-poses", type=positive_int, default=NUM_POSES, metavar="N",
+                        help=f"BlazePose: most people per frame (default {NUM_POSES})")
     parser.add_argument("--checkpoint", help="HMR 2.0 checkpoint (default: the 4D-Humans cache)")
     parser.add_argument("--hmr2-config", help="JSON of the network's sizes, for checkpoints that lack them")
     parser.add_argument("--device", default="cpu", help="torch device for HMR 2.0 (cpu, cuda, cuda:1)")

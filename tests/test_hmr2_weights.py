@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from detectors import download as downloads
 from detectors.hmr2 import weights
 from detectors.hmr2.weights import CHECKPOINT_IN_CACHE
 
@@ -103,13 +104,13 @@ def server():
 def test_interrupted_download_is_resumed_and_size_checked(server, tmp_path):
     dest = tmp_path / "hmr2_data.tar.gz"
     server["cut_next_at"] = 1000
-    with pytest.raises(weights.IncompleteDownload, match="run again to resume"):
-        weights.download(server["url"], dest)
+    with pytest.raises(downloads.IncompleteDownload, match="run again to resume"):
+        downloads.download(server["url"], dest)
     assert not dest.exists()
     kept = (tmp_path / "hmr2_data.tar.gz.part").stat().st_size
     assert 0 < kept <= 1000
 
-    assert weights.download(server["url"], dest) == dest
+    assert downloads.download(server["url"], dest) == dest
     assert server["ranges"] == [None, f"bytes={kept}-"]
     assert dest.read_bytes() == server["body"]
     assert not (tmp_path / "hmr2_data.tar.gz.part").exists()
@@ -118,7 +119,7 @@ def test_interrupted_download_is_resumed_and_size_checked(server, tmp_path):
 def test_server_ignoring_range_restarts_cleanly(server, tmp_path):
     (tmp_path / "hmr2_data.tar.gz.part").write_bytes(b"stale bytes")
     server["honour_range"] = False
-    dest = weights.download(server["url"], tmp_path / "hmr2_data.tar.gz")
+    dest = downloads.download(server["url"], tmp_path / "hmr2_data.tar.gz")
     assert dest.read_bytes() == server["body"]
 
 

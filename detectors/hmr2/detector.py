@@ -52,7 +52,7 @@ class BoxSource(Protocol):
 
 
 class BlazePoseBoxes:
-    """One person per image: ``detectors.blazepose``'s landmark box, in static mode.
+    """The people BlazePose finds in each image (``detectors.blazepose``, static mode): their landmark boxes.
 
     ``score_threshold`` is BlazePose's person-detection confidence; the reported
     score is the landmarks' mean visibility. No minimum box size.
