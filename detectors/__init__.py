@@ -6,12 +6,20 @@ from detectors.base import Detector
 NAMES = ("blazepose", "hmr2")
 
 
-def create(name: str, **options) -> Detector:
-    """Build the detector called ``name`` with its backend-specific options."""
+def create(name: str, second_look: bool = False, **options) -> Detector:
+    """Build the detector called ``name`` with its backend-specific options; ``second_look``: BlazePose's
+    misses get a second look where the rider is expected (``detectors.second_look``)."""
     if name == "blazepose":
         from detectors.blazepose import BlazePoseDetector
 
-        return BlazePoseDetector(**options)
+        detector = BlazePoseDetector(**options)
+        if second_look:
+            from detectors.blazepose import PoseFinder
+            from detectors.second_look import SecondLook, SecondLookDetector
+
+            finder = PoseFinder(detector.model, num_poses=2, min_confidence=detector.min_confidence)
+            return SecondLookDetector(detector, SecondLook(finder, focal=detector.focal))
+        return detector
     if name == "hmr2":
         from detectors.hmr2.detector import Hmr2Detector
 
