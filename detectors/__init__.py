@@ -17,7 +17,9 @@ def create(name: str, second_look: bool = False, **options) -> Detector:
             from detectors.blazepose import PoseFinder
             from detectors.second_look import SecondLook, SecondLookDetector
 
-            finder = PoseFinder(detector.model, num_poses=2, min_confidence=detector.min_confidence)
+            # Where the rider is expected, a weak person detection is worth a look: the pose still has to be
+            # plausible, inside the crop, and of the expected size at the expected place.
+            finder = PoseFinder(detector.model, num_poses=2, min_confidence=0.2)
             return SecondLookDetector(detector, SecondLook(finder, focal=detector.focal))
         return detector
     if name == "hmr2":

@@ -9,6 +9,7 @@ and on a frame where no plausible detection is there:
   input, upright and then turned by 180°, 90° and 270° (an inverted or tumbling body),
   keeping the first plausible pose of the expected size near the expected place, mapped
   back to frame coordinates;
+- one detection per person: overlapping ones (two poses on one body) keep the best;
 - when nobody plausible is in the frame at all, searches it in overlapping tiles (a
   2×2 and a 3×3 grid), at most every ``search_every`` frames; a pose found there counts
   when a closer, square view around it finds it again (poses on objects rarely do), and
@@ -122,26 +123,37 @@ def near(box: np.ndarray, expected: np.ndarray, reach: float = 1.0, sizes: tuple
 
 @dataclass
 class Follow:
-    """Where the followed person was seen: boxes (x, y, w, h) at frame indices, newest last."""
+    """Where the followed person is: a box (x, y, w, h) smoothed over their sightings, its centre's
+    velocity (px/frame), the frame last seen at."""
 
-    seen: list[tuple[int, np.ndarray]] = field(default_factory=list)
+    box: np.ndarray | None = None
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(2, np.float32))
+    index: int = -1
     last_search: int | None = None  # frame index of the last tile search
 
+    SMOOTHING = 0.6  # weight of a new sighting: pose boxes jump with the limbs (an arm up, a leg out)
+
     def saw(self, index: int, box: np.ndarray) -> None:
-        self.seen = [*self.seen[-1:], (index, np.asarray(box, np.float32))]
+        box = np.asarray(box, np.float32)
+        if self.box is not None and 0 < index - self.index <= 3:
+            step = (box_centre(box) - box_centre(self.box)) / (index - self.index)
+            limit = 0.3 * max(box[2], box[3])  # a body moves less than a third of its size a frame
+            self.velocity = (1 - self.SMOOTHING) * self.velocity + self.SMOOTHING * np.clip(step, -limit, limit)
+            centre = box_centre(box)
+            size = (1 - self.SMOOTHING) * self.box[2:] + self.SMOOTHING * box[2:]
+            box = np.concatenate([centre - size / 2, size]).astype(np.float32)
+        else:
+            self.velocity = np.zeros(2, np.float32)
+        self.box, self.index = box, index
 
     def expected(self, index: int, max_unseen: int) -> tuple[np.ndarray, int] | None:
-        """The box expected at ``index`` (centre moved on at the last velocity, size kept) and the frames
-        since the person was seen; None when never seen or unseen for more than ``max_unseen``."""
-        if not self.seen or not 0 < index - self.seen[-1][0] <= max_unseen:
+        """The box expected at ``index`` (moved on at the velocity for at most 3 frames, size kept) and the
+        frames since the person was seen; None when never seen or unseen for more than ``max_unseen``."""
+        if self.box is None or not 0 < index - self.index <= max_unseen:
             return None
-        last_index, box = self.seen[-1]
-        box = box.copy()
-        if len(self.seen) == 2:
-            (first_index, first), _ = self.seen
-            velocity = (box_centre(box) - box_centre(first)) / max(last_index - first_index, 1)
-            box[:2] += velocity * min(index - last_index, 10)  # a jump's arc does not go on for ever
-        return box, index - last_index
+        box = self.box.copy()
+        box[:2] += self.velocity * min(index - self.index, 3)
+        return box, index - self.index
 
 
 @dataclass
@@ -180,6 +192,7 @@ class SecondLook:
             self._job, self._follow = frame.job, Follow()
         people = [d for d in detections if self.plausible(d)]
         self.counts.implausible += len(detections) - len(people)
+        people = one_per_person(people)
         follow, index = self._follow, frame.index
         expected = follow.expected(index, self.max_unseen)
         if expected is not None:
@@ -224,7 +237,7 @@ class SecondLook:
             candidates = [d for d in self._detections(image, view) if near(d.bbox, expected)]
             if candidates:
                 self.counts.crop_found += 1
-                return max(candidates, key=lambda d: d.score)
+                return max(candidates, key=lambda d: iou(d.bbox, expected))
         return None
 
     def _search(self, image: np.ndarray) -> list[Detection]:
@@ -234,11 +247,7 @@ class SecondLook:
         height, width = image.shape[:2]
         found = [d for grid in self.grids for view in tile_views(width, height, grid)
                  for d in self._detections(image, view)]
-        kept: list[Detection] = []
-        for detection in sorted(found, key=lambda d: -float(d.bbox[2] * d.bbox[3])):
-            if all(iou(detection.bbox, other.bbox) < 0.3 and not contains(other.bbox, box_centre(detection.bbox))
-                   for other in kept):
-                kept.append(detection)
+        kept = one_per_person(found, key=lambda d: float(d.bbox[2] * d.bbox[3]))
         confirmed = []
         for detection in kept:
             view = crop_view(box_centre(detection.bbox), self.crop_scale * max(detection.bbox[2:]))
@@ -247,6 +256,17 @@ class SecondLook:
                 confirmed.append(max(again, key=lambda d: iou(d.bbox, detection.bbox)))
         self.counts.search_found += bool(confirmed)
         return confirmed
+
+
+def one_per_person(detections: list[Detection], key=lambda d: d.score) -> list[Detection]:
+    """``detections`` less those that overlap a better one (by ``key``): a landmarker with several poses can put
+    two on one person, and overlapping tiles find a person twice."""
+    kept: list[Detection] = []
+    for detection in sorted(detections, key=key, reverse=True):
+        if all(iou(detection.bbox, other.bbox) < 0.3 and not contains(other.bbox, box_centre(detection.bbox))
+               and not contains(detection.bbox, box_centre(other.bbox)) for other in kept):
+            kept.append(detection)
+    return kept
 
 
 def contains(box: np.ndarray, point: np.ndarray) -> bool:

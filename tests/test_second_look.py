@@ -87,14 +87,18 @@ def test_tiles_cover_the_frame_with_overlap():
     assert np.allclose(np.linalg.solve(last.matrix[:, :2], np.array(last.size) - last.matrix[:, 2]), (640, 360), atol=1)
 
 
-def test_the_expected_box_moves_on_at_the_last_velocity_and_expires():
+def test_the_expected_box_moves_on_at_the_smoothed_velocity_and_expires():
     follow = Follow()
     assert follow.expected(5, 30) is None
     follow.saw(10, np.array([100, 100, 20, 40]))
-    follow.saw(12, np.array([110, 96, 20, 40]))
+    follow.saw(12, np.array([110, 96, 20, 40]))  # 5 px/frame right, 2 up: smoothed to 0.6 of that
     box, unseen = follow.expected(14, 30)
-    assert unseen == 2 and np.allclose(box, [120, 92, 20, 40])
+    assert unseen == 2 and np.allclose(box, [110 + 2 * 3, 96 - 2 * 1.2, 20, 40])
+    assert np.allclose(follow.expected(20, 30)[0], [110 + 3 * 3, 96 - 3 * 1.2, 20, 40])  # 3 frames at most
     assert follow.expected(43, 30) is None
+    follow.saw(13, np.array([0, 0, 40, 80]))  # a pose box twice the size: the size moves part way, the
+    assert np.allclose(follow.box[2:], [32, 64])  # centre steps at most 0.3 x its size
+    assert np.all(np.abs(follow.velocity) <= 0.4 * 0.6 * 3 + 0.6 * 0.3 * 80)
 
 
 def test_a_person_the_detector_misses_is_found_where_expected_even_lying_down():
@@ -143,3 +147,11 @@ def test_a_tile_find_that_a_closer_view_does_not_see_again_is_dropped():
     look = SecondLook(TilesOnly())
     assert look.refine(frame_with("e", 0, (500, 250, 12, 36)), []) == []
     assert look.counts.searches == 1 and look.counts.search_found == 0
+
+
+def test_two_poses_on_one_person_become_one():
+    look = SecondLook(RectangleFinder(), search_every=1000)
+    one, same, other = detection((100, 100, 30, 90)), detection((104, 108, 26, 80)), detection((300, 100, 30, 90))
+    one.score, same.score = 0.6, 0.9
+    kept = look.refine(frame_with("f", 0), [one, same, other])
+    assert [d.score for d in kept] == [0.9, other.score]
