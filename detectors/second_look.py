@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from detectors.base import Detector, FrameImage
-from detectors.blazepose import Pose, pose_detection
+from detectors.blazepose import BlazePoseDetector, Pose, PoseFinder, pose_detection
 from pose.detection import Detection
 from pose.plausibility import DEFAULT as PLAUSIBLE, Plausibility
 
@@ -42,6 +42,7 @@ Finder = Callable[[np.ndarray], list[Pose]]
 
 VIEW_SIDE = 256  # px: the landmark model's input; a crop is scaled to it
 ROTATIONS = (0, 180, 90, 270)  # degrees, in the order they are tried
+CROP_JITTER = (1.0, 0.8, 1.25)  # crop sizes on successive frames without the person, relative
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,20 @@ def tile_views(width: int, height: int, grid: int, overlap: float = 0.25) -> lis
             matrix = np.array([[scale, 0, -x0 * scale], [0, scale, -y0 * scale]])
             views.append(View(matrix, (round(tile_w * scale), round(tile_h * scale))))
     return views
+
+
+def body_box(detection: Detection, confident: float = 0.5, margin: float = 0.1) -> np.ndarray:
+    """(4,) x, y, w, h around the joints the detector is confident of (widened by ``margin``): landmarks it
+    guesses (a hidden leg, the far arm) stretch its box, and a follower that trusts that box drifts and grows.
+    The detection's own box when fewer than 4 joints are confident."""
+    keypoints = detection.keypoints_2d
+    xy = keypoints[keypoints[:, 2] >= confident, :2]
+    xy = xy[~np.isnan(xy).any(axis=1)]
+    if len(xy) < 4:
+        return detection.bbox
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    pad = (hi - lo) * margin
+    return np.concatenate([lo - pad, hi - lo + 2 * pad]).astype(np.float32)
 
 
 def box_centre(box: np.ndarray) -> np.ndarray:
@@ -197,22 +212,24 @@ class SecondLook:
         expected = follow.expected(index, self.max_unseen)
         if expected is not None:
             box, unseen = expected
-            match = [d for d in people if near(d.bbox, box)]
+            match = [d for d in people if near(body_box(d), box)]
             if not match:
                 found = self._look_around(frame.image, box, unseen)
                 match = [found] if found is not None else []
                 people += match
             if match:
-                follow.saw(index, max(match, key=lambda d: iou(d.bbox, box)).bbox)
+                follow.saw(index, body_box(max(match, key=lambda d: iou(body_box(d), box))))
                 return people
         # Nobody expected, or the followed person not found here: bystanders do not replace them until
         # they have been unseen for max_unseen frames; a tile search's find does (nobody else was seen).
-        if not people and (follow.last_search is None or index - follow.last_search >= self.search_every):
+        # While the followed person is still expected, their crop is the better look: search rarely.
+        every = self.search_every * (3 if expected is not None else 1)
+        if not people and (follow.last_search is None or index - follow.last_search >= every):
             follow.last_search = index
             people = self._search(frame.image)
             expected = None
         if people and expected is None:
-            follow.saw(index, max(people, key=lambda d: float(d.bbox[2] * d.bbox[3])).bbox)
+            follow.saw(index, body_box(max(people, key=lambda d: float(d.bbox[2] * d.bbox[3]))))
         return people
 
     def _detections(self, image: np.ndarray, view: View) -> list[Detection]:
@@ -231,13 +248,16 @@ class SecondLook:
     def _look_around(self, image: np.ndarray, expected: np.ndarray, unseen: int) -> Detection | None:
         """The best plausible pose at the expected place and size, looking upright first, then turned."""
         self.counts.crop_looks += 1
-        side = self.crop_scale * max(expected[2], expected[3], 16.0) * (1 + 0.05 * unseen)
+        # The expected size is rough (pose boxes breathe with the limbs): frame after frame without the
+        # person, the crop grows and alternates tighter and wider, so a miss is not repeated at one scale.
+        side = (self.crop_scale * max(expected[2], expected[3], 16.0) * (1 + 0.03 * unseen)
+                * CROP_JITTER[unseen % len(CROP_JITTER)])
         for rotation in self.rotations:
             view = crop_view(box_centre(expected), side, rotation)
-            candidates = [d for d in self._detections(image, view) if near(d.bbox, expected)]
+            candidates = [d for d in self._detections(image, view) if near(body_box(d), expected)]
             if candidates:
                 self.counts.crop_found += 1
-                return max(candidates, key=lambda d: iou(d.bbox, expected))
+                return max(candidates, key=lambda d: iou(body_box(d), expected))
         return None
 
     def _search(self, image: np.ndarray) -> list[Detection]:
@@ -288,3 +308,11 @@ class SecondLookDetector:
         close = getattr(self.look.finder, "close", None)
         if close is not None:
             close()
+
+
+def with_second_look(detector: BlazePoseDetector) -> SecondLookDetector:
+    """``detector`` with second looks by BlazePose in IMAGE mode on the same model. Where the rider is expected
+    a weak person detection (0.2) is worth a look: its pose must still be plausible, inside the crop, and of the
+    expected size at the expected place."""
+    finder = PoseFinder(detector.model, num_poses=2, min_confidence=0.2)
+    return SecondLookDetector(detector, SecondLook(finder, focal=detector.focal))

@@ -155,3 +155,24 @@ def test_two_poses_on_one_person_become_one():
     one.score, same.score = 0.6, 0.9
     kept = look.refine(frame_with("f", 0), [one, same, other])
     assert [d.score for d in kept] == [0.9, other.score]
+
+
+def test_hmr2_blazepose_boxes_get_second_looks_on_real_frames():
+    import cv2
+    import pytest
+
+    from tests.conftest import VIDEO
+
+    if not VIDEO.exists():
+        pytest.skip(f"{VIDEO} not found (the shared media folder)")
+    from detectors.hmr2.detector import BlazePoseBoxes
+
+    video = cv2.VideoCapture(str(VIDEO))
+    frames = [FrameImage("runner", index, index * 33.3, video.read()[1]) for index in range(3)]
+    source = BlazePoseBoxes(second_look=True)
+    try:
+        boxes = source(frames)
+    finally:
+        source.close()
+    assert [len(b.scores) for b in boxes] == [1, 1, 1]  # the runner, once per frame
+    assert source.detector.look._job == "runner"  # the frames' own job: the look follows it across calls
