@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -241,15 +242,19 @@ def children_cpu_s() -> float:
 
 
 def run_pipeline(video: Path, options: list[str], out: Path, job: str) -> Run:
-    """``launch.py VIDEO --out DIR *options`` on its own ports; its results file and cost.
+    """``launch.py VIDEO --out DIR *options`` on its own ports; its results file and cost. Options that start
+    with ``@DIR`` run another checkout's launch.py with its own .venv (e.g. main's, for today's default).
 
     CPU time comes from the children's rusage: the launcher waits for its stages, so theirs is in it.
     """
+    root = next((Path(o[1:]) for o in options if o.startswith("@")), ROOT)
+    python = str(root / ".venv" / "bin" / "python") if root != ROOT else sys.executable
     port = free_port()
-    argv = [sys.executable, "launch.py", str(video), "--job", job, "--out", str(out),
-            "--results", f"tcp://127.0.0.1:{port}", "--job-log", str(out / "joblog"), *options]
+    argv = [python, "launch.py", str(video), "--job", job, "--out", str(out),
+            "--results", f"tcp://127.0.0.1:{port}", "--job-log", str(out / "joblog"),
+            *[o for o in options if not o.startswith("@")]]
     cpu_before, start = children_cpu_s(), time.monotonic()
-    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    done = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     wall, cpu = time.monotonic() - start, children_cpu_s() - cpu_before
     if done.returncode != 0:
         raise RuntimeError(f"launch.py {video.name} {' '.join(options)} failed: {done.stderr.strip()[-2000:]}")
@@ -262,6 +267,58 @@ def runner_frames(frames: list[dict]) -> tuple[int, int]:
     with_runner = sum(bool(f["people"]) and f["people"][0]["state"] in SEEN for f in frames)
     others = sum(p["state"] == "observed" for f in frames for p in f["people"][1:])
     return with_runner, others
+
+
+def plausibility_counts(video: Path, labels: ClipLabels | None) -> dict[str, int]:
+    """The default BlazePose detector's full-frame detections on every frame of ``video``, through
+    ``pose.plausibility``: how many it drops, and on labelled frames whether each is on the rider. Without
+    labels (vid.mp4: one runner, nobody else) every detection counts as the person."""
+    from detectors.base import FrameImage
+    from detectors.blazepose import BlazePoseDetector
+    from detectors.second_look import one_per_person
+    from pose.plausibility import DEFAULT
+
+    detector, counts = BlazePoseDetector(), dict.fromkeys(["detections", "dropped", "real_dropped", "false_dropped",
+                                                          "false_kept", "scored"], 0)
+    source = cv2.VideoCapture(str(video))
+    try:
+        index = 0
+        while True:
+            ok, image = source.read()
+            if not ok:
+                break
+            people = one_per_person(detector.detect([FrameImage(video.stem, index, index * 1000 / 30, image)])[0])
+            for person in people:
+                dropped = bool(DEFAULT.implausible(person.keypoints_2d, person.keypoints_3d))
+                counts["detections"] += 1
+                counts["dropped"] += dropped
+                if labels is None or index in labels:
+                    rider = labels[index] if labels is not None else None
+                    real = labels is None or (rider is not None and matches_rider(person.bbox, rider))
+                    counts["scored"] += 1
+                    counts["real_dropped"] += real and dropped
+                    counts["false_dropped"] += (not real) and dropped
+                    counts["false_kept"] += (not real) and not dropped
+            index += 1
+    finally:
+        source.release()
+        detector.close()
+    return counts
+
+
+def plausibility_section(videos: dict[str, Path], labels: dict[str, ClipLabels]) -> str:
+    rows = []
+    for name, path in videos.items():
+        c = plausibility_counts(path, labels.get(name))
+        rows.append([name, c["detections"], c["dropped"], c["scored"], c["false_dropped"], c["false_kept"],
+                     c["real_dropped"]])
+    return ("### Trust only people: the plausibility check on the default detector's own detections\n\n"
+            "Every full-frame detection of BlazePose (the default model, VIDEO mode, one detection per person) on "
+            "every frame, through `pose.plausibility`. On labelled frames (vid.mp4: every frame, one runner) a "
+            "detection off the rider is a false person. The second look's own crops and tiles pass the same "
+            "check (and tile finds a closer second view).\n\n"
+            + table(["video", "detections", "dropped", "on labelled frames", "false people dropped",
+                     "false people kept", "real people dropped"], rows))
 
 
 # --- markdown -----------------------------------------------------------------------------------
@@ -308,7 +365,9 @@ def report(settings: dict[str, list[str]], scores: dict[str, dict[str, ClipScore
              "`observed` people off the rider on labelled frames (person-frames, and how many tracks; on the "
              "tiled clips the bystander counts there too). `.third` and `.tiled` clips are made by "
              "`bench/small_riders.py` (a clip shrunk to a third in a frame of snow, alone or beside a bystander "
-             "clip at a quarter). `python -m bench.recall` (settings: `--setting NAME='launch.py options'`)."]
+             "clip at a quarter). `python -m bench.recall` (settings: `--setting NAME='launch.py options'`, "
+             f"`--baseline DIR`). Measured {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, load average "
+             f"{os.getloadavg()[0]:.1f} at the end."]
     shared = [clip for clip in CLIPS if clip in scores[names[0]]]
     made = [clip for clip in scores[names[0]] if clip not in CLIPS]
     for name in names:
@@ -351,7 +410,11 @@ def parse_setting(text: str) -> tuple[str, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.recall", description=__doc__.split("\n")[0])
     parser.add_argument("--setting", action="append", type=parse_setting, metavar="NAME='OPTIONS'",
-                        help="a pipeline setting to score (repeatable; default: default='' )")
+                        help="a pipeline setting to score (repeatable; default: the default pipeline, and it "
+                             "without --second-look); options starting @DIR run DIR's launch.py with DIR/.venv")
+    parser.add_argument("--baseline", type=Path, metavar="DIR",
+                        help="also run the default pipeline of the checkout in DIR (with its .venv) first, "
+                             "e.g. a worktree of main for today's default")
     parser.add_argument("--clips", nargs="*", default=list(CLIPS), help="clips to run (default: all four)")
     parser.add_argument("--no-vid", dest="vid", action="store_false", help="leave out vid.mp4")
     parser.add_argument("--no-small", dest="small", action="store_false",
@@ -372,7 +435,9 @@ def main(argv: list[str] | None = None) -> int:
             scores.append(score_frames(messages, labels[clip], clip))
         print(table(SCORE_HEADER, score_rows(scores)))
         return 0
-    settings = dict(args.setting or [("default", [])])
+    settings = dict(args.setting or [("default", []), ("no second look", ["--no-second-look"])])
+    if args.baseline:
+        settings = {f"baseline ({args.baseline.name})": [f"@{args.baseline.resolve()}"], **settings}
     with tempfile.TemporaryDirectory(prefix="posebus-recall-") as scratch:
         keep = args.keep or Path(scratch)
         videos = {clip: SNOW / f"{clip}.mp4" for clip in args.clips}
@@ -391,7 +456,9 @@ def main(argv: list[str] | None = None) -> int:
                 runs[name][video] = run_pipeline(path, options, keep / name, video)
     scores = {name: {video: score_frames(run.messages, labels[video], video)
                      for video, run in runs[name].items() if video in labels} for name in settings}
-    publish("recall", report(settings, scores, runs, overlay_section(labels)))
+    checked = {video: path for video, path in videos.items() if video in CLIPS or video == "vid"}
+    publish("recall", report(settings, scores, runs, overlay_section(labels) + "\n\n"
+                             + plausibility_section(checked, labels)))
     return 0
 
 
