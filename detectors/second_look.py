@@ -175,7 +175,9 @@ class Follow:
 class LookCounts:
     """What the second look did, for logs and benches."""
 
-    implausible: int = 0  # detections dropped as not a person
+    implausible: int = 0  # the detector's detections dropped as not a person
+    implausible_looks: int = 0  # poses found in crops and tiles dropped as not a person
+    unconfirmed: int = 0  # tile finds a closer view did not find again
     crop_looks: int = 0  # frames given a crop look
     crop_found: int = 0
     searches: int = 0  # tile searches
@@ -243,6 +245,8 @@ class SecondLook:
             detection = pose_detection(view.to_frame(pose), width, height, self.focal)
             if self.plausible(detection):
                 found.append(detection)
+            else:
+                self.counts.implausible_looks += 1
         return found
 
     def _look_around(self, image: np.ndarray, expected: np.ndarray, unseen: int) -> Detection | None:
@@ -275,6 +279,7 @@ class SecondLook:
             if again:
                 confirmed.append(max(again, key=lambda d: iou(d.bbox, detection.bbox)))
         self.counts.search_found += bool(confirmed)
+        self.counts.unconfirmed += len(kept) - len(confirmed)
         return confirmed
 
 
