@@ -274,10 +274,12 @@ class SecondLook:
         kept = one_per_person(found, key=lambda d: float(d.bbox[2] * d.bbox[3]))
         confirmed = []
         for detection in kept:
-            view = crop_view(box_centre(detection.bbox), self.crop_scale * max(detection.bbox[2:]))
-            again = [d for d in self._detections(image, view) if iou(d.bbox, detection.bbox) >= 0.3]
-            if again:
-                confirmed.append(max(again, key=lambda d: iou(d.bbox, detection.bbox)))
+            for rotation in self.rotations[:2]:  # upright, then turned over (a rider in the air)
+                view = crop_view(box_centre(detection.bbox), self.crop_scale * max(detection.bbox[2:]), rotation)
+                again = [d for d in self._detections(image, view) if iou(d.bbox, detection.bbox) >= 0.3]
+                if again:
+                    confirmed.append(max(again, key=lambda d: iou(d.bbox, detection.bbox)))
+                    break
         self.counts.search_found += bool(confirmed)
         self.counts.unconfirmed += len(kept) - len(confirmed)
         return confirmed
