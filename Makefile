@@ -14,8 +14,8 @@ $(VENV)/.installed: pyproject.toml Makefile clients/node/package.json
 	# CPU build from the local wheel; an unpinned torch would pull CUDA wheels.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[blazepose,hmr2,dev]'
-	# --no-deps: mediapipe's declared deps add opencv-contrib (a second cv2) and jax.
-	$(BIN)/pip install -q --no-deps mediapipe==0.10.14
+	# --no-deps: mediapipe's declared deps add opencv-contrib-python (a second cv2) and sounddevice.
+	$(BIN)/pip install -q --no-deps "mediapipe>=1.2.3,<2"
 	cd clients/node && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 

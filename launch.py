@@ -93,13 +93,13 @@ def models(args: argparse.Namespace) -> int:
     from detectors import blazepose_models
     from detectors.hmr2.weights import find_checkpoint, missing_checkpoint_report
 
-    blazepose_missing = blazepose_models.status(blazepose_models.MODELS, blazepose_models.cache_dir())
+    blazepose_models.status(blazepose_models.MODELS, blazepose_models.cache_dir())
     found, searched = find_checkpoint(args.checkpoint, args.cache_dir)
     if found:
         print(f"hmr2: checkpoint found at {found}")
     else:
         print("hmr2: " + missing_checkpoint_report(searched, args.url))
-    return 1 if blazepose_missing or not found else 0
+    return 1 if blazepose_models.check_bundle(args.blazepose_model) or not found else 0
 
 
 def download_models(args: argparse.Namespace) -> int:

@@ -17,7 +17,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 from bench.timing import RESULTS, ROOT
 
-BENCHES = ["transport", "pipeline", "latency", "hmr2", "tracking", "recall"]  # about 1, 3, 1, 1, 0.5 and 1.5 min
+# about 1, 3, 1, 1, 0.5, 6 and 12 min
+BENCHES = ["transport", "pipeline", "latency", "hmr2", "tracking", "blazepose", "recall"]
 PACKAGES = ["pyzmq", "msgpack", "numpy", "opencv-python-headless", "mediapipe", "torch", "flask"]
 
 

@@ -1,6 +1,7 @@
 """BlazePose detections of a video, cached in /tmp so benches run the detector once.
 
-The detections are ``detectors.blazepose.BlazePoseDetector``'s (video mode),
+The detections are ``detectors.blazepose.BlazePoseDetector``'s (video mode, its default model;
+the largest person of each frame),
 exactly what the pipeline's detect stage produces.
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from detectors.base import FrameImage
+from detectors.blazepose_models import DEFAULT_MODEL
 from pose.detection import Detection, FrameDetections
 from pose.skeleton import CANONICAL_JOINTS
 from video.sources import open_source
@@ -39,8 +41,8 @@ def _run_blazepose(video: Path) -> dict[str, np.ndarray]:
 
 def blazepose_frames(video: Path) -> tuple[list[FrameDetections], tuple[int, int]]:
     """Detections of every frame of ``video`` (cached under /tmp) and the (width, height)."""
-    key = hashlib.sha1(f"{video.resolve()}:{video.stat().st_size}".encode()).hexdigest()[:12]
-    cache = Path("/tmp") / f"posebus_blazepose_v2_{key}.npz"
+    key = hashlib.sha1(f"{video.resolve()}:{video.stat().st_size}:{DEFAULT_MODEL}".encode()).hexdigest()[:12]
+    cache = Path("/tmp") / f"posebus_blazepose_v3_{key}.npz"
     if not cache.exists():
         np.savez(cache, **_run_blazepose(video))
     data = np.load(cache)

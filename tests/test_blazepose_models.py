@@ -1,12 +1,17 @@
 """BlazePose bundles: the cache's place, the registry build (checked), a damaged file noticed, the download."""
 import http.server
+import os
 import shutil
+import subprocess
+import sys
 import threading
 import zipfile
 
 import pytest
 
 from detectors import blazepose_models as models
+
+from conftest import ROOT
 
 
 def test_cache_place_follows_the_environment(tmp_path):
@@ -108,3 +113,13 @@ def test_download_accepts_only_a_bundle_and_records_it(server, tmp_path):
     entry = models.read_manifest(tmp_path / "cache")[path.name]
     assert entry["source"] == "download" and entry["url"] == server["url"]
     assert models.check_bundle("lite", tmp_path / "cache") is None
+
+
+def test_launch_models_reports_each_bundle_and_how_to_get_it(tmp_path):
+    environ = {**os.environ, "POSEBUS_BLAZEPOSE_CACHE": str(tmp_path)}
+    done = subprocess.run([sys.executable, "launch.py", "models", "--cache-dir", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, env=environ, timeout=60)
+    assert done.returncode == 1
+    for model in models.MODELS:
+        assert f"blazepose {model}: not in the cache ({tmp_path / f'pose_landmarker_{model}.task'})" in done.stdout
+    assert "python -m detectors.blazepose_models build" in done.stdout and "hmr2:" in done.stdout
