@@ -42,7 +42,7 @@ Finder = Callable[[np.ndarray], list[Pose]]
 
 VIEW_SIDE = 256  # px: the landmark model's input; a crop is scaled to it
 ROTATIONS = (0, 180, 90, 270)  # degrees, in the order they are tried
-CROP_JITTER = (1.0, 0.8, 1.25)  # crop sizes on successive frames without the person, relative
+CROP_JITTER = (1.25, 0.8)  # the other crop sizes tried, relative, one a frame in turn
 
 
 @dataclass(frozen=True)
@@ -250,14 +250,16 @@ class SecondLook:
         return found
 
     def _look_around(self, image: np.ndarray, expected: np.ndarray, unseen: int) -> Detection | None:
-        """The best plausible pose at the expected place and size, looking upright first, then turned."""
+        """The best plausible pose at the expected place and size: upright, turned over, then (the expected size
+        is rough: pose boxes breathe with the limbs) at another crop size (wider and tighter on alternate
+        frames) upright and turned over, then turned sideways. The crop grows with the frames unseen."""
         self.counts.crop_looks += 1
-        # The expected size is rough (pose boxes breathe with the limbs): frame after frame without the
-        # person, the crop grows and alternates tighter and wider, so a miss is not repeated at one scale.
-        side = (self.crop_scale * max(expected[2], expected[3], 16.0) * (1 + 0.03 * unseen)
-                * CROP_JITTER[unseen % len(CROP_JITTER)])
-        for rotation in self.rotations:
-            view = crop_view(box_centre(expected), side, rotation)
+        side = self.crop_scale * max(expected[2], expected[3], 16.0) * (1 + 0.03 * unseen)
+        other = CROP_JITTER[unseen % len(CROP_JITTER)]
+        upright, over, *sideways = self.rotations
+        views = [(1.0, upright), (1.0, over), (other, upright), (other, over), *[(1.0, r) for r in sideways]]
+        for scale, rotation in views:
+            view = crop_view(box_centre(expected), side * scale, rotation)
             candidates = [d for d in self._detections(image, view) if near(body_box(d), expected)]
             if candidates:
                 self.counts.crop_found += 1
