@@ -7,11 +7,18 @@ NAMES = ("blazepose", "hmr2")
 
 
 def create(name: str, **options) -> Detector:
-    """Build the detector called ``name`` with its backend-specific options."""
+    """Build the detector called ``name`` with its backend-specific options (``second_look``: BlazePose's
+    misses, or HMR 2.0's BlazePose boxes', looked at again where the rider is expected: ``detectors.second_look``)."""
     if name == "blazepose":
         from detectors.blazepose import BlazePoseDetector
 
-        return BlazePoseDetector(**options)
+        second_look = options.pop("second_look", False)
+        detector = BlazePoseDetector(**options)
+        if second_look:
+            from detectors.second_look import with_second_look
+
+            return with_second_look(detector)
+        return detector
     if name == "hmr2":
         from detectors.hmr2.detector import Hmr2Detector
 

@@ -18,6 +18,7 @@ def detector_argv(args: argparse.Namespace) -> list[str]:
     """The detector flags of a detect worker, as the launcher was given them."""
     return ["--detector", args.detector, "--blazepose-mode", args.blazepose_mode,
             "--blazepose-model", args.blazepose_model, "--num-poses", str(args.num_poses), "--device", args.device,
+            "--second-look" if args.second_look else "--no-second-look",
             "--boxes", args.boxes, "--crops-per-forward", str(args.crops_per_forward),
             *(["--checkpoint", str(args.checkpoint)] if args.checkpoint else []),
             *(["--hmr2-config", args.hmr2_config] if args.hmr2_config else []), *(["--mesh"] if args.mesh else [])]

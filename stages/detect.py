@@ -107,9 +107,11 @@ def detect_batch(detector, batch: list[dict], worker: str, log) -> list[dict]:
 
 def detector_options(args: argparse.Namespace) -> dict:
     if args.detector == "blazepose":
-        return {"mode": args.blazepose_mode, "model": args.blazepose_model, "num_poses": args.num_poses}
+        return {"mode": args.blazepose_mode, "model": args.blazepose_model, "num_poses": args.num_poses,
+                "second_look": args.second_look}
     return {"checkpoint": args.checkpoint, "config": args.hmr2_config, "device": args.device,
-            "mesh": args.mesh, "box_source": args.boxes, "batch_size": args.crops_per_forward}
+            "mesh": args.mesh, "box_source": args.boxes, "batch_size": args.crops_per_forward,
+            "second_look": args.second_look}
 
 
 def positive_int(text: str) -> int:
@@ -129,6 +131,10 @@ def add_detector_flags(parser: argparse.ArgumentParser) -> None:
                              "python -m detectors.blazepose_models status)")
     parser.add_argument("--num-poses", type=positive_int, default=NUM_POSES, metavar="N",
                         help=f"BlazePose: most people per frame (default {NUM_POSES})")
+    parser.add_argument("--second-look", action=argparse.BooleanOptionalAction, default=True,
+                        help="BlazePose, and HMR 2.0's BlazePose boxes: drop poses that are no plausible person; where "
+                             "the followed person is missed, look again at a crop around where they are expected "
+                             "(turned for inverted bodies); where nobody is found, search tiles (default: on)")
     parser.add_argument("--checkpoint", help="HMR 2.0 checkpoint (default: the 4D-Humans cache)")
     parser.add_argument("--hmr2-config", help="JSON of the network's sizes, for checkpoints that lack them")
     parser.add_argument("--device", default="cpu", help="torch device for HMR 2.0 (cpu, cuda, cuda:1)")

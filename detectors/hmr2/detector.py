@@ -44,27 +44,32 @@ class PersonBoxes:
 
 
 class BoxSource(Protocol):
-    def __call__(self, images: Sequence[np.ndarray]) -> list[PersonBoxes]:
-        """(H, W, 3) uint8 BGR images -> the people in each."""
+    def __call__(self, frames: Sequence[FrameImage]) -> list[PersonBoxes]:
+        """Frames (their job and index too: a source may follow people across a job's frames) -> the people in each."""
         ...
 
     def close(self) -> None: ...
 
 
 class BlazePoseBoxes:
-    """The people BlazePose finds in each image (``detectors.blazepose``, static mode): their landmark boxes.
+    """The people BlazePose finds in each frame (``detectors.blazepose``, static mode): their landmark boxes;
+    with ``second_look``, also the rider where BlazePose misses them (``detectors.second_look``).
 
     ``score_threshold`` is BlazePose's person-detection confidence; the reported
     score is the landmarks' mean visibility. No minimum box size.
     """
 
-    def __init__(self, score_threshold: float = 0.5):
+    def __init__(self, score_threshold: float = 0.5, second_look: bool = False):
         from detectors.blazepose import BlazePoseDetector  # only this box source needs mediapipe
 
         self.detector = BlazePoseDetector(mode="static", min_confidence=score_threshold)
+        if second_look:
+            from detectors.second_look import with_second_look
 
-    def __call__(self, images: Sequence[np.ndarray]) -> list[PersonBoxes]:
-        found = self.detector.detect([FrameImage("boxes", i, 0.0, image) for i, image in enumerate(images)])
+            self.detector = with_second_look(self.detector)
+
+    def __call__(self, frames: Sequence[FrameImage]) -> list[PersonBoxes]:
+        found = self.detector.detect(frames)
         return [PersonBoxes(np.array([xywh_to_xyxy(p.bbox) for p in people], np.float32).reshape(-1, 4),
                             np.array([p.score for p in people], np.float32)) for people in found]
 
@@ -89,9 +94,9 @@ class FasterRcnnBoxes:
         self.device = torch.device(device)
         self.model = fasterrcnn_resnet50_fpn_v2(weights="DEFAULT").eval().to(self.device)
 
-    def __call__(self, images: Sequence[np.ndarray]) -> list[PersonBoxes]:
-        batch = [torch.from_numpy(image[:, :, ::-1].copy()).permute(2, 0, 1).to(self.device).float() / 255
-                 for image in images]
+    def __call__(self, frames: Sequence[FrameImage]) -> list[PersonBoxes]:
+        batch = [torch.from_numpy(frame.image[:, :, ::-1].copy()).permute(2, 0, 1).to(self.device).float() / 255
+                 for frame in frames]
         with torch.inference_mode():
             results = self.model(batch)
         people = []
@@ -108,8 +113,10 @@ class FasterRcnnBoxes:
 BOX_SOURCES = ("auto", "blazepose", "fasterrcnn")
 
 
-def make_box_source(name: str = "auto", device: str | torch.device = "cpu", score_threshold: float = 0.5) -> BoxSource:
-    """A box source by name; "auto" is Faster R-CNN on a GPU when torchvision imports, else BlazePose."""
+def make_box_source(name: str = "auto", device: str | torch.device = "cpu", score_threshold: float = 0.5,
+                    second_look: bool = False) -> BoxSource:
+    """A box source by name; "auto" is Faster R-CNN on a GPU when torchvision imports, else BlazePose
+    (``second_look``: BlazePose's misses looked at again where the rider is expected)."""
     device = torch.device(device)
     if name == "auto":
         if device.type == "cuda":
@@ -117,9 +124,9 @@ def make_box_source(name: str = "auto", device: str | torch.device = "cpu", scor
                 return FasterRcnnBoxes(score_threshold, device)
             except ImportError:
                 pass
-        return BlazePoseBoxes(score_threshold)
+        return BlazePoseBoxes(score_threshold, second_look)
     if name == "blazepose":
-        return BlazePoseBoxes(score_threshold)
+        return BlazePoseBoxes(score_threshold, second_look)
     if name == "fasterrcnn":
         return FasterRcnnBoxes(score_threshold, device)
     raise ValueError(f"unknown box source {name!r}; choose one of {', '.join(BOX_SOURCES)}")
@@ -130,11 +137,12 @@ class Hmr2Detector:
 
     def __init__(self, checkpoint: str | Path, *, device: str | torch.device = "cpu",
                  box_source: BoxSource | str = "auto", score_threshold: float = 0.5, batch_size: int = 16,
-                 mesh: bool = False, torch_compile: bool = False, config: Hmr2Config | str | Path | None = None):
-        """box_source: a BoxSource, or a name in BOX_SOURCES built with score_threshold."""
+                 mesh: bool = False, torch_compile: bool = False, config: Hmr2Config | str | Path | None = None,
+                 second_look: bool = False):
+        """box_source: a BoxSource, or a name in BOX_SOURCES built with score_threshold (and second_look)."""
         self.device = torch.device(device)
         self.model = load_hmr2(checkpoint, self.device, config)
-        self.box_source = (make_box_source(box_source, self.device, score_threshold)
+        self.box_source = (make_box_source(box_source, self.device, score_threshold, second_look)
                            if isinstance(box_source, str) else box_source)
         self.batch_size = batch_size
         self.mesh = mesh
@@ -148,7 +156,7 @@ class Hmr2Detector:
     def detect(self, frames: Sequence[FrameImage]) -> list[list[Detection]]:
         if not frames:
             return []
-        boxes = self.box_source([frame.image for frame in frames])
+        boxes = self.box_source(frames)
         crops = [crop_people(frame.image, people.boxes) for frame, people in zip(frames, boxes)]
         outputs = self.run(np.concatenate([c.images for c in crops]))
         detections, start = [], 0
