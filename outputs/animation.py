@@ -313,8 +313,9 @@ def solve_keypoint_rotations(positions: np.ndarray, offsets: np.ndarray | None =
     """World rotations (F, J, 3, 3) of ``KEYPOINT_TREE``'s joints from their measured world positions (F, J, 3).
 
     Without ``offsets`` each bone points along its measured direction. With a skeleton's ``offsets`` (J, 3),
-    each bone starts where the skeleton put its joint (forward kinematics so far) and points at the measured
-    child, so an error in one bone's length is not carried down the limb.
+    a limb's bone starts where the skeleton put its joint (forward kinematics so far) and points at the
+    measured child, so an error in one bone's length is not carried down the limb; a joint solved from two
+    directions ("frame") keeps the measured ones, which place all its children.
     """
     index = {name: i for i, name in enumerate(KEYPOINT_JOINTS)}
     world = np.empty(positions.shape[:2] + (3, 3))
@@ -327,12 +328,13 @@ def solve_keypoint_rotations(positions: np.ndarray, offsets: np.ndarray | None =
             world[:, joint] = parent_rotation
             continue
         child = solve[1]
-        bone = positions[:, index[child]] - placed[:, joint]
         rest_bone = np.asarray(KEYPOINT_TREE[child][2], dtype=float)
         if solve[0] == "aim":
+            bone = positions[:, index[child]] - placed[:, joint]
             world[:, joint] = shortest_rotation(parent_rotation @ rest_bone, bone) @ parent_rotation
-        else:
+        else:  # a frame carries several children: its measured axes serve them all best
             a, b = solve[2]
+            bone = positions[:, index[child]] - positions[:, joint]
             world[:, joint] = rotation_between_frames(bone, positions[:, index[b]] - positions[:, index[a]],
                                                       rest_bone, FRAME_REFERENCE[name])
     return world
