@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -255,7 +256,8 @@ def export(results: Path, *args: str) -> Run:
 @pytest.fixture(scope="module")
 def blazepose_run(tmp_path_factory) -> Run:
     out = tmp_path_factory.mktemp("blazepose")
-    result = launch(VIDEO, "--out", out, "--job", "vid", "--results", f"tcp://127.0.0.1:{free_port()}")
+    result = launch(VIDEO, "--out", out, "--job", "vid", "--results", f"tcp://127.0.0.1:{free_port()}",
+                    "--record", out / "recorded")
     assert result.returncode == 0, result.stderr
     return export(out / "vid.jsonl")
 
@@ -439,3 +441,18 @@ def test_blender_imports_every_frame(run, suffix, request, tmp_path):
     line = next(line for line in result.stdout.splitlines() if line.startswith("POSEBUS"))
     imported = json.loads(line[len("POSEBUS"):])
     assert imported["frames"] == sum(m["type"] == "frame" for m in run.messages), imported
+
+
+def test_the_track_stage_writes_them_when_asked(blazepose_run, tmp_path):
+    """--gltf DIR --bvh DIR: the track stage (replaying the recorded job) writes what the command line does."""
+    files, recorded = tmp_path / "files", blazepose_run.results.parent / "recorded" / "vid"
+    subprocess.run([sys.executable, "-m", "stages.track", "--replay", str(recorded),
+                    "--gltf", str(files), "--bvh", str(files), "--results", f"tcp://127.0.0.1:{free_port()}",
+                    "--history", f"tcp://127.0.0.1:{free_port()}", "--acks", f"tcp://127.0.0.1:{free_port()}",
+                    "--job-log", str(tmp_path / "logs"), "--log-level", "error"], cwd=ROOT, check=True, timeout=120)
+    assert sorted(p.name for p in files.iterdir()) == ["vid.track1.bvh", "vid.track1.glb"]
+    names, times, world, extras = read_glb(files / "vid.track1.glb")
+    expected_names, expected_times, expected, expected_extras = read_glb(blazepose_run.glb)
+    assert (names, extras) == (expected_names, expected_extras) and np.allclose(times, expected_times)
+    assert np.abs(world - expected).max() < 1e-5
+    assert np.abs(read_bvh(files / "vid.track1.bvh")[2] - read_bvh(blazepose_run.bvh)[2]).max() < 1e-3
