@@ -320,7 +320,7 @@ def solve_keypoint_rotations(positions: np.ndarray, offsets: np.ndarray | None =
     index = {name: i for i, name in enumerate(KEYPOINT_JOINTS)}
     world = np.empty(positions.shape[:2] + (3, 3))
     placed = positions.copy()
-    for joint, (name, (parent, solve, rest)) in enumerate(KEYPOINT_TREE.items()):
+    for joint, (name, (parent, solve, _)) in enumerate(KEYPOINT_TREE.items()):
         parent_rotation = world[:, index[parent]] if parent else np.broadcast_to(np.eye(3), world[:, 0].shape)
         if offsets is not None and parent:
             placed[:, joint] = placed[:, index[parent]] + parent_rotation @ offsets[joint]
@@ -355,7 +355,7 @@ def keypoint_skeleton(positions: np.ndarray, world: np.ndarray, use: np.ndarray)
         bone = positions[use, joint] - positions[use, p]
         length = np.median(np.linalg.norm(bone, axis=-1))
         solve = KEYPOINT_TREE[parent][1]
-        if solve is not None and solve[1] == name or not np.any(rest):
+        if (solve is not None and solve[1] == name) or not np.any(rest):
             direction = np.asarray(rest, dtype=float)
         else:
             local = np.einsum("fji,fj->fi", world[use, p], bone)  # the bone in the parent's frame
