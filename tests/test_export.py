@@ -4,6 +4,7 @@ validator, three.js in Node, Blender)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -275,7 +276,7 @@ def hmr2_run(tmp_path_factory) -> Run:
     capture.release()
     out = tmp_path_factory.mktemp("hmr2")
     result = launch(folder, "--out", out, "--job", "vid", "--results", f"tcp://127.0.0.1:{free_port()}",
-                    "--detector", "hmr2", "--checkpoint", HMR2_CHECKPOINT, "--no-smoothing")
+                    "--detector", "hmr2", "--checkpoint", HMR2_CHECKPOINT, "--no-smoothing", "--mesh")
     assert result.returncode == 0, result.stderr
     return export(out / "vid.jsonl", "--checkpoint", str(HMR2_CHECKPOINT))
 
@@ -446,16 +447,70 @@ def test_blender_imports_every_frame(run, suffix, request, tmp_path):
     assert imported["frames"] == sum(m["type"] == "frame" for m in run.messages), imported
 
 
-def test_the_track_stage_writes_them_when_asked(blazepose_run, tmp_path):
-    """--gltf DIR --bvh DIR: the track stage (replaying the recorded job) writes what the command line does."""
-    files, recorded = tmp_path / "files", blazepose_run.results.parent / "recorded" / "vid"
+def replay_with_exports(run: Run, files: Path, logs: Path, **environment: str) -> None:
+    """The track stage replaying the run's recorded job with --gltf FILES --bvh FILES."""
+    recorded = run.results.parent / "recorded" / "vid"
     subprocess.run([sys.executable, "-m", "stages.track", "--replay", str(recorded),
                     "--gltf", str(files), "--bvh", str(files), "--results", f"tcp://127.0.0.1:{free_port()}",
                     "--history", f"tcp://127.0.0.1:{free_port()}", "--acks", f"tcp://127.0.0.1:{free_port()}",
-                    "--job-log", str(tmp_path / "logs"), "--log-level", "error"], cwd=ROOT, check=True, timeout=120)
+                    "--job-log", str(logs), "--log-level", "error"], cwd=ROOT, check=True, timeout=120,
+                   env={**os.environ, **environment})
     assert sorted(p.name for p in files.iterdir()) == ["vid.track1.bvh", "vid.track1.glb"]
-    names, times, world, extras = read_glb(files / "vid.track1.glb")
+
+
+def test_the_track_stage_writes_them_when_asked(blazepose_run, tmp_path):
+    """--gltf DIR --bvh DIR: the track stage (replaying the recorded job) writes what the command line does."""
+    replay_with_exports(blazepose_run, tmp_path / "files", tmp_path / "logs")
+    names, times, world, extras = read_glb(tmp_path / "files" / "vid.track1.glb")
     expected_names, expected_times, expected, expected_extras = read_glb(blazepose_run.glb)
     assert (names, extras) == (expected_names, expected_extras) and np.allclose(times, expected_times)
     assert np.abs(world - expected).max() < 1e-5
-    assert np.abs(read_bvh(files / "vid.track1.bvh")[2] - read_bvh(blazepose_run.bvh)[2]).max() < 1e-3
+    assert np.abs(read_bvh(tmp_path / "files" / "vid.track1.bvh")[2] - read_bvh(blazepose_run.bvh)[2]).max() < 1e-3
+
+
+def test_the_track_stage_finds_smpl_in_the_cached_checkpoint(hmr2_run, tmp_path, monkeypatch):
+    """The track stage is not told --checkpoint: its output writer takes SMPL from the 4D-Humans cache."""
+    from pygltflib import GLTF2
+
+    from detectors.hmr2.weights import CACHE_ENV, CHECKPOINT_IN_CACHE
+    from outputs import write_files
+
+    cache = tmp_path / "cache"
+    (cache / CHECKPOINT_IN_CACHE).parent.mkdir(parents=True)
+    (cache / CHECKPOINT_IN_CACHE).symlink_to(HMR2_CHECKPOINT)
+    monkeypatch.setenv(CACHE_ENV, str(cache))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    decoded_start = {"type": "job_start", "job": "vid", "source": "frames"}  # what decode sends: no detector
+    end = hmr2_run.messages[-1]
+    write_files({"gltf": tmp_path / "files", "bvh": None}, "vid", decoded_start, end, hmr2_run.messages, log=None)
+    assert len(GLTF2().load(str(tmp_path / "files" / "vid.track1.glb")).meshes) == 1
+    names, _, world, _ = read_glb(tmp_path / "files" / "vid.track1.glb")
+    assert names == read_glb(hmr2_run.glb)[0] and np.abs(world - read_glb(hmr2_run.glb)[2]).max() < 1e-5
+
+
+def test_three_js_skins_the_smpl_mesh_as_smpl_does(hmr2_run, node_checker):
+    """three.js's skinning of the .glb's mesh equals SMPL's linear blend skinning at the track's betas
+    (smplx.lbs without the pose corrective blend shapes, which glTF's skinning has no place for)."""
+    import torch
+    from smplx.lbs import lbs
+
+    vertices = np.array(check_in_node(node_checker, hmr2_run.glb)["vertices"])  # (F, V / 10, 3), world
+    people = primary(hmr2_run.messages)
+    smpl = animation.smpl_model_from_checkpoint(HMR2_CHECKPOINT)
+    betas = np.median([p["smpl"]["betas"] for p in people if p["state"] == "observed"], axis=0)
+    pose = torch.tensor(np.array([np.concatenate([p["smpl"]["global_orient"], p["smpl"]["body_pose"]])
+                                  for p in people], dtype=np.float64))
+    joints, weights = animation.top_weights(smpl.lbs_weights)
+    dense = np.zeros_like(smpl.lbs_weights)
+    np.add.at(dense, (np.arange(len(dense))[:, None], joints), weights)  # unused slots are joint 0, weight 0
+    expected, _ = lbs(torch.tensor(betas)[None].expand(len(people), -1), pose, torch.tensor(smpl.v_template),
+                      torch.tensor(smpl.shapedirs), torch.zeros(207, smpl.v_template.size, dtype=torch.float64),
+                      torch.tensor(smpl.J_regressor), torch.tensor(animation.SMPL_PARENTS), torch.tensor(dense),
+                      pose2rot=False)
+    translation = np.array([p["camera"]["translation"] for p in people])[:, None]
+    camera = back_to_camera(vertices)
+    assert np.abs(camera - (expected.numpy()[:, ::10] + translation)).max() < 1e-3
+    published = np.array([p["vertices"] for p in people])[:, ::10] + translation
+    away = np.linalg.norm(camera - published, axis=-1)
+    print(f"glTF mesh vs published vertices (pose correctives, median betas): max {away.max() * 100:.2f} cm, "
+          f"mean {away.mean() * 100:.2f} cm")
