@@ -391,12 +391,12 @@ def keypoint_animation(track: TrackFrames, start: dict) -> Animation:
     return Animation(track.track_id, start.get("detector", "unknown"), float(start["fps"]), skeleton, motion)
 
 
-def animations(messages: list[dict], smpl: SmplModel | None = None) -> list[Animation]:
-    """One Animation per track of a job: SMPL when the people carry SMPL parameters and ``smpl`` is given,
-    else the keypoint skeleton."""
+def animations(messages: list[dict], smpl: SmplModel | None = None) -> tuple[str, list[Animation]]:
+    """(the job id, one Animation per track): SMPL when the people carry SMPL parameters and ``smpl`` is
+    given, else the keypoint skeleton."""
     start, tracks = track_frames(messages)
-    return [smpl_animation(track, start, smpl) if smpl is not None and track.people[0].get("smpl") is not None
-            else keypoint_animation(track, start) for track in tracks]
+    return start["job"], [smpl_animation(track, start, smpl) if smpl is not None and track.people[0].get("smpl")
+                          is not None else keypoint_animation(track, start) for track in tracks]
 
 
 def smpl_model_from_checkpoint(path: str | Path) -> SmplModel:

@@ -80,9 +80,8 @@ def bvh_text(animation: Animation) -> str:
 
 def write_bvh(messages: list[dict], folder: str | Path, smpl: SmplModel | None = None) -> list[Path]:
     """One ``.bvh`` per track of a job into ``folder``; returns the paths (see ``outputs.gltf.write_gltf``)."""
-    job = next(m["job"] for m in messages)
-    return [write_atomically(track_path(folder, job, a.track_id, "bvh"), bvh_text(a).encode())
-            for a in animations(messages, smpl)]
+    job, found = animations(messages, smpl)
+    return [write_atomically(track_path(folder, job, a.track_id, "bvh"), bvh_text(a).encode()) for a in found]
 
 
 def _depth_first(parents: tuple[int, ...]) -> list[int]:

@@ -171,9 +171,9 @@ def track_path(folder: Path, job: str, track_id: int, suffix: str) -> Path:
 def write_gltf(messages: list[dict], folder: str | Path, smpl: SmplModel | None = None) -> list[Path]:
     """One ``.glb`` per track of a job into ``folder``; returns the paths. SMPL meshes when ``smpl`` is given
     and the job has SMPL parameters, else skeletons. Raises ValueError for a job with nobody tracked."""
-    job = next(m["job"] for m in messages)
+    job, found = animations(messages, smpl)
     return [write_atomically(track_path(folder, job, a.track_id, "glb"), glb_bytes(*gltf_document(a, job)))
-            for a in animations(messages, smpl)]
+            for a in found]
 
 
 def export_main(prog: str, write, argv: list[str] | None) -> int:
@@ -198,6 +198,10 @@ def export_main(prog: str, write, argv: list[str] | None) -> int:
         paths = write(messages, folder, smpl)
     except (OSError, ValueError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    except (KeyError, TypeError, IndexError) as exc:  # a message without a field it must have
+        print(f"{prog}: error: {args.results}: not a posebus results file ({type(exc).__name__}: {exc})",
+              file=sys.stderr)
         return 1
     print("\n".join(map(str, paths)))
     return 0

@@ -239,6 +239,21 @@ def test_a_job_with_nobody_tracked_is_refused(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("text, said", [
+    ('{"type": "job_end", "job": "x", "frames": 0, "status": "error"}\n', "no job_start"),
+    ('{"type": "job_start", "job": "x"}\n{"type": "frame", "index": 0}\n', "not a posebus results file"),
+    ("garbage\n", "error"),
+])
+@pytest.mark.parametrize("writer", [gltf, bvh])
+def test_a_bad_results_file_gets_one_line(writer, text, said, tmp_path, capsys):
+    results = tmp_path / "vid.jsonl"
+    results.write_text(text)
+    assert writer.main([str(results)]) == 1
+    error = capsys.readouterr().err
+    assert said in error and error.count("\n") == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["vid.jsonl"]
+
+
 # --- real runs ---------------------------------------------------------------------------------------------------
 
 class Run(NamedTuple):
