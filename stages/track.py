@@ -48,6 +48,10 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--app-json", type=Path, metavar="DIR",
                         help="write the app's JSON document per job to DIR/<job>.json")
     parser.add_argument("--overlay", type=Path, metavar="DIR", help="write an overlay video per job to DIR/<job>.mp4")
+    parser.add_argument("--gltf", type=Path, metavar="DIR",
+                        help="write each tracked person's animation as glTF to DIR/<job>.track<id>.glb")
+    parser.add_argument("--bvh", type=Path, metavar="DIR",
+                        help="write each tracked person's animation as BVH to DIR/<job>.track<id>.bvh")
 
 
 def replay(stage: TrackStage, folder: Path) -> None:
