@@ -26,12 +26,14 @@ from pathlib import Path
 
 import zmq
 
+import options
 from bus import monitor, sockets
 from bus.metrics import DEFAULT_INTERVAL_S
 from launcher.control import serve
 from launcher.pipeline import Pipeline
 from launcher.progress import ProgressBar
 from launcher.workers import check_worker_links, detector_argv, worker_links
+from options.groups import DECODE, OUTPUTS, TRACK, TRACKER
 from stages import runtime
 
 # A stage silent this long is hung: killed, then handled like one that died. A stage beats between
@@ -130,23 +132,17 @@ def beside(results: str, offset: int, link: str) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    import detectors
     from detectors.hmr2.weights import DEFAULT_URL
-    from stages.detect import add_detector_flags
-    from stages.track import add_output_flags, add_tracker_flags
-    from video.sources import DEFAULT_MAX_SIDE
 
     parser = argparse.ArgumentParser(prog="python launch.py", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("source", help="video file, image folder, camera index, stream URL; or serve, status, "
                                        "worker, models, download-models")
     parser.add_argument("--workers", type=int, default=1, help="detect worker processes (default 1)")
-    add_detector_flags(parser)
-    add_tracker_flags(parser)
-    add_output_flags(parser)
+    options.add_flags(parser, options.LAUNCH, detectors.table(), DECODE, TRACK, TRACKER, OUTPUTS)
     parser.add_argument("--cache-dir", help="4D-Humans cache folder to look in for the HMR 2.0 checkpoint")
     parser.add_argument("--url", default=DEFAULT_URL, help="where download-models fetches the HMR 2.0 archive")
-    parser.add_argument("--phalp-pkl", type=Path, metavar="PATH",
-                        help="also write PHALP-format results: PATH if it ends in .pkl, else PATH/<job>.pkl")
     parser.add_argument("--results", default=sockets.LINKS["results"].default, metavar="ENDPOINT")
     parser.add_argument("--control", default=sockets.LINKS["control"].default, metavar="ENDPOINT")
     parser.add_argument("--history", metavar="ENDPOINT",
@@ -158,27 +154,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--prometheus", type=int, metavar="PORT",
                         help="serve the metrics to Prometheus on 127.0.0.1:PORT (needs prometheus-client)")
     parser.add_argument("--once", action="store_true", help="status: print one table and exit")
-    parser.add_argument("--out", type=Path, metavar="DIR", help="also write results to DIR/<job>.jsonl")
-    parser.add_argument("--record", type=Path, metavar="DIR",
-                        help="save every bus stream of each job to DIR/<job>/ (replay a stage alone on it)")
-    parser.add_argument("--wait-subscribers", type=int, default=0, metavar="N",
-                        help="hold publishing until N subscribers have subscribed")
     parser.add_argument("--worker-links", metavar="tcp://ADDR:PORT",
                         help="also bind the detect workers' links here (frames PORT, detections PORT+1, metrics "
                              "PORT+2) for workers on other hosts, CURVE required off loopback; "
                              "worker: the pipeline's --worker-links to join")
-    parser.add_argument("--jpeg", type=int, metavar="QUALITY", help="send frames as JPEG (remote workers)")
-    parser.add_argument("--realtime", action="store_true", help="decode at the source's frame rate, like a camera")
-    parser.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, metavar="PX",
-                        help="downscale frames whose longer side exceeds PX before detection; results stay in the "
-                             f"source's pixels (default {DEFAULT_MAX_SIDE})")
-    parser.add_argument("--job", help="job id (default: random)")
+    runtime.add_job_flag(parser)
     parser.add_argument("--heartbeat-timeout", type=float, metavar="S",
                         help="kill a stage that sends no heartbeat for S seconds, then handle it like one that "
                              f"died (default {HEARTBEAT_TIMEOUT_S:g}; {HEARTBEAT_TIMEOUT_HMR2_CPU_S:g} for hmr2 on "
                              "a CPU, whose batches are slow; 0: never)")
     runtime.add_security_flags(parser)
-    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    runtime.log_level_flag(parser, "warning")
     args = parser.parse_args(argv)
     if args.heartbeat_timeout is None:
         args.heartbeat_timeout = default_heartbeat_timeout(args.detector, args.device)

@@ -23,7 +23,9 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from detectors import register
 from detectors.base import FrameImage
+from options import Option
 from pose import camera
 from pose.detection import Detection
 from pose.skeleton import BLAZEPOSE_TO_CANONICAL, available, to_canonical
@@ -33,9 +35,6 @@ from video.native import quiet_native_stderr
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 warnings.filterwarnings("ignore", module="google.protobuf")
-
-BOX_MARGIN = 0.1  # fraction of the landmark extent added on each side
-
 
 BOX_MARGIN = 0.1  # fraction of the landmark extent added on each side
 
@@ -114,3 +113,8 @@ class BlazePoseDetector:
         if self._pose is not None:
             self._pose.close()
             self._pose = None
+
+
+register("blazepose", BlazePoseDetector,
+         Option("--blazepose-mode", "video: MediaPipe tracking across each worker's frames; static: every frame alone",
+                default="video", choices=("video", "static"), param="mode"))

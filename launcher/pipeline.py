@@ -21,8 +21,10 @@ from pathlib import Path
 
 import zmq
 
+import options
 from bus import messages, monitor, sockets
 from launcher.workers import detector_argv, worker_links
+from options.groups import DECODE, OUTPUTS, TRACK, TRACKER
 from outputs import OUTPUT_FILES
 from stages import runtime
 
@@ -103,24 +105,15 @@ class Pipeline:
         a, e = self.args, self.endpoints
         common = ["--log-level", a.log_level, "--metrics", e["stage_metrics"]]
         track = ["-m", "stages.track", "--detections", e["detections"], "--events", e["events"],
-                 "--results", a.results, "--status", e["status"], "--wait-subscribers", str(a.wait_subscribers),
-                 "--tracker", a.tracker, "--lookahead", str(a.lookahead), "--subjects", str(a.subjects),
-                 "--n-init", str(a.n_init), "--max-age", str(a.max_age), "--stall-timeout", str(a.stall_timeout),
-                 *([] if a.smoothing else ["--no-smoothing"]),
-                 "--history", a.history, "--acks", e["acks"], "--job-log", str(a.job_log),
-                 "--keep-jobs", str(a.keep_jobs),
-                 *(["--out", str(a.out)] if a.out else []), *(["--phalp-pkl", str(a.phalp_pkl)] if a.phalp_pkl else []),
-                 *(["--report", str(a.report)] if a.report else []), *(["--record", str(a.record)] if a.record else []),
-                 *(["--app-json", str(a.app_json)] if a.app_json else []),
-                 *(["--overlay", str(a.overlay)] if a.overlay else [])]
+                 "--results", a.results, "--status", e["status"], "--history", a.history, "--acks", e["acks"],
+                 *options.argv("track", a, TRACK, TRACKER, OUTPUTS)]
         decode = ["-m", "stages.decode", "--frames", e["frames"], "--events", e["events"], "--jobs", e["jobs"],
-                  "--acks", e["acks"], "--max-in-flight", str(MAX_IN_FLIGHT), "--max-side", str(a.max_side),
+                  "--acks", e["acks"], "--max-in-flight", str(MAX_IN_FLIGHT),
+                  *options.argv("decode", a, DECODE, OUTPUTS),
                   # By then a worker that went silent holding the frames has been replaced.
                   *(["--resend-after", str(a.heartbeat_timeout)] if a.heartbeat_timeout else []),
                   # Workers all on this host: frames go through shared memory (bus.frame_ring).
-                  *(["--jpeg", str(a.jpeg)] if a.jpeg else [] if self.remote else ["--shm"]),
-                  *(["--realtime"] if a.realtime else []),
-                  *(["--record", str(a.record)] if a.record else [])]
+                  *([] if a.jpeg or self.remote else ["--shm"])]
         detect = ["-m", "stages.detect", "--frames", e["frames"], "--detections", e["detections"], *detector_argv(a)]
         # The links are ipc in a 0700 folder; only results (track) and, with --worker-links, frames (decode)
         # and detections (track) are also on tcp, with CURVE. Local workers stay on ipc.

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import re
 
+import detectors
+import options
 from bus import sockets
 
 WORKER_LINKS = ("frames", "detections", "stage_metrics")  # on --worker-links PORT, PORT+1, PORT+2
@@ -16,10 +18,7 @@ WORKER_LINKS = ("frames", "detections", "stage_metrics")  # on --worker-links PO
 
 def detector_argv(args: argparse.Namespace) -> list[str]:
     """The detector flags of a detect worker, as the launcher was given them."""
-    return ["--detector", args.detector, "--blazepose-mode", args.blazepose_mode, "--device", args.device,
-            "--boxes", args.boxes, "--crops-per-forward", str(args.crops_per_forward),
-            *(["--checkpoint", str(args.checkpoint)] if args.checkpoint else []),
-            *(["--hmr2-config", args.hmr2_config] if args.hmr2_config else []), *(["--mesh"] if args.mesh else [])]
+    return options.argv("detect", args, detectors.table())
 
 
 def worker_links(endpoint: str) -> dict[str, str]:

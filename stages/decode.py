@@ -24,14 +24,16 @@ from pathlib import Path
 import cv2
 import zmq
 
+import options
 from bus import codec, messages, sockets
 from bus.events import event
 from bus.frame_ring import FrameRing, frame_bytes, free_bytes, remove_stale, slots_that_fit
 from bus.log import MessageLog
 from bus.metrics import StageMetrics
 from bus.schema import SchemaError
+from options.groups import DECODE, OUTPUTS
 from stages import runtime
-from video.sources import DEFAULT_MAX_SIDE, SourceError, fit_within, fitted_size, open_source
+from video.sources import SourceError, fit_within, fitted_size, open_source
 
 
 def encode_jpeg(image, quality: int) -> bytes:
@@ -170,7 +172,7 @@ def image_message(job: str, index: int, pts_ms: float, image, jpeg_quality: int 
 def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality: int | None,
             realtime: bool, log, record_dir: Path | None = None, acks: zmq.Socket | None = None,
             max_in_flight: int = 0, *, metrics: StageMetrics, cancelled=lambda job: None,
-            max_side: int = DEFAULT_MAX_SIDE, shm: bool = False,
+            max_side: int = DECODE["max_side"].default, shm: bool = False,
             resend_after_s: float = RESEND_WINDOW_AFTER_S) -> None:
     """Decode one job; ``shm`` (needs ``max_in_flight``: a slot is reused once its frame is
     acknowledged) puts its frames in a frame ring, removed when the job is over."""
@@ -281,34 +283,26 @@ def refuse(events: zmq.Socket, request: dict, error: SchemaError) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.decode", description=__doc__.split("\n")[0])
     parser.add_argument("source", nargs="?", help="video file, image folder, camera index or stream URL")
-    parser.add_argument("--job", help="job id for SOURCE (default: random)")
-    parser.add_argument("--fps", type=float, help="frame rate for image folders and streams")
-    payload = parser.add_mutually_exclusive_group()
-    payload.add_argument("--jpeg", type=int, metavar="QUALITY",
-                         help="send JPEG instead of raw pixels (for workers on other hosts)")
-    payload.add_argument("--shm", action="store_true",
-                         help="put raw frames in shared memory (/dev/shm) and send workers only where they are: every "
-                              "worker must run on this host as this user; needs --max-in-flight (the launcher's "
-                              "default)")
-    parser.add_argument("--realtime", action="store_true", help="pace frames at the source's frame rate")
-    parser.add_argument("--record", type=Path, metavar="DIR", help="save each job's frames to DIR/<job>/frames.log")
+    runtime.add_job_flag(parser)
+    options.add_flags(parser, "decode", DECODE, OUTPUTS)
+    parser.add_argument("--shm", action="store_true",
+                        help="put raw frames in shared memory (/dev/shm) and send workers only where they are: every "
+                             "worker must run on this host as this user; needs --max-in-flight (the launcher's "
+                             "default); not with --jpeg")
     parser.add_argument("--max-in-flight", type=int, default=0, metavar="N",
                         help="keep up to N frames until the track stage acknowledges them, resending lost ones "
                              "(the launcher uses 32; 0: off, for running decode alone)")
     parser.add_argument("--resend-after", type=float, default=RESEND_WINDOW_AFTER_S, metavar="S",
                         help="send a full window of unacknowledged frames again after S seconds without an ack "
                              f"(default {RESEND_WINDOW_AFTER_S:.0f}; the launcher passes its heartbeat timeout)")
-    parser.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, metavar="PX",
-                        help="downscale frames whose longer side exceeds PX (INTER_AREA, aspect kept); results "
-                             f"are mapped back to the source's pixels (default {DEFAULT_MAX_SIDE})")
     runtime.add_endpoint_flags(parser, "frames", "events", "jobs", "acks")
     runtime.add_remote_flag(parser, "frames")
     runtime.add_security_flags(parser)
     runtime.add_metrics_flags(parser)
     runtime.log_level_flag(parser)
     args = parser.parse_args(argv)
-    if args.shm and (not args.max_in_flight or args.remote_frames):
-        parser.error("--shm needs --max-in-flight, and workers on this host only (no --remote-frames)")
+    if args.shm and (not args.max_in_flight or args.remote_frames or args.jpeg):
+        parser.error("--shm needs --max-in-flight, and workers on this host only (no --remote-frames, no --jpeg)")
     log = runtime.start("decode", args.log_level)
     for name in remove_stale():
         event(log, logging.INFO, "stale_frame_ring_removed", name=name)
@@ -322,8 +316,8 @@ def main(argv: list[str] | None = None) -> None:
     metrics = runtime.start_metrics(ctx, args, "decode", bad, security)
     try:
         if args.source:
-            options = {"fps": args.fps} if args.fps else {}
-            request = messages.job_request(args.job or uuid.uuid4().hex[:12], args.source, options)
+            job_options = {"fps": args.fps} if args.fps else {}
+            request = messages.job_request(args.job or uuid.uuid4().hex[:12], args.source, job_options)
             run_job(request, frames, events, args.jpeg, args.realtime, log, args.record, acks, args.max_in_flight,
                     metrics=metrics, max_side=args.max_side, shm=args.shm, resend_after_s=args.resend_after)
             return

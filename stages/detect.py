@@ -21,6 +21,7 @@ import numpy as np
 import zmq
 
 import detectors
+import options
 from bus import messages, sockets
 from bus.events import event
 from bus.frame_ring import FrameReader
@@ -103,27 +104,6 @@ def detect_batch(detector, batch: list[dict], worker: str, log) -> list[dict]:
     return replies
 
 
-def detector_options(args: argparse.Namespace) -> dict:
-    if args.detector == "blazepose":
-        return {"mode": args.blazepose_mode}
-    return {"checkpoint": args.checkpoint, "config": args.hmr2_config, "device": args.device,
-            "mesh": args.mesh, "box_source": args.boxes, "batch_size": args.crops_per_forward}
-
-
-def add_detector_flags(parser: argparse.ArgumentParser) -> None:
-    """Detector options; the launcher passes them through to every worker."""
-    parser.add_argument("--detector", default="blazepose", choices=detectors.NAMES)
-    parser.add_argument("--blazepose-mode", default="video", choices=["video", "static"],
-                        help="video: MediaPipe tracking across each worker's frames; static: every frame alone")
-    parser.add_argument("--checkpoint", help="HMR 2.0 checkpoint (default: the 4D-Humans cache)")
-    parser.add_argument("--hmr2-config", help="JSON of the network's sizes, for checkpoints that lack them")
-    parser.add_argument("--device", default="cpu", help="torch device for HMR 2.0 (cpu, cuda, cuda:1)")
-    parser.add_argument("--mesh", action="store_true", help="HMR 2.0: publish the 6890 mesh vertices")
-    parser.add_argument("--boxes", default="auto", choices=["auto", "blazepose", "fasterrcnn"],
-                        help="HMR 2.0 person boxes (auto: Faster R-CNN on a GPU with torchvision, else BlazePose)")
-    parser.add_argument("--crops-per-forward", type=int, default=16, help="HMR 2.0 batch size in person crops")
-
-
 def replay(detector, folder: Path, out: Path | None, batch_size: int, log) -> None:
     """Run the detector on a recorded job's frames; write the detections log or print one line each."""
     frames = list(read(folder / "frames.log", ("image",)))
@@ -138,10 +118,9 @@ def replay(detector, folder: Path, out: Path | None, batch_size: int, log) -> No
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.detect", description=__doc__.split("\n")[0])
-    add_detector_flags(parser)
+    options.add_flags(parser, "detect", detectors.table())
     parser.add_argument("--batch", type=int, default=8, help="most frames per detector call (those already waiting)")
-    parser.add_argument("--replay", type=Path, metavar="JOB_DIR",
-                        help="detect on a recorded job's frames (DIR/<job> of --record) instead of the bus, then exit")
+    runtime.add_replay_flag(parser, "detect on the frames of")
     parser.add_argument("--replay-out", type=Path, metavar="LOG", help="with --replay: write the detections log here")
     runtime.add_endpoint_flags(parser, "frames", "detections")
     runtime.add_security_flags(parser)
@@ -150,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     log = runtime.start("detect", args.log_level)
 
-    detector = detectors.create(args.detector, **detector_options(args))
+    detector = detectors.create(args.detector, vars(args))
     if args.replay:
         replay(detector, args.replay, args.replay_out, args.batch, log)
         detector.close()

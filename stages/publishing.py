@@ -26,6 +26,7 @@ from bus.joblog import JobLogs
 from bus.log import MessageLog
 from bus.metrics import StageMetrics
 from bus.reorder import ReorderBuffer, ReorderOverflow
+from options.groups import TRACKER
 from outputs import OUTPUT_FILES, write_files
 from pose import camera
 from pose.angles import ANGLE_KEYS
@@ -40,14 +41,13 @@ from tracking.types import TrackedFrame
 RECORDED_STREAMS = ("events", "detections", "results")
 MAX_EARLY_JOBS = 8
 NATIVE_JOINTS = {"hmr2": HMR2_JOINTS}  # names of each detector's keypoints_3d_native
-TRACKER_OPTIONS = ("lookahead", "subjects", "smoothing", "n_init", "max_age")  # a job may override these
 
 
 def make_tracker(kind: str, options: dict):
     """The tracker for one job: ``phalp`` (the PHALP-style Tracker) or ``iou`` (the plain baseline)."""
     if kind == "iou":
         return IouTracker()
-    return Tracker(**{key: options[key] for key in TRACKER_OPTIONS if key in options})
+    return Tracker(**TRACKER.values(options))
 
 
 @dataclass

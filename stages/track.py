@@ -15,39 +15,13 @@ from pathlib import Path
 
 import zmq
 
+import options
 from bus import sockets
-from bus.joblog import DEFAULT_FOLDER
 from bus.log import read
+from options.groups import OUTPUTS, TRACK, TRACKER
 from stages import runtime
 from stages.history import serve_replay
 from stages.publishing import TrackStage
-
-
-def add_tracker_flags(parser: argparse.ArgumentParser) -> None:
-    """Tracker options; the launcher passes them through and a job's options may override them."""
-    parser.add_argument("--tracker", default="phalp", choices=["phalp", "iou"],
-                        help="phalp: PHALP-style tracker that fills every frame; iou: plain box matching")
-    parser.add_argument("--lookahead", type=int, default=8, metavar="K",
-                        help="frames held back to interpolate gaps (0: strictly causal; default 8)")
-    parser.add_argument("--subjects", type=int, default=1, choices=[0, 1],
-                        help="1: keep a primary subject (the rider) first in every frame (default)")
-    parser.add_argument("--no-smoothing", dest="smoothing", action="store_false",
-                        help="publish unsmoothed values")
-    parser.add_argument("--stall-timeout", type=float, default=300, metavar="S",
-                        help="end a job with an error when it makes no progress for S seconds (default 300)")
-    parser.add_argument("--n-init", type=int, default=3, help="hits that confirm a track (default 3)")
-    parser.add_argument("--max-age", type=int, default=30, help="missed frames that end a track (default 30)")
-
-
-def add_output_flags(parser: argparse.ArgumentParser) -> None:
-    """Where results go besides the live socket; the launcher passes them through."""
-    parser.add_argument("--job-log", type=Path, default=DEFAULT_FOLDER, metavar="DIR",
-                        help=f"per-job results logs, for replay (default {DEFAULT_FOLDER})")
-    parser.add_argument("--keep-jobs", type=int, default=50, metavar="N", help="job logs kept (default 50)")
-    parser.add_argument("--report", type=Path, metavar="DIR", help="write an HTML report per job to DIR/<job>.html")
-    parser.add_argument("--app-json", type=Path, metavar="DIR",
-                        help="write the app's JSON document per job to DIR/<job>.json")
-    parser.add_argument("--overlay", type=Path, metavar="DIR", help="write an overlay video per job to DIR/<job>.mp4")
 
 
 def replay(stage: TrackStage, folder: Path) -> None:
@@ -74,18 +48,9 @@ def replay(stage: TrackStage, folder: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.track", description=__doc__.split("\n")[0])
-    parser.add_argument("--wait-subscribers", type=int, default=0, metavar="N",
-                        help="hold publishing until N subscriptions have arrived")
-    parser.add_argument("--out", type=Path, metavar="DIR", help="also write each job to DIR/<job>.jsonl")
-    parser.add_argument("--phalp-pkl", type=Path, metavar="PATH",
-                        help="also write PHALP-format results: PATH if it ends in .pkl, else PATH/<job>.pkl")
-    add_output_flags(parser)
     parser.add_argument("--status", metavar="ENDPOINT", help="send progress to the launcher here")
-    parser.add_argument("--record", type=Path, metavar="DIR",
-                        help="save each job's events, detections and results to DIR/<job>/*.log")
-    parser.add_argument("--replay", type=Path, metavar="JOB_DIR",
-                        help="run a recorded job (DIR/<job> of --record) through the tracker alone, then exit")
-    add_tracker_flags(parser)
+    runtime.add_replay_flag(parser, "track the detections of")
+    options.add_flags(parser, "track", TRACK, TRACKER, OUTPUTS)
     runtime.add_endpoint_flags(parser, "detections", "events", "results", "history", "acks")
     runtime.add_remote_flag(parser, "detections")
     runtime.add_security_flags(parser)

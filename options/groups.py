@@ -1,0 +1,71 @@
+"""The pipeline's option tables: decode, track (with the tracker's own), outputs; and the detector choice.
+
+Each detector declares its own options in its module (``detectors.register``); the
+launcher takes every option here whose ``takers`` name it and hands each stage its own.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from bus.schema import Between, Enum
+from options import LAUNCH, Option, Table
+
+TRACKERS = ("phalp", "iou")
+
+DETECTOR = Option("--detector", "which detector the workers run (default %(default)s)", default="blazepose",
+                  takers=(LAUNCH, "detect"), job=str)  # its choices: the registered detectors (detectors.table)
+DETECT = Table("detect", (DETECTOR,))
+
+DECODE = Table("decode", (
+    # 3840: 8K frames would be 100 MB each on the bus (and ×32 held by decode for resending), while the
+    # detectors look at ≤ 256-px crops anyway.
+    Option("--max-side", "downscale frames whose longer side exceeds PX before detection (INTER_AREA, aspect "
+                         "kept); results stay in the source's pixels (default %(default)s)",
+           int, 3840, (LAUNCH, "decode"), metavar="PX", job=Between(int, 16, 8192)),  # the image message's limit
+    Option("--jpeg", "send frames as JPEG of this quality instead of raw pixels (for workers on other hosts)",
+           int, takers=(LAUNCH, "decode"), metavar="QUALITY"),
+    Option("--realtime", "decode at the source's frame rate, like a camera", bool, False, (LAUNCH, "decode")),
+    Option("--fps", "frame rate for image folders and streams", float, takers=("decode",),
+           job=Between(float, 0.01, 1000)),
+))
+
+# What each job's tracker is built with (tracking.tracker.Tracker's keywords).
+TRACKER = Table("tracker", (
+    Option("--lookahead", "frames held back to interpolate gaps (0: strictly causal; default %(default)s)",
+           int, 8, (LAUNCH, "track"), metavar="K", job=Between(int, 0, 1000)),
+    Option("--subjects", "1: keep a primary subject (the rider) first in every frame (default)", int, 1,
+           (LAUNCH, "track"), choices=(0, 1), job=Enum((0, 1))),
+    Option("--no-smoothing", "publish unsmoothed values", bool, True, (LAUNCH, "track"), dest="smoothing",
+           job=bool),
+    Option("--n-init", "hits that confirm a track (default %(default)s)", int, 3, (LAUNCH, "track"),
+           job=Between(int, 1, 100)),
+    Option("--max-age", "missed frames that end a track (default %(default)s)", int, 30, (LAUNCH, "track"),
+           job=Between(int, 0, 100_000)),
+))
+
+TRACK = Table("track", (
+    Option("--tracker", "phalp: PHALP-style tracker that fills every frame; iou: plain box matching", str,
+           "phalp", (LAUNCH, "track"), choices=TRACKERS, job=Enum(TRACKERS)),
+    Option("--stall-timeout", "end a job with an error when it makes no progress for S seconds "
+                              "(default %(default)s)", float, 300.0, (LAUNCH, "track"), metavar="S"),
+    Option("--wait-subscribers", "hold publishing until N subscriptions have arrived", int, 0, (LAUNCH, "track"),
+           metavar="N"),
+))
+
+OUTPUTS = Table("outputs", (
+    Option("--out", "also write each job's results to DIR/<job>.jsonl", Path, takers=(LAUNCH, "track"),
+           metavar="DIR"),
+    Option("--phalp-pkl", "also write PHALP-format results: PATH if it ends in .pkl, else PATH/<job>.pkl", Path,
+           takers=(LAUNCH, "track"), metavar="PATH"),
+    Option("--report", "write an HTML report per job to DIR/<job>.html", Path, takers=(LAUNCH, "track"),
+           metavar="DIR"),
+    Option("--app-json", "write the app's JSON document per job to DIR/<job>.json", Path,
+           takers=(LAUNCH, "track"), metavar="DIR"),
+    Option("--overlay", "write an overlay video per job to DIR/<job>.mp4", Path, takers=(LAUNCH, "track"),
+           metavar="DIR"),
+    Option("--job-log", "per-job results logs, for replay (default %(default)s)", Path,
+           Path("~/.cache/posebus/jobs").expanduser(), (LAUNCH, "track"), metavar="DIR"),
+    Option("--keep-jobs", "job logs kept (default %(default)s)", int, 50, (LAUNCH, "track"), metavar="N"),
+    Option("--record", "save every bus stream of each job to DIR/<job>/ (replay a stage alone on it)", Path,
+           takers=(LAUNCH, "decode", "track"), metavar="DIR"),
+))
