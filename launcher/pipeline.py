@@ -252,8 +252,8 @@ class Pipeline:
         while self.status_in.poll(timeout_ms):
             timeout_ms = 0
             try:
-                message = sockets.receive(self.status_in, ("progress", "job_end"))
-            except ValueError as exc:
+                message = sockets.receive(self.status_in, "status")
+            except sockets.MALFORMED as exc:
                 self.bad.drop(exc)
                 continue
             record = self.records.get(message["job"])

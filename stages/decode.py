@@ -107,8 +107,8 @@ class InFlight:
             return False
         while self.acks.poll(0):
             try:
-                ack = sockets.receive(self.acks, ("ack",))
-            except ValueError as exc:
+                ack = sockets.receive(self.acks, "acks")
+            except sockets.MALFORMED as exc:
                 event(self.log, logging.WARNING, "bad_ack_dropped", job=self.job, error=exc)
                 continue
             if ack["job"] != self.job:
@@ -256,7 +256,7 @@ class JobQueue:
         while self.jobs.poll(0):
             try:
                 message = codec.decode(self.jobs.recv_multipart(copy=False))
-                request = messages.validate(message, ("job", "cancel"))
+                request = messages.validate(message, sockets.LINKS["jobs"].carries)
             except codec.CodecError as exc:
                 self.bad.drop(exc)
                 continue

@@ -24,7 +24,7 @@ import detectors
 import options
 from bus import messages, sockets
 from bus.events import event
-from bus.frame_ring import FrameReader
+from bus.frame_ring import BadReference, FrameReader
 from bus.log import read, write_all
 from bus.tap import summary
 from detectors.base import FrameImage
@@ -46,8 +46,9 @@ def frame_image(message: dict) -> FrameImage:
 
 def receive_image(frames: zmq.Socket, shared: FrameReader) -> dict:
     """One ``image`` message; a frame sent in shared memory comes with its pixels as ``image`` too
-    (a read-only view of the slot). Raises ValueError for a malformed message or reference."""
-    message = sockets.receive(frames, ("image",))
+    (a read-only view of the slot). Raises ``sockets.MALFORMED`` or BadReference for a malformed message
+    or reference."""
+    message = sockets.receive(frames, "frames")
     if "shm" in message:
         message["image"] = shared.pixels(message)
     return message
@@ -61,7 +62,7 @@ def receive_batch(frames: zmq.Socket, size: int, bad: sockets.Counter, shared: F
     while len(batch) < size and frames.poll(0 if batch else timeout_ms):
         try:
             batch.append(receive_image(frames, shared))
-        except ValueError as exc:
+        except (*sockets.MALFORMED, BadReference) as exc:
             bad.drop(exc)
     return batch
 
@@ -106,7 +107,7 @@ def detect_batch(detector, batch: list[dict], worker: str, log) -> list[dict]:
 
 def replay(detector, folder: Path, out: Path | None, batch_size: int, log) -> None:
     """Run the detector on a recorded job's frames; write the detections log or print one line each."""
-    frames = list(read(folder / "frames.log", ("image",)))
+    frames = list(read(folder / "frames.log", sockets.LINKS["frames"].carries))
     replies = [reply for start in range(0, len(frames), batch_size)
                for reply in detect_batch(detector, frames[start:start + batch_size], "replay", log)]
     if out is not None:

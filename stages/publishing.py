@@ -173,7 +173,7 @@ class TrackStage:
             if not self.reorder.add(job_id, message["index"], message):
                 event(self.log, logging.DEBUG, "duplicate_dropped", job=job_id, frame=message["index"])
         except ReorderOverflow as exc:
-            event(self.log, logging.ERROR, "reorder_overflow", job=job.id, frame=message["index"], error=exc)
+            event(self.log, logging.ERROR, "reorder_overflow", job=job_id, frame=message["index"], error=exc)
 
     def hold_early(self, job_id: str) -> None:
         """Detections may overtake their job's job_start (another link); keep a few such jobs' frames."""

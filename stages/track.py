@@ -33,11 +33,11 @@ def replay(stage: TrackStage, folder: Path) -> None:
     while not stage.gate_open and not runtime.stop_requested():
         if stage.results.poll(250):
             stage.on_subscription(stage.results.recv())
-    events = list(read(folder / "events.log", ("job_start", "job_end")))
+    events = list(read(folder / "events.log", sockets.LINKS["events"].carries))
     for message in events:
         if message["type"] == "job_start":
             stage.on_event(message)
-    for message in read(folder / "detections.log", ("detections",)):
+    for message in read(folder / "detections.log", sockets.LINKS["detections"].carries):
         stage.on_detections(message)
         stage.pump()
     for message in events:
@@ -94,14 +94,16 @@ def main(argv: list[str] | None = None) -> None:
                 stage.on_subscription(results.recv())
             if history in ready:
                 serve_replay(history, stage.logs)
-            for sock, expected, handle in ((events, ("job_start", "job_end"), stage.on_event),
-                                           (detections, ("detections",), stage.on_detections)):
+            for sock, link, handle in ((events, "events", stage.on_event),
+                                       (detections, "detections", stage.on_detections)):
                 if sock in ready:
                     try:
-                        handle(sockets.receive(sock, expected))
-                        stage.metrics.received()
-                    except ValueError as exc:
+                        message = sockets.receive(sock, link)
+                    except sockets.MALFORMED as exc:
                         bad.drop(exc)
+                        continue
+                    handle(message)
+                    stage.metrics.received()
             stage.pump()
     finally:
         stage.output_writer.shutdown()

@@ -102,7 +102,7 @@ def track_stage_alone(tmp_path):
     def next_resend(timeout_s):
         deadline = time.monotonic() + timeout_s
         while acks.poll(max(1, int((deadline - time.monotonic()) * 1000))):
-            ack = sockets.receive(acks, ("ack",))
+            ack = sockets.receive(acks, "acks")
             if ack["resend"]:
                 return ack["resend"]
         return None
