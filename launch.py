@@ -27,13 +27,14 @@ from pathlib import Path
 import zmq
 
 import options
+import outputs
 from bus import monitor, sockets
 from bus.metrics import DEFAULT_INTERVAL_S
 from launcher.control import serve
 from launcher.pipeline import Pipeline
 from launcher.progress import ProgressBar
 from launcher.workers import check_worker_links, detector_argv, worker_links
-from options.groups import DECODE, OUTPUTS, TRACK, TRACKER
+from options.groups import DECODE, TRACK, TRACKER
 from stages import runtime
 
 # A stage silent this long is hung: killed, then handled like one that died. A stage beats between
@@ -140,7 +141,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("source", help="video file, image folder, camera index, stream URL; or serve, status, "
                                        "worker, models, download-models")
     parser.add_argument("--workers", type=int, default=1, help="detect worker processes (default 1)")
-    options.add_flags(parser, options.LAUNCH, detectors.table(), DECODE, TRACK, TRACKER, OUTPUTS)
+    options.add_flags(parser, options.LAUNCH, detectors.table(), DECODE, TRACK, TRACKER, outputs.table())
     parser.add_argument("--cache-dir", help="4D-Humans cache folder to look in for the HMR 2.0 checkpoint")
     parser.add_argument("--url", default=DEFAULT_URL, help="where download-models fetches the HMR 2.0 archive")
     parser.add_argument("--results", default=sockets.LINKS["results"].default, metavar="ENDPOINT")

@@ -22,10 +22,10 @@ from pathlib import Path
 import zmq
 
 import options
+import outputs
 from bus import messages, monitor, sockets
 from launcher.workers import detector_argv, worker_links
-from options.groups import DECODE, OUTPUTS, TRACK, TRACKER
-from outputs import OUTPUT_FILES
+from options.groups import DECODE, TRACK, TRACKER
 from stages import runtime
 
 ROOT = Path(__file__).resolve().parents[1]  # where ``python -m stages.*`` finds the stages
@@ -106,10 +106,10 @@ class Pipeline:
         common = ["--log-level", a.log_level, "--metrics", e["stage_metrics"]]
         track = ["-m", "stages.track", "--detections", e["detections"], "--events", e["events"],
                  "--results", a.results, "--status", e["status"], "--history", a.history, "--acks", e["acks"],
-                 *options.argv("track", a, TRACK, TRACKER, OUTPUTS)]
+                 *options.argv("track", a, TRACK, TRACKER, outputs.table())]
         decode = ["-m", "stages.decode", "--frames", e["frames"], "--events", e["events"], "--jobs", e["jobs"],
                   "--acks", e["acks"], "--max-in-flight", str(MAX_IN_FLIGHT),
-                  *options.argv("decode", a, DECODE, OUTPUTS),
+                  *options.argv("decode", a, DECODE, outputs.table()),
                   # By then a worker that went silent holding the frames has been replaced.
                   *(["--resend-after", str(a.heartbeat_timeout)] if a.heartbeat_timeout else []),
                   # Workers all on this host: frames go through shared memory (bus.frame_ring).
@@ -275,7 +275,7 @@ class Pipeline:
             if process.poll() is None:
                 process.terminate()
         started = time.monotonic()
-        writes_outputs = any(getattr(self.args, name, None) for name in OUTPUT_FILES)
+        writes_outputs = outputs.asked_for(vars(self.args))
         for name, process in self.processes.items():
             grace = OUTPUT_GRACE_S if name == "track" and writes_outputs else STOP_GRACE_S
             try:

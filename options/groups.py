@@ -52,16 +52,9 @@ TRACK = Table("track", (
            metavar="N"),
 ))
 
+# The per-job files (--report, --overlay, ...) are outputs.FILES; outputs.table() is this and those.
 OUTPUTS = Table("outputs", (
     Option("--out", "also write each job's results to DIR/<job>.jsonl", Path, takers=(LAUNCH, "track"),
-           metavar="DIR"),
-    Option("--phalp-pkl", "also write PHALP-format results: PATH if it ends in .pkl, else PATH/<job>.pkl", Path,
-           takers=(LAUNCH, "track"), metavar="PATH"),
-    Option("--report", "write an HTML report per job to DIR/<job>.html", Path, takers=(LAUNCH, "track"),
-           metavar="DIR"),
-    Option("--app-json", "write the app's JSON document per job to DIR/<job>.json", Path,
-           takers=(LAUNCH, "track"), metavar="DIR"),
-    Option("--overlay", "write an overlay video per job to DIR/<job>.mp4", Path, takers=(LAUNCH, "track"),
            metavar="DIR"),
     Option("--job-log", "per-job results logs, for replay (default %(default)s)", Path,
            Path("~/.cache/posebus/jobs").expanduser(), (LAUNCH, "track"), metavar="DIR"),

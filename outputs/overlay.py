@@ -103,6 +103,11 @@ def render_overlay(video_path: str | Path, messages: list[dict], out_path: str |
     return Rendered(writer.frames, writer.codec)
 
 
+def write_overlay(messages: list[dict], out_path: str | Path) -> Rendered:
+    """The overlay of a job's published messages, on the source its job_start names."""
+    return render_overlay(split_job(messages).start["source"], messages, out_path)
+
+
 # --- drawing --------------------------------------------------------------------
 
 def draw_frame(image_bgr: np.ndarray, frame_message: dict, mesh_faces: np.ndarray | None = None) -> np.ndarray:

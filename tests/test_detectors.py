@@ -9,7 +9,8 @@ import detectors
 import options
 from bus.messages import detections, validate
 from detectors.base import FrameImage
-from options.groups import DECODE, OUTPUTS, TRACK, TRACKER
+from options.groups import DECODE, TRACK, TRACKER
+from outputs import table as outputs_table
 
 from conftest import SHARED, VIDEO
 
@@ -34,7 +35,8 @@ def frames() -> list[FrameImage]:
 
 
 def test_every_option_is_declared_once():
-    flags = [option.flag for table in (detectors.table(), DECODE, TRACK, TRACKER, OUTPUTS) for option in table.options]
+    tables = (detectors.table(), DECODE, TRACK, TRACKER, outputs_table())
+    flags = [option.flag for table in tables for option in table.options]
     assert len(flags) == len(set(flags))
 
 

@@ -9,8 +9,9 @@ import zmq
 
 import options
 from bus import codec, messages, sockets, tap
-from options.groups import OUTPUTS, TRACK, TRACKER
-from stages.publishing import TrackStage
+from options.groups import TRACK, TRACKER
+from outputs import table as outputs_table
+from stages.track.stage import TrackStage
 
 
 def test_a_link_refuses_the_types_it_does_not_carry():
@@ -48,10 +49,10 @@ def test_tap_on_the_results_socket_prints_every_public_message(capsys):
     assert [line.split()[1] for line in printed.splitlines()] == [m["type"] for m in public]
 
 
-def track_settings(tmp_path) -> argparse.Namespace:
+def track_settings(tmp_path) -> dict:
     parser = argparse.ArgumentParser()
-    options.add_flags(parser, "track", TRACK, TRACKER, OUTPUTS)
-    return parser.parse_args(["--job-log", str(tmp_path / "logs")])
+    options.add_flags(parser, "track", TRACK, TRACKER, outputs_table())
+    return vars(parser.parse_args(["--job-log", str(tmp_path / "logs")]))
 
 
 def test_detections_that_overflow_before_their_job_start_are_dropped_with_one_log_line(tmp_path, caplog):
@@ -67,5 +68,5 @@ def test_detections_that_overflow_before_their_job_start_are_dropped_with_one_lo
             caplog.records[-1].getMessage()]
         assert "job=early" in caplog.records[-1].getMessage()
     finally:
-        stage.output_writer.shutdown()
+        stage.close()
         ctx.destroy(linger=0)

@@ -1,10 +1,10 @@
 """Track stage: orders detections, follows people across frames, publishes results.
 
-This file is the process: its flags, the sockets (set up by ``bus.sockets``) and the
+This module is the process: its flags, the sockets (set up by ``bus.sockets``) and the
 poll loop, or ``--replay`` of a recorded job. What happens to each message is in
-``stages.publishing`` (a job's state, the tracker, the public messages),
-``stages.delivery`` (acks and resend requests to decode, stalled jobs) and
-``stages.history`` (replay requests from backends).
+``stages.track.stage`` (each job's phases, the tracker, the public messages),
+``stages.track.delivery`` (acks and resend requests to decode, stalled jobs) and
+``stages.track.history`` (replay requests from backends).
 
     python -m stages.track --results tcp://127.0.0.1:5555 --lookahead 8
 """
@@ -16,12 +16,13 @@ from pathlib import Path
 import zmq
 
 import options
+import outputs
 from bus import sockets
 from bus.log import read
-from options.groups import OUTPUTS, TRACK, TRACKER
+from options.groups import TRACK, TRACKER
 from stages import runtime
-from stages.history import serve_replay
-from stages.publishing import TrackStage
+from stages.track.history import serve_replay
+from stages.track.stage import TrackStage
 
 
 def replay(stage: TrackStage, folder: Path) -> None:
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.track", description=__doc__.split("\n")[0])
     parser.add_argument("--status", metavar="ENDPOINT", help="send progress to the launcher here")
     runtime.add_replay_flag(parser, "track the detections of")
-    options.add_flags(parser, "track", TRACK, TRACKER, OUTPUTS)
+    options.add_flags(parser, "track", TRACK, TRACKER, outputs.table())
     runtime.add_endpoint_flags(parser, "detections", "events", "results", "history", "acks")
     runtime.add_remote_flag(parser, "detections")
     runtime.add_security_flags(parser)
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     runtime.log_level_flag(parser)
     args = parser.parse_args(argv)
     log = runtime.start("track", args.log_level, graceful=True)
+    settings = {**TRACK.values(args), **TRACKER.values(args), **outputs.table().values(args)}
 
     ctx = zmq.Context()
     security = runtime.security_from_args(args)
@@ -69,15 +71,15 @@ def main(argv: list[str] | None = None) -> None:
     acks = sockets.bind(ctx, "acks", args.acks, security=security)
     status = sockets.connect(ctx, "status", args.status, security=security) if args.status else None
     if args.replay:
-        stage = TrackStage(results, status, args, log, clock=None)
+        stage = TrackStage(results, status, settings, log, clock=None)
         try:
             replay(stage, args.replay)
         finally:
-            stage.output_writer.shutdown()
+            stage.close()
             ctx.destroy(linger=2000)
         return
     bad = sockets.Counter("track")
-    stage = TrackStage(results, status, args, log, acks=acks,
+    stage = TrackStage(results, status, settings, log, acks=acks,
                        metrics=runtime.start_metrics(ctx, args, "track", bad, security))
     poller = zmq.Poller()
     for sock in (detections, events, results, history):
@@ -106,9 +108,6 @@ def main(argv: list[str] | None = None) -> None:
                     stage.metrics.received()
             stage.pump()
     finally:
-        stage.output_writer.shutdown()
+        stage.close()
         ctx.destroy(linger=2000)
 
-
-if __name__ == "__main__":
-    runtime.run(main)
