@@ -28,8 +28,9 @@ import zmq
 
 import options
 import outputs
-from bus import monitor, sockets
+from bus import sockets
 from bus.metrics import DEFAULT_INTERVAL_S
+from launcher import monitor
 from launcher.control import serve
 from launcher.pipeline import Pipeline
 from launcher.progress import ProgressBar

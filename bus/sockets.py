@@ -23,7 +23,7 @@
 
 Metrics flow the other way round from results: each stage connects a PUB to
 the launcher's bound SUB, so a stage never blocks on them and stages may come
-and go, and the launcher relays them on its ``metrics`` XPUB (bus.monitor).
+and go, and the launcher relays them on its ``metrics`` XPUB (launcher.monitor).
 
 The stable end of each link binds: decode binds ``frames`` (workers come and
 go), track binds ``detections``, ``events`` and ``results``, the launcher

@@ -23,7 +23,8 @@ import zmq
 
 import options
 import outputs
-from bus import messages, monitor, sockets
+from bus import messages, sockets
+from launcher import monitor
 from launcher.workers import detector_argv, worker_links
 from options.groups import DECODE, TRACK, TRACKER
 from stages import runtime

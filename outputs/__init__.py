@@ -7,7 +7,7 @@ when a file is written: matplotlib and friends are paid for only when asked).
 ``outputs.app_json``: the JSON document SnowboardingExplained stores per video.
 ``outputs.overlay``: the overlay video (skeleton, box, track state, mesh silhouette).
 ``outputs.phalp``: PHALP's results ``.pkl``.
-The report lives in ``report``.
+``outputs.report``: the HTML report (``python -m outputs.report``).
 """
 from __future__ import annotations
 
@@ -50,8 +50,8 @@ def _asks(flag: str, what: str) -> Option:
 
 
 FILES = (
-    FileOutput(_asks("--report", "write an HTML report per job to DIR/<job>.html"), "html", "report:write_report",
-               ALWAYS),
+    FileOutput(_asks("--report", "write an HTML report per job to DIR/<job>.html"), "html",
+               "outputs.report:write_report", ALWAYS),
     FileOutput(_asks("--app-json", "write the app's JSON document per job to DIR/<job>.json"), "json",
                "outputs.app_json:write_app_json"),
     FileOutput(_asks("--overlay", "write an overlay video per job to DIR/<job>.mp4"), "mp4",

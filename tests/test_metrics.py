@@ -13,7 +13,7 @@ import zmq
 from bus import messages, sockets
 from bus.events import logfmt
 from bus.metrics import JOBS_REPORTED, StageMetrics
-from bus.monitor import render_table
+from launcher.monitor import render_table
 
 from conftest import ROOT, VIDEO, free_port
 

@@ -17,7 +17,7 @@ import zmq
 from bus import messages, sockets
 from bus.client import Control
 from bus.joblog import JobLogs
-from bus.monitor import overdue
+from launcher.monitor import overdue
 
 from conftest import ROOT, VIDEO, Collector, alive, children, final_state, free_port, stop
 

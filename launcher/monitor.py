@@ -50,7 +50,7 @@ class MetricsRelay(threading.Thread):
         self.outbox = sockets.bind(ctx, "metrics", public_endpoint, security=security)
         self.exporter = None
         if prometheus_port is not None:
-            from bus.prometheus import PrometheusExporter  # prometheus-client is optional
+            from launcher.prometheus import PrometheusExporter  # prometheus-client is optional
 
             self.exporter = PrometheusExporter(prometheus_port)
         self.bad = sockets.Counter("launch")
