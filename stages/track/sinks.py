@@ -2,8 +2,8 @@
 
 In publishing order: the launcher's status link, the job log (before the socket: whoever sees a
 message live can already replay it), the results socket, the recording (``--record``), the
-``--out`` file; the per-job files (``outputs.FILES``) are written from the job log once the job ends,
-on a thread of their own.
+``--out`` file, and the per-job files (``outputs.FILES``), written once the job ends, on a thread of
+their own.
 """
 from __future__ import annotations
 
@@ -139,25 +139,30 @@ class JsonLinesSink:
 
 
 class FilesSink:
-    """The per-job files asked for (``outputs.FILES``), made from the job's log once it has ended.
+    """The per-job files asked for (``outputs.FILES``), made from the job's published messages once it has ended.
 
-    They can take minutes (an overlay decodes the whole video again): written on a thread of their
-    own, one job after another, so that the stage goes on publishing, and heart-beating, meanwhile.
+    The messages are kept here, not read back from the job log: another pipeline sharing the log
+    folder may prune it meanwhile. The files can take minutes (an overlay decodes the whole video
+    again): written on a thread of their own, one job after another, so that the stage goes on
+    publishing, and heart-beating, meanwhile.
     """
 
-    def __init__(self, settings: Mapping[str, Any], logs: JobLogs, log):
-        self.settings, self.logs, self.log = settings, logs, log
+    def __init__(self, settings: Mapping[str, Any], log):
+        self.settings, self.log = settings, log
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="outputs") if asked_for(settings) else None
+        self.kept: dict[str, list[dict]] = {}
 
     def open(self, job: str) -> None:
-        pass
+        if self.writer is not None:
+            self.kept[job] = []
 
     def write(self, job: str, message: dict, counts: tuple[int, int]) -> None:
-        pass
+        if job in self.kept:
+            self.kept[job].append(message)
 
     def close(self, job: str, start: dict | None, end: dict) -> None:
-        if self.writer is not None:  # the log is read now: newer jobs' logs may push it out
-            self.writer.submit(write_files, self.settings, job, start, end, self.logs.messages(job), self.log)
+        if job in self.kept:
+            self.writer.submit(write_files, self.settings, job, start, end, self.kept.pop(job), self.log)
 
     def shutdown(self) -> None:
         """Wait for the files still being written."""

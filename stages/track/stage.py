@@ -116,7 +116,7 @@ class TrackStage:
         self.delivery = Receiver(acks, self.reorder, log, self.metrics)
         self.logs = JobLogs(settings["job_log"], settings["keep_jobs"])
         self.recording = Recording(settings["record"])
-        self.files = FilesSink(settings, self.logs, log)
+        self.files = FilesSink(settings, log)
         self.sinks: tuple[Sink, ...] = (StatusSink(status), JobLogSink(self.logs), ResultsSink(results, self.metrics),
                                         self.recording, JsonLinesSink(settings["out"]), self.files)
 
