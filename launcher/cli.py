@@ -1,12 +1,16 @@
 """posebus launcher: runs the decode, detect and track stages as processes.
 
-    python launch.py VIDEO [options]   run one job end to end, exit 0 when its job_end is published
-    python launch.py serve [options]   keep running and take jobs on the control socket
-    python launch.py status [--once]   a live table of every stage's metrics (--metrics ENDPOINT)
-    python launch.py worker --worker-links tcp://HOST:PORT
-                                       a detect worker on this host for a pipeline on HOST
-    python launch.py models            report which model files were found, and how to get the rest
-    python launch.py download-models   fetch the HMR 2.0 archive into the cache (resumable)
+    posebus run VIDEO [options]    run one job end to end, exit 0 when its job_end is published
+                                   (posebus VIDEO [options] too)
+    posebus serve [options]        keep running and take jobs on the control socket
+    posebus status [--once]        a live table of every stage's metrics (--metrics ENDPOINT)
+    posebus worker --worker-links tcp://HOST:PORT
+                                   a detect worker on this host for a pipeline on HOST
+    posebus models                 report which model files were found, and how to get the rest
+    posebus download-models        fetch the HMR 2.0 archive into the cache (resumable)
+
+``posebus`` is the installed command (pyproject's [project.scripts]); from a checkout,
+``python launch.py`` is the same command line.
 
 Internal links are ipc sockets in a private temporary folder; the results
 socket (default tcp://127.0.0.1:5555) and the control socket (serve,
@@ -133,14 +137,44 @@ def beside(results: str, offset: int, link: str) -> str:
     return f"tcp://{match.group(1)}:{int(match.group(2)) + offset}" if match else sockets.LINKS[link].default
 
 
+COMMANDS = {
+    "run": "run one job end to end (the default: posebus VIDEO runs VIDEO)",
+    "serve": "keep running and take jobs on the control socket",
+    "status": "a live table of every stage's metrics",
+    "worker": "a detect worker on this host for the pipeline whose --worker-links is given",
+    "models": "report which model files were found, and how to get the rest",
+    "download-models": "fetch the HMR 2.0 archive into the cache (resumable)",
+}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
+        argv.insert(0, "run")  # posebus VIDEO: the command line before subcommands
+    common = argparse.ArgumentParser(add_help=False)
+    add_flags(common)
+    parser = argparse.ArgumentParser(prog="posebus", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, summary in COMMANDS.items():
+        command = commands.add_parser(name, parents=[common], help=summary, description=summary)
+        if name == "run":
+            command.add_argument("source", help="video file, image folder, camera index or stream URL")
+        if name == "status":
+            command.add_argument("--once", action="store_true", help="print one table and exit")
+    args = parser.parse_args(argv)
+    if args.heartbeat_timeout is None:
+        args.heartbeat_timeout = default_heartbeat_timeout(args.detector, args.device)
+    elif args.heartbeat_timeout != 0 and args.heartbeat_timeout <= DEFAULT_INTERVAL_S:
+        parser.error(f"--heartbeat-timeout must be more than the {DEFAULT_INTERVAL_S:g} s between heartbeats (0: off)")
+    return args
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """Every command's flags: the pipeline's options, its endpoints, CURVE, the HMR 2.0 model files."""
     import detectors
     from detectors.hmr2.weights import DEFAULT_URL
 
-    parser = argparse.ArgumentParser(prog="python launch.py", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("source", help="video file, image folder, camera index, stream URL; or serve, status, "
-                                       "worker, models, download-models")
     parser.add_argument("--workers", type=int, default=1, help="detect worker processes (default 1)")
     options.add_flags(parser, options.LAUNCH, detectors.table(), DECODE, TRACK, TRACKER, outputs.table())
     parser.add_argument("--cache-dir", help="4D-Humans cache folder to look in for the HMR 2.0 checkpoint")
@@ -155,7 +189,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "default: the results endpoint's port + 8 (tcp://127.0.0.1:5563)")
     parser.add_argument("--prometheus", type=int, metavar="PORT",
                         help="serve the metrics to Prometheus on 127.0.0.1:PORT (needs prometheus-client)")
-    parser.add_argument("--once", action="store_true", help="status: print one table and exit")
     parser.add_argument("--worker-links", metavar="tcp://ADDR:PORT",
                         help="also bind the detect workers' links here (frames PORT, detections PORT+1, metrics "
                              "PORT+2) for workers on other hosts, CURVE required off loopback; "
@@ -167,12 +200,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "a CPU, whose batches are slow; 0: never)")
     runtime.add_security_flags(parser)
     runtime.log_level_flag(parser, "warning")
-    args = parser.parse_args(argv)
-    if args.heartbeat_timeout is None:
-        args.heartbeat_timeout = default_heartbeat_timeout(args.detector, args.device)
-    elif args.heartbeat_timeout != 0 and args.heartbeat_timeout <= DEFAULT_INTERVAL_S:
-        parser.error(f"--heartbeat-timeout must be more than the {DEFAULT_INTERVAL_S:g} s between heartbeats (0: off)")
-    return args
 
 
 def default_heartbeat_timeout(detector: str, device: str) -> float:
@@ -186,13 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s launch %(levelname)s %(message)s")
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     runtime.dump_stacks_on_sigusr1()
-    if args.source == "models":
+    if args.command == "models":
         return models(args)
-    if args.source == "download-models":
+    if args.command == "download-models":
         return download_models(args)
-    if args.source == "status":
+    if args.command == "status":
         return monitor.status(args.metrics, args.once, runtime.security_from_args(args))
-    if args.source == "worker" and not args.worker_links:
+    if args.command == "worker" and not args.worker_links:
         print("posebus: error: worker needs the pipeline's --worker-links tcp://HOST:PORT", file=sys.stderr)
         return 1
     problem = check_worker_links(args) if args.worker_links else None
@@ -203,14 +230,11 @@ def main(argv: list[str] | None = None) -> int:
         args.checkpoint = resolve_checkpoint(args)
         if args.checkpoint is None:
             return 1
-    if args.source == "worker":
+    if args.command == "worker":
         return worker(args)
     try:
-        return serve(args) if args.source == "serve" else run_one(args)
+        return serve(args) if args.command == "serve" else run_one(args)
     except zmq.ZMQError as exc:  # e.g. an endpoint already in use
         print(f"posebus: error: {exc}", file=sys.stderr)
         return 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import os
 import shutil
 import signal
 import subprocess
@@ -39,6 +40,13 @@ RESTART_BACKOFF_MAX_S = 30.0
 MAX_IN_FLIGHT = 32  # frames decode keeps until the track stage has them (resent if a worker dies)
 LAUNCHER_STALL_S = 2.0  # the supervision loop runs every 200 ms; a longer gap means the launcher was stopped
 PR_SET_PDEATHSIG = 1
+
+
+def _stage_environment() -> dict[str, str]:
+    """Stages run in the launcher's folder, so that relative paths (a video, --out DIR) mean what they meant
+    to whoever started it; they find posebus on PYTHONPATH, not in that folder (PYTHONSAFEPATH, Python 3.11+)."""
+    paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "PYTHONSAFEPATH": "1"}
 
 
 def _stage_preexec() -> None:
@@ -136,7 +144,7 @@ class Pipeline:
             self.metrics_relay.last_heard.pop(self.processes[name].pid, None)
         self.hung.pop(name, None)
         self.processes[name] = subprocess.Popen([sys.executable, *self._stage_commands()[name]],
-                                                cwd=ROOT, preexec_fn=_stage_preexec)
+                                                env=_stage_environment(), preexec_fn=_stage_preexec)
         self.started[name] = time.monotonic()
 
     def last_heard(self) -> dict[str, float]:

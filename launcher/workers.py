@@ -40,6 +40,6 @@ def check_worker_links(args: argparse.Namespace) -> str | None:
     if not sockets.is_loopback(args.worker_links) and args.curve_name is None:
         return (f"--worker-links {args.worker_links} reaches other machines: turn CURVE on with --curve-name "
                 "(see docs/security.md)")
-    if args.source == "worker" and args.curve_name is not None and args.curve_server is None:
+    if args.command == "worker" and args.curve_name is not None and args.curve_server is None:
         return "a worker with CURVE needs the pipeline's public key name (--curve-server)"
     return None
