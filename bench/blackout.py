@@ -70,7 +70,7 @@ def blacked_out(images: list[np.ndarray], blacked: np.ndarray) -> list[np.ndarra
 
 def detect(video: Path) -> list[FrameDetections]:
     """The default detector over a decoded video, as one detect worker gives it to the track stage."""
-    detector = detectors.create("blazepose")
+    detector = detectors.create("blazepose", {})  # the default options, as a worker of the default pipeline
     frames = []
     for index, pts_ms, image in open_source(str(video)):
         frame = FrameImage("blackout", index, pts_ms, image)

@@ -21,7 +21,7 @@ from typing import Iterator
 
 import zmq
 
-from bus import codec, messages, sockets
+from bus import codec, sockets
 from bus.security import Curve
 
 
@@ -39,7 +39,7 @@ def subscribe(endpoint: str, job: str | None = None, timeout_ms: int | None = No
         while True:
             if timeout_ms is not None and not sock.poll(timeout_ms):
                 raise TimeoutError(f"no message from {endpoint} for {timeout_ms} ms")
-            message = sockets.receive(sock, messages.PUBLIC_TYPES)
+            message = sockets.receive(sock, "results")
             yield message
             if job is not None and message["type"] == "job_end":
                 return
@@ -57,8 +57,7 @@ def replay(sock: zmq.Socket, job: str, start: int, count: int = REPLAY_CHUNK) ->
     sock.send_multipart(codec.encode({"cmd": "replay", "job": job, "from": start, "count": count}))
     found = []
     while True:
-        _topic, *parts = sock.recv_multipart(copy=False)
-        message = messages.validate(codec.decode(parts), (*messages.PUBLIC_TYPES, "replay_end"))
+        message = sockets.receive(sock, "history")
         if message["type"] == "replay_end":
             if message.get("error"):
                 raise ValueError(f"replay refused: {message['error']}")
@@ -117,7 +116,7 @@ def follow(results: str, history: str, job: str, start: int = 0, timeout_ms: int
                             return
                 need_replay = False
             if live.poll(CATCH_UP_WAIT_MS):
-                message = sockets.receive(live, messages.PUBLIC_TYPES)
+                message = sockets.receive(live, "results")
                 live_seen, idle_ms = True, 0
                 if message["type"] == "frame" and (message["index"] > sequence.next_index or not sequence.seen_start):
                     need_replay = True  # a gap: the log has what the live stream lost

@@ -12,12 +12,11 @@ from pathlib import Path
 
 from bus.log import MessageLog, read
 
-DEFAULT_FOLDER = Path("~/.cache/posebus/jobs").expanduser()
 MAX_REPLAY_FRAMES = 1000  # per request: the client asks again for more (credit-based flow)
 
 
 class JobLogs:
-    def __init__(self, folder: Path = DEFAULT_FOLDER, keep: int = 50):
+    def __init__(self, folder: Path, keep: int = 50):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.keep = keep

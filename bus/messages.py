@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from bus.schema import Array, Between, Enum, ListOf, MapOf, Optional, SchemaError, Struct, check
+from options import job_spec
+from options.groups import DECODE, DETECT, TRACK, TRACKER
 from pose.angles import ANGLE_KEYS, joint_angles
 from pose.detection import Detection, FrameDetections
 from pose.skeleton import CANONICAL_JOINTS
@@ -72,13 +74,8 @@ TRACK_EVENTS = ("born", "confirmed", "lost", "reidentified", "ended")
 _FACES = Array("<i4", (None, 3), max_items=100_000)
 
 _HEADER = {"type": str, "schema": int, "job": str}
-# What a job may ask for; the rest of the pipeline's settings are the launcher's.
-JOB_OPTIONS = Struct({}, {
-    "detector": str, "fps": Between(float, 0.01, 1000), "tracker": Enum(("phalp", "iou")),
-    "lookahead": Between(int, 0, 1000), "subjects": Enum((0, 1)), "smoothing": bool,
-    "n_init": Between(int, 1, 100), "max_age": Between(int, 0, 100_000),
-    "max_side": Between(int, 16, 8192),  # the image message's size limit
-})
+# What a job may ask for (the options declared with ``job``); the rest of the pipeline's settings are the launcher's.
+JOB_OPTIONS = job_spec(DETECT, DECODE, TRACK, TRACKER)
 # Wall-clock seconds (time.time()) at which a frame passed each stage, for latency figures.
 _TIMESTAMPS = {"timestamps": MapOf(float, 8)}
 

@@ -23,7 +23,7 @@
 
 Metrics flow the other way round from results: each stage connects a PUB to
 the launcher's bound SUB, so a stage never blocks on them and stages may come
-and go, and the launcher relays them on its ``metrics`` XPUB (bus.monitor).
+and go, and the launcher relays them on its ``metrics`` XPUB (launcher.monitor).
 
 The stable end of each link binds: decode binds ``frames`` (workers come and
 go), track binds ``detections``, ``events`` and ``results``, the launcher
@@ -56,6 +56,7 @@ import zmq
 
 from bus import codec, messages
 from bus.events import event
+from bus.schema import SchemaError
 from bus.security import Curve
 
 log = logging.getLogger("posebus.bus")
@@ -69,26 +70,41 @@ class Link:
     default: str  # endpoint when a stage runs on its own
     hwm: int
     linger_ms: int
+    # The message types (bus.messages) its receiving end takes: ``receive`` refuses the others.
+    # Control requests and replay requests are checked as requests (messages.validate_request*).
+    carries: tuple[str, ...] = ()
+    topic: bool = False  # each message comes after a topic frame (``messages.topic``)
     heartbeat_ms: int = 0  # ZMTP pings this often; a peer silent for HEARTBEAT_MISSES of them is dropped
 
 
 HEARTBEAT_MISSES = 3
 
 LINKS: dict[str, Link] = {
-    "jobs": Link(zmq.PUSH, zmq.PULL, "launcher", "tcp://127.0.0.1:5560", hwm=100, linger_ms=0),
-    "frames": Link(zmq.PUSH, zmq.PULL, "decode", "tcp://127.0.0.1:5557", hwm=2, linger_ms=0, heartbeat_ms=1000),
-    "events": Link(zmq.PULL, zmq.PUSH, "track", "tcp://127.0.0.1:5559", hwm=1000, linger_ms=2000),
-    "detections": Link(zmq.PULL, zmq.PUSH, "track", "tcp://127.0.0.1:5558", hwm=100, linger_ms=2000),
+    "jobs": Link(zmq.PUSH, zmq.PULL, "launcher", "tcp://127.0.0.1:5560", hwm=100, linger_ms=0,
+                 carries=("job", "cancel")),
+    "frames": Link(zmq.PUSH, zmq.PULL, "decode", "tcp://127.0.0.1:5557", hwm=2, linger_ms=0, carries=("image",),
+                   heartbeat_ms=1000),
+    "events": Link(zmq.PULL, zmq.PUSH, "track", "tcp://127.0.0.1:5559", hwm=1000, linger_ms=2000,
+                   carries=("job_start", "job_end")),
+    "detections": Link(zmq.PULL, zmq.PUSH, "track", "tcp://127.0.0.1:5558", hwm=100, linger_ms=2000,
+                       carries=("detections",)),
     # Track tells decode which frames are done and which to send again (at-least-once delivery).
-    "acks": Link(zmq.PUSH, zmq.PULL, "track", "tcp://127.0.0.1:5565", hwm=1000, linger_ms=0),
-    "results": Link(zmq.XPUB, zmq.SUB, "track", "tcp://127.0.0.1:5555", hwm=10_000, linger_ms=2000),
-    "status": Link(zmq.PULL, zmq.PUSH, "launcher", "tcp://127.0.0.1:5561", hwm=1000, linger_ms=500),
+    "acks": Link(zmq.PUSH, zmq.PULL, "track", "tcp://127.0.0.1:5565", hwm=1000, linger_ms=0, carries=("ack",)),
+    "results": Link(zmq.XPUB, zmq.SUB, "track", "tcp://127.0.0.1:5555", hwm=10_000, linger_ms=2000,
+                    carries=messages.PUBLIC_TYPES, topic=True),
+    "status": Link(zmq.PULL, zmq.PUSH, "launcher", "tcp://127.0.0.1:5561", hwm=1000, linger_ms=500,
+                   carries=("progress", "job_end")),
     "control": Link(zmq.REP, zmq.REQ, "launcher", "tcp://127.0.0.1:5556", hwm=100, linger_ms=0),
     # A job's logged results from any frame on request: catching up after a late start or a gap.
-    "history": Link(zmq.ROUTER, zmq.DEALER, "track", "tcp://127.0.0.1:5562", hwm=2000, linger_ms=0),
-    "metrics": Link(zmq.XPUB, zmq.SUB, "launcher", "tcp://127.0.0.1:5563", hwm=1000, linger_ms=0),
-    "stage_metrics": Link(zmq.SUB, zmq.PUB, "launcher", "tcp://127.0.0.1:5564", hwm=1000, linger_ms=0),
+    "history": Link(zmq.ROUTER, zmq.DEALER, "track", "tcp://127.0.0.1:5562", hwm=2000, linger_ms=0,
+                    carries=(*messages.PUBLIC_TYPES, "replay_end"), topic=True),
+    "metrics": Link(zmq.XPUB, zmq.SUB, "launcher", "tcp://127.0.0.1:5563", hwm=1000, linger_ms=0,
+                    carries=("metrics",), topic=True),
+    "stage_metrics": Link(zmq.SUB, zmq.PUB, "launcher", "tcp://127.0.0.1:5564", hwm=1000, linger_ms=0,
+                          carries=("metrics",), topic=True),
 }
+# What ``receive`` raises for a message that is not one: only these count as malformed (dropped with a log line).
+MALFORMED = (codec.CodecError, SchemaError)
 
 
 def is_loopback(endpoint: str) -> bool:
@@ -172,12 +188,17 @@ def send(sock: zmq.Socket, message: dict, flags: int = 0) -> None:
     sock.send_multipart(parts, flags=flags, copy=False)
 
 
-def receive(sock: zmq.Socket, expected: tuple[str, ...], flags: int = 0) -> dict:
-    """Receive, decode and validate one message (raises CodecError/SchemaError)."""
-    parts = sock.recv_multipart(flags=flags, copy=False)
-    if sock.type == zmq.SUB:
+def parse(parts: list, link: str) -> dict:
+    """Decode and validate the frames of one message received on ``link``: one of the types it carries
+    (raises ``MALFORMED``)."""
+    if LINKS[link].topic:
         parts = parts[1:]
-    return messages.validate(codec.decode(parts), expected)
+    return messages.validate(codec.decode(parts), LINKS[link].carries)
+
+
+def receive(sock: zmq.Socket, link: str, flags: int = 0) -> dict:
+    """Receive, decode and validate one message of ``link`` (raises ``MALFORMED``)."""
+    return parse(sock.recv_multipart(flags=flags, copy=False), link)
 
 
 class Counter:

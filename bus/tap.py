@@ -57,15 +57,12 @@ def main(argv: list[str] | None = None) -> None:
         sock = sockets.bind(ctx, args.link, args.endpoint)
     else:
         sock = sockets.connect(ctx, args.link, args.endpoint, topics=(args.topic.encode(),))
-    expected = {"results": ("job_start", "frame", "job_end"), "frames": ("image",),
-                "detections": ("detections",), "events": ("job_start", "job_end"), "metrics": ("metrics",)}[args.link]
     seen = 0
     try:
         while args.count is None or seen < args.count:
             try:
-                message = sockets.receive(sock, expected)
-                line = summary(message)
-            except ValueError as exc:
+                line = summary(sockets.receive(sock, args.link))
+            except sockets.MALFORMED as exc:
                 line = f"bad message: {exc}"
             print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
             seen += 1

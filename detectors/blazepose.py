@@ -31,8 +31,11 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from detectors import register
 from detectors.base import FrameImage
-from detectors.blazepose_models import DEFAULT_MODEL, ensure
+from detectors.blazepose_models import DEFAULT_MODEL, MODELS, ensure
+from options import Option, positive_int
+from options.groups import SECOND_LOOK
 from pose import camera
 from pose.detection import Detection
 from pose.skeleton import BLAZEPOSE_TO_CANONICAL, available, to_canonical
@@ -253,3 +256,23 @@ class BlazePoseDetector:
         if self._finder is not None:
             self._finder.close()
             self._finder = None
+
+
+def _detector(mode: str, model: str, num_poses: int, second_look: bool):
+    detector = BlazePoseDetector(mode=mode, model=model, num_poses=num_poses)
+    if not second_look:
+        return detector
+    from detectors.second_look import with_second_look  # it builds on this module
+
+    return with_second_look(detector)
+
+
+register("blazepose", _detector,
+         Option("--blazepose-mode", "video: MediaPipe tracking across each worker's frames; static: every frame alone",
+                default="video", choices=("video", "static"), param="mode"),
+         Option("--blazepose-model", "BlazePose landmark model (default %(default)s; bundles: "
+                                     "python -m detectors.blazepose_models status)",
+                default=DEFAULT_MODEL, choices=MODELS, param="model"),
+         Option("--num-poses", "BlazePose: most people per frame (default %(default)s)", positive_int, NUM_POSES,
+                metavar="N"),
+         SECOND_LOOK)

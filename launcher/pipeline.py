@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import os
 import shutil
 import signal
 import subprocess
@@ -21,9 +22,12 @@ from pathlib import Path
 
 import zmq
 
-from bus import messages, monitor, sockets
+import options
+import outputs
+from bus import messages, sockets
+from launcher import monitor
 from launcher.workers import detector_argv, worker_links
-from outputs import OUTPUT_FILES
+from options.groups import DECODE, TRACK, TRACKER
 from stages import runtime
 
 ROOT = Path(__file__).resolve().parents[1]  # where ``python -m stages.*`` finds the stages
@@ -36,6 +40,13 @@ RESTART_BACKOFF_MAX_S = 30.0
 MAX_IN_FLIGHT = 32  # frames decode keeps until the track stage has them (resent if a worker dies)
 LAUNCHER_STALL_S = 2.0  # the supervision loop runs every 200 ms; a longer gap means the launcher was stopped
 PR_SET_PDEATHSIG = 1
+
+
+def _stage_environment() -> dict[str, str]:
+    """Stages run in the launcher's folder, so that relative paths (a video, --out DIR) mean what they meant
+    to whoever started it; they find posebus on PYTHONPATH, not in that folder (PYTHONSAFEPATH, Python 3.11+)."""
+    paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "PYTHONSAFEPATH": "1"}
 
 
 def _stage_preexec() -> None:
@@ -103,24 +114,15 @@ class Pipeline:
         a, e = self.args, self.endpoints
         common = ["--log-level", a.log_level, "--metrics", e["stage_metrics"]]
         track = ["-m", "stages.track", "--detections", e["detections"], "--events", e["events"],
-                 "--results", a.results, "--status", e["status"], "--wait-subscribers", str(a.wait_subscribers),
-                 "--tracker", a.tracker, "--lookahead", str(a.lookahead), "--subjects", str(a.subjects),
-                 "--n-init", str(a.n_init), "--max-age", str(a.max_age), "--stall-timeout", str(a.stall_timeout),
-                 *([] if a.smoothing else ["--no-smoothing"]),
-                 "--history", a.history, "--acks", e["acks"], "--job-log", str(a.job_log),
-                 "--keep-jobs", str(a.keep_jobs),
-                 *(["--out", str(a.out)] if a.out else []), *(["--phalp-pkl", str(a.phalp_pkl)] if a.phalp_pkl else []),
-                 *(["--report", str(a.report)] if a.report else []), *(["--record", str(a.record)] if a.record else []),
-                 *(["--app-json", str(a.app_json)] if a.app_json else []),
-                 *(["--overlay", str(a.overlay)] if a.overlay else [])]
+                 "--results", a.results, "--status", e["status"], "--history", a.history, "--acks", e["acks"],
+                 *options.argv("track", a, TRACK, TRACKER, outputs.table())]
         decode = ["-m", "stages.decode", "--frames", e["frames"], "--events", e["events"], "--jobs", e["jobs"],
-                  "--acks", e["acks"], "--max-in-flight", str(MAX_IN_FLIGHT), "--max-side", str(a.max_side),
+                  "--acks", e["acks"], "--max-in-flight", str(MAX_IN_FLIGHT),
+                  *options.argv("decode", a, DECODE, outputs.table()),
                   # By then a worker that went silent holding the frames has been replaced.
                   *(["--resend-after", str(a.heartbeat_timeout)] if a.heartbeat_timeout else []),
                   # Workers all on this host: frames go through shared memory (bus.frame_ring).
-                  *(["--jpeg", str(a.jpeg)] if a.jpeg else [] if self.remote else ["--shm"]),
-                  *(["--realtime"] if a.realtime else []),
-                  *(["--record", str(a.record)] if a.record else [])]
+                  *([] if a.jpeg or self.remote else ["--shm"])]
         detect = ["-m", "stages.detect", "--frames", e["frames"], "--detections", e["detections"], *detector_argv(a)]
         # The links are ipc in a 0700 folder; only results (track) and, with --worker-links, frames (decode)
         # and detections (track) are also on tcp, with CURVE. Local workers stay on ipc.
@@ -142,7 +144,7 @@ class Pipeline:
             self.metrics_relay.last_heard.pop(self.processes[name].pid, None)
         self.hung.pop(name, None)
         self.processes[name] = subprocess.Popen([sys.executable, *self._stage_commands()[name]],
-                                                cwd=ROOT, preexec_fn=_stage_preexec)
+                                                env=_stage_environment(), preexec_fn=_stage_preexec)
         self.started[name] = time.monotonic()
 
     def last_heard(self) -> dict[str, float]:
@@ -259,8 +261,8 @@ class Pipeline:
         while self.status_in.poll(timeout_ms):
             timeout_ms = 0
             try:
-                message = sockets.receive(self.status_in, ("progress", "job_end"))
-            except ValueError as exc:
+                message = sockets.receive(self.status_in, "status")
+            except sockets.MALFORMED as exc:
                 self.bad.drop(exc)
                 continue
             record = self.records.get(message["job"])
@@ -282,7 +284,7 @@ class Pipeline:
             if process.poll() is None:
                 process.terminate()
         started = time.monotonic()
-        writes_outputs = any(getattr(self.args, name, None) for name in OUTPUT_FILES)
+        writes_outputs = outputs.asked_for(vars(self.args))
         for name, process in self.processes.items():
             grace = OUTPUT_GRACE_S if name == "track" and writes_outputs else STOP_GRACE_S
             try:

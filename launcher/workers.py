@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import re
 
+import detectors
+import options
 from bus import sockets
 
 WORKER_LINKS = ("frames", "detections", "stage_metrics")  # on --worker-links PORT, PORT+1, PORT+2
@@ -16,12 +18,7 @@ WORKER_LINKS = ("frames", "detections", "stage_metrics")  # on --worker-links PO
 
 def detector_argv(args: argparse.Namespace) -> list[str]:
     """The detector flags of a detect worker, as the launcher was given them."""
-    return ["--detector", args.detector, "--blazepose-mode", args.blazepose_mode,
-            "--blazepose-model", args.blazepose_model, "--num-poses", str(args.num_poses), "--device", args.device,
-            "--second-look" if args.second_look else "--no-second-look",
-            "--boxes", args.boxes, "--crops-per-forward", str(args.crops_per_forward),
-            *(["--checkpoint", str(args.checkpoint)] if args.checkpoint else []),
-            *(["--hmr2-config", args.hmr2_config] if args.hmr2_config else []), *(["--mesh"] if args.mesh else [])]
+    return options.argv("detect", args, detectors.table())
 
 
 def worker_links(endpoint: str) -> dict[str, str]:
@@ -43,6 +40,6 @@ def check_worker_links(args: argparse.Namespace) -> str | None:
     if not sockets.is_loopback(args.worker_links) and args.curve_name is None:
         return (f"--worker-links {args.worker_links} reaches other machines: turn CURVE on with --curve-name "
                 "(see docs/security.md)")
-    if args.source == "worker" and args.curve_name is not None and args.curve_server is None:
+    if args.command == "worker" and args.curve_name is not None and args.curve_server is None:
         return "a worker with CURVE needs the pipeline's public key name (--curve-server)"
     return None

@@ -1,54 +1,93 @@
-"""Result files for the app, built from one job's public messages (no sockets here).
+"""Result files, each built from one job's published messages after the job ends (no sockets here).
+
+Every file output is one line of ``FILES``: the flag that asks for it, the file's suffix,
+when it is written and the function that writes it (``module:function``, imported only
+when a file is written: matplotlib and friends are paid for only when asked).
 
 ``outputs.app_json``: the JSON document SnowboardingExplained stores per video.
 ``outputs.overlay``: the overlay video (skeleton, box, track state, mesh silhouette).
+``outputs.phalp``: PHALP's results ``.pkl``.
+``outputs.report``: the HTML report (``python -m outputs.report``).
 ``outputs.gltf``, ``outputs.bvh``: each tracked person's animation (``outputs.animation``).
 """
 from __future__ import annotations
 
-import functools
+import importlib
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bus.events import event
+from options import LAUNCH, Option, Table, merged
+from options.groups import OUTPUTS
 
-# The per-job files asked for with --report, --app-json, --overlay, --gltf, --bvh (the report lives in ``report``).
-OUTPUT_FILES = ("report", "app_json", "overlay", "gltf", "bvh")
+ALWAYS, STARTED, SUCCEEDED = "always", "started", "succeeded"  # when a file is written: see FileOutput.wanted
 
 
-def write_files(wanted: dict[str, Path | None], job: str, start: dict | None, end: dict, results: list[dict],
+@dataclass(frozen=True)
+class FileOutput:
+    """A file per job: ``--flag DIR`` writes DIR/<job>.SUFFIX, ``--flag FILE.SUFFIX`` that one file."""
+
+    option: Option
+    suffix: str
+    writer: str  # "module:function", called with (the job's published messages, the path)
+    when: str = SUCCEEDED  # ALWAYS (even a job that never started: the report says why), STARTED, SUCCEEDED
+
+    def path(self, where: Path, job: str) -> Path:
+        return where if where.suffix == f".{self.suffix}" else where / f"{job}.{self.suffix}"
+
+    def wanted(self, start: dict | None, end: dict) -> bool:
+        return self.when == ALWAYS or start is not None and (self.when == STARTED or not end.get("error"))
+
+    def write(self, results: list[dict], path: Path) -> None:
+        module, function = self.writer.split(":")
+        getattr(importlib.import_module(module), function)(results, path)
+
+
+def _asks(flag: str, what: str) -> Option:
+    return Option(flag, what, Path, takers=(LAUNCH, "track"), metavar="DIR")
+
+
+FILES = (
+    FileOutput(_asks("--report", "write an HTML report per job to DIR/<job>.html"), "html",
+               "outputs.report:write_report", ALWAYS),
+    FileOutput(_asks("--app-json", "write the app's JSON document per job to DIR/<job>.json"), "json",
+               "outputs.app_json:write_app_json"),
+    FileOutput(_asks("--overlay", "write an overlay video per job to DIR/<job>.mp4"), "mp4",
+               "outputs.overlay:write_overlay"),
+    FileOutput(_asks("--phalp-pkl", "also write PHALP-format results to DIR/<job>.pkl (or to PATH.pkl)"), "pkl",
+               "outputs.phalp:write_phalp", STARTED),
+    FileOutput(_asks("--gltf", "write each tracked person's animation to DIR/<job>.track<id>.glb (glTF 2.0)"), "glb",
+               "outputs.gltf:write"),
+    FileOutput(_asks("--bvh", "write each tracked person's animation to DIR/<job>.track<id>.bvh"), "bvh",
+               "outputs.bvh:write"),
+)
+
+
+def table() -> Table:
+    """The outputs group: where results go besides the live socket, the files among them."""
+    return merged("outputs", (*OUTPUTS.options, *(output.option for output in FILES)))
+
+
+def asked_for(settings: Mapping[str, Any]) -> bool:
+    return any(settings.get(output.option.name) for output in FILES)
+
+
+def write_files(settings: Mapping[str, Any], job: str, start: dict | None, end: dict, results: list[dict],
                 log) -> None:
-    """The files asked for (``OUTPUT_FILES`` name -> folder, or None) for an ended job, made from its
-    published messages ``results``, into FOLDER/<job>.html|json|mp4 and FOLDER/<job>.track<id>.glb|bvh.
-    An HMR 2.0 job's animations use the SMPL model of the checkpoint in the 4D-Humans cache
-    (this stage is not told ``--checkpoint``); without one they are keypoint skeletons.
+    """The files ``settings`` ask for, for an ended job, made from its published messages ``results``.
 
-    ``start`` and ``end`` are the job_start and job_end decode sent (``start`` None when the
-    stage never had it); without ``start``, or when ``end`` has an error, only the report is written.
+    ``start`` and ``end`` are the job_start and job_end decode sent (``start`` None when the stage never had it).
     """
-    # matplotlib and friends: only paid for when asked
-    from outputs.animation import find_smpl_model
-    from outputs.app_json import write_app_json
-    from outputs.bvh import write_bvh
-    from outputs.gltf import write_gltf
-    from outputs.overlay import render_overlay
-    from report import write_report
-
-    @functools.cache  # once for both formats: it reads the whole checkpoint
-    def smpl():
-        published_start = next((m for m in results if m["type"] == "job_start"), {})  # decode's has no detector
-        return find_smpl_model() if published_start.get("detector") == "hmr2" else None
-
-    writers = {"report": lambda m, folder: write_report(m, folder / f"{job}.html"),
-               "app_json": lambda m, folder: write_app_json(m, folder / f"{job}.json"),
-               "overlay": lambda m, folder: render_overlay(start["source"], m, folder / f"{job}.mp4"),
-               "gltf": lambda m, folder: write_gltf(m, folder, smpl()),
-               "bvh": lambda m, folder: write_bvh(m, folder, smpl())}
-    for name, folder in wanted.items():
-        if folder is None or (name != "report" and (start is None or end.get("error"))):
+    for output in FILES:
+        where = settings.get(output.option.name)
+        if where is None or not output.wanted(start, end):
             continue
-        folder.mkdir(parents=True, exist_ok=True)
+        path = output.path(Path(where), job)
+        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            writers[name](results, folder)
+            output.write(results, path)
         except Exception as exc:  # an output file failing must not take the stage down
-            event(log, logging.ERROR, "output_failed", job=job, output=name, error=exc)
+            event(log, logging.ERROR, "output_failed", job=job, output=output.option.name, error=exc)

@@ -38,13 +38,14 @@ Filled frames (interpolated, predicted, held) are keyframes like the others;
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from pose.rotations import exp_map
 from pose.skeleton import JOINT_INDEX
-from tracking.rotations import exp_map
 
 CAMERA_TO_WORLD = np.diag([1.0, -1.0, -1.0])  # its own inverse
 
@@ -420,3 +421,15 @@ def find_smpl_model(checkpoint: str | Path | None = None) -> SmplModel | None:
 
     found, _ = find_checkpoint(checkpoint)
     return None if found is None else smpl_model_from_checkpoint(found)
+
+
+@functools.cache  # a track stage writes both formats of many jobs: the checkpoint is read once
+def _cached_smpl_model() -> SmplModel | None:
+    return find_smpl_model()
+
+
+def job_smpl_model(messages: list[dict]) -> SmplModel | None:
+    """For a job's published messages: the SMPL model of the checkpoint in the 4D-Humans cache when the job ran
+    HMR 2.0 (the track stage is not told ``--checkpoint``), else None (keypoint skeletons)."""
+    start = next((m for m in messages if m["type"] == "job_start"), {})
+    return _cached_smpl_model() if start.get("detector") == "hmr2" else None

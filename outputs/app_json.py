@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from bus import codec
+from outputs.report.summary import split_job
 from pose.skeleton import CANONICAL_JOINTS
-from report.summary import split_job
 
 PARSER_VERSION = "posebus-1"  # the old pickle_parser.py wrote "1.0"
 # float32 carries about 7 significant digits; 6 decimals keep µm and µpx precision at half the text.
@@ -158,7 +158,7 @@ def _nested(value) -> list:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from report.page import read_messages
+    from outputs.report.page import read_messages
 
     parser = argparse.ArgumentParser(prog="python -m outputs.app_json", description=__doc__.split("\n")[0])
     parser.add_argument("results", type=Path, help="a DIR/<job>.jsonl file written by launch.py --out DIR")

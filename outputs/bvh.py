@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from outputs.animation import Animation, SmplModel, animations
+from outputs.animation import Animation, SmplModel, animations, job_smpl_model
 from outputs.gltf import export_main, track_path, write_atomically
 
 CENTIMETRES = 100.0
@@ -98,6 +98,12 @@ def _depth_first(parents: tuple[int, ...]) -> list[int]:
 
 def _numbers(values) -> str:
     return " ".join(f"{v:.6f}" for v in np.asarray(values, dtype=np.float64).ravel())
+
+
+def write(messages: list[dict], path: Path) -> list[Path]:
+    """The job's file output (``outputs.FILES``): one ``.bvh`` per track beside ``path``
+    (DIR/<job>.bvh -> DIR/<job>.track<id>.bvh)."""
+    return write_bvh(messages, Path(path).parent, job_smpl_model(messages))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from outputs.animation import Animation, SmplModel, animations, find_smpl_model, rest_positions
+from outputs.animation import Animation, SmplModel, animations, find_smpl_model, job_smpl_model, rest_positions
 
 FLOAT, UNSIGNED_BYTE, UNSIGNED_SHORT, UNSIGNED_INT = 5126, 5121, 5123, 5125
 ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER = 34962, 34963
@@ -176,9 +176,15 @@ def write_gltf(messages: list[dict], folder: str | Path, smpl: SmplModel | None 
             for a in found]
 
 
+def write(messages: list[dict], path: Path) -> list[Path]:
+    """The job's file output (``outputs.FILES``): one ``.glb`` per track beside ``path``
+    (DIR/<job>.glb -> DIR/<job>.track<id>.glb)."""
+    return write_gltf(messages, Path(path).parent, job_smpl_model(messages))
+
+
 def export_main(prog: str, write, argv: list[str] | None) -> int:
     """The command line shared by ``outputs.gltf`` and ``outputs.bvh``: RESULTS.jsonl -> one file per track."""
-    from report.page import read_messages
+    from outputs.report.page import read_messages
 
     parser = argparse.ArgumentParser(prog=prog, description=sys.modules[write.__module__].__doc__.split("\n")[0])
     parser.add_argument("results", type=Path, help="a DIR/<job>.jsonl file written by launch.py --out DIR")

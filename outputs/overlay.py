@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 
 from bus.messages import STATES
+from outputs.report.plots import STATE_COLOURS as REPORT_STATE_COLOURS
+from outputs.report.summary import split_job
 from pose.skeleton import BONES, JOINT_INDEX
-from report.plots import STATE_COLOURS as REPORT_STATE_COLOURS
-from report.summary import split_job
 from video.native import quiet_native_stderr
 from video.sources import SourceError, open_source
 
@@ -101,6 +101,11 @@ def render_overlay(video_path: str | Path, messages: list[dict], out_path: str |
         for index, _pts_ms, image in source:
             writer.write(image, by_index.get(index))
     return Rendered(writer.frames, writer.codec)
+
+
+def write_overlay(messages: list[dict], out_path: str | Path) -> Rendered:
+    """The overlay of a job's published messages, on the source its job_start names."""
+    return render_overlay(split_job(messages).start["source"], messages, out_path)
 
 
 # --- drawing --------------------------------------------------------------------
@@ -198,7 +203,7 @@ def _text(canvas: np.ndarray, text: str, origin: tuple[int, int], colour: tuple[
 
 
 def main(argv: list[str] | None = None) -> int:
-    from report.page import read_messages
+    from outputs.report.page import read_messages
 
     parser = argparse.ArgumentParser(prog="python -m outputs.overlay", description=__doc__.split("\n")[0])
     parser.add_argument("video", help="the job's source: a video file or image folder")

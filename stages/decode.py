@@ -24,14 +24,18 @@ from pathlib import Path
 import cv2
 import zmq
 
+import options
+import outputs
 from bus import codec, messages, sockets
 from bus.events import event
 from bus.frame_ring import FrameRing, frame_bytes, free_bytes, remove_stale, slots_that_fit
 from bus.log import MessageLog
 from bus.metrics import StageMetrics
 from bus.schema import SchemaError
+from options.groups import DECODE
 from stages import runtime
-from video.sources import DEFAULT_MAX_SIDE, SourceError, fit_within, fitted_size, open_source
+from stages.track.delivery import ACK_TIMEOUT_S, RESEND_WINDOW_AFTER_S, Sender
+from video.sources import SourceError, fit_within, fitted_size, open_source
 
 
 def encode_jpeg(image, quality: int) -> bytes:
@@ -42,94 +46,7 @@ def encode_jpeg(image, quality: int) -> bytes:
 
 
 RECORD_JPEG_QUALITY = 90  # recordings keep frames as JPEG: ~20x smaller than raw pixels
-ACK_WAIT_MS = 100
 MIN_RING_SLOTS = 2  # fewer and most frames would go raw anyway
-# A full window with no ack for this long (or 4× the longest gap between acks so far, if longer) is
-# sent again: the launcher passes its heartbeat timeout, past which a silent worker has been replaced.
-RESEND_WINDOW_AFTER_S = 30.0
-RESEND_WINDOW_AFTER_GAPS = 4
-ACK_TIMEOUT_S = 60.0  # give up on acknowledgements after this long without any (the track stage is gone)
-
-
-class InFlight:
-    """Frames sent but not yet acknowledged by the track stage, kept to send again on request.
-
-    A worker that dies takes the frames it held with it; the track stage notices
-    the gap and asks for them (at-least-once; it drops duplicates). Holding at
-    most ``limit`` frames also keeps decode from running far ahead. While it waits
-    for acks it goes on publishing ``metrics``: the launcher takes them as heartbeats.
-    A frame sent in ``ring`` keeps its slot until it is acknowledged.
-
-    When the only worker dies holding every frame of a full window, the track stage sees no
-    gap (no later frame comes) and decode has nothing more to send: after ``resend_after_s``
-    without an ack, decode sends the whole window again.
-    """
-
-    def __init__(self, job: str, frames: zmq.Socket, acks: zmq.Socket | None, limit: int, log,
-                 metrics: StageMetrics, cancelled, ring: FrameRing | None = None,
-                 resend_after_s: float = RESEND_WINDOW_AFTER_S):
-        self.job, self.frames, self.acks, self.limit, self.log = job, frames, acks, limit, log
-        self.metrics, self.cancelled, self.ring = metrics, cancelled, ring
-        self.unacked: dict[int, dict] = {}
-        self.resend_after_s = resend_after_s
-        self.last_ack = time.monotonic()
-        self.longest_ack_gap = 0.0
-
-    def add(self, index: int, message: dict) -> None:
-        if self.acks is not None:
-            self.unacked[index] = message
-            # A cancelled job's acks may never come: the track stage that had its frames may be gone.
-            while len(self.unacked) >= self.limit and not self.cancelled(self.job):
-                self.metrics.publish()
-                if not self.handle_acks(ACK_WAIT_MS):
-                    self.resend_if_forgotten()
-
-    def resend_if_forgotten(self) -> None:
-        """Send every unacknowledged frame again once the acks have been silent for too long."""
-        silent = time.monotonic() - self.last_ack
-        if silent < max(self.resend_after_s, RESEND_WINDOW_AFTER_GAPS * self.longest_ack_gap):
-            return
-        event(self.log, logging.WARNING, "window_resent", job=self.job, frames=len(self.unacked),
-              no_ack_for_s=round(silent, 1))
-        for index in sorted(self.unacked):
-            self.resend(index)
-        self.last_ack = time.monotonic()
-
-    def resend(self, index: int) -> None:
-        self.metrics.wait_writable(self.frames)
-        sockets.send(self.frames, self.unacked[index])
-
-    def handle_acks(self, timeout_ms: int = 0) -> bool:
-        """Apply the acks that arrive within ``timeout_ms``; False if none came."""
-        if self.acks is None or not self.acks.poll(timeout_ms):
-            return False
-        while self.acks.poll(0):
-            try:
-                ack = sockets.receive(self.acks, ("ack",))
-            except ValueError as exc:
-                event(self.log, logging.WARNING, "bad_ack_dropped", job=self.job, error=exc)
-                continue
-            if ack["job"] != self.job:
-                continue
-            now = time.monotonic()
-            self.longest_ack_gap, self.last_ack = max(self.longest_ack_gap, now - self.last_ack), now
-            for index in [i for i in self.unacked if i < ack["upto"]]:
-                done = self.unacked.pop(index)
-                if "shm" in done:
-                    self.ring.release(done["shm"]["slot"])
-            for index in ack["resend"]:
-                if index in self.unacked:
-                    event(self.log, logging.INFO, "frame_resent", job=self.job, frame=index)
-                    self.resend(index)
-        return True
-
-    def drain(self, timeout_s: float) -> None:
-        """After the last frame: keep answering until every frame is acknowledged."""
-        quiet_since = time.monotonic()
-        while self.unacked and time.monotonic() - quiet_since < timeout_s and not self.cancelled(self.job):
-            self.metrics.publish()
-            if self.handle_acks(ACK_WAIT_MS):
-                quiet_since = time.monotonic()
 
 
 def send_event(events: zmq.Socket, message: dict, metrics: StageMetrics) -> None:
@@ -170,7 +87,7 @@ def image_message(job: str, index: int, pts_ms: float, image, jpeg_quality: int 
 def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality: int | None,
             realtime: bool, log, record_dir: Path | None = None, acks: zmq.Socket | None = None,
             max_in_flight: int = 0, *, metrics: StageMetrics, cancelled=lambda job: None,
-            max_side: int = DEFAULT_MAX_SIDE, shm: bool = False,
+            max_side: int = DECODE["max_side"].default, shm: bool = False,
             resend_after_s: float = RESEND_WINDOW_AFTER_S) -> None:
     """Decode one job; ``shm`` (needs ``max_in_flight``: a slot is reused once its frame is
     acknowledged) puts its frames in a frame ring, removed when the job is over."""
@@ -193,7 +110,7 @@ def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality:
     ring = open_ring(job, max_in_flight, *detected, log) if shm and max_in_flight > 0 else None
     decoded, error, started = 0, None, time.monotonic()
     recording = MessageLog(record_dir / job / "frames.log") if record_dir else None
-    in_flight = InFlight(job, frames, acks if max_in_flight > 0 else None, max_in_flight, log, metrics, cancelled,
+    in_flight = Sender(job, frames, acks if max_in_flight > 0 else None, max_in_flight, log, metrics, cancelled,
                          ring, resend_after_s)
     try:
         try:
@@ -254,7 +171,7 @@ class JobQueue:
         while self.jobs.poll(0):
             try:
                 message = codec.decode(self.jobs.recv_multipart(copy=False))
-                request = messages.validate(message, ("job", "cancel"))
+                request = messages.validate(message, sockets.LINKS["jobs"].carries)
             except codec.CodecError as exc:
                 self.bad.drop(exc)
                 continue
@@ -281,34 +198,26 @@ def refuse(events: zmq.Socket, request: dict, error: SchemaError) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.decode", description=__doc__.split("\n")[0])
     parser.add_argument("source", nargs="?", help="video file, image folder, camera index or stream URL")
-    parser.add_argument("--job", help="job id for SOURCE (default: random)")
-    parser.add_argument("--fps", type=float, help="frame rate for image folders and streams")
-    payload = parser.add_mutually_exclusive_group()
-    payload.add_argument("--jpeg", type=int, metavar="QUALITY",
-                         help="send JPEG instead of raw pixels (for workers on other hosts)")
-    payload.add_argument("--shm", action="store_true",
-                         help="put raw frames in shared memory (/dev/shm) and send workers only where they are: every "
-                              "worker must run on this host as this user; needs --max-in-flight (the launcher's "
-                              "default)")
-    parser.add_argument("--realtime", action="store_true", help="pace frames at the source's frame rate")
-    parser.add_argument("--record", type=Path, metavar="DIR", help="save each job's frames to DIR/<job>/frames.log")
+    runtime.add_job_flag(parser)
+    options.add_flags(parser, "decode", DECODE, outputs.table())
+    parser.add_argument("--shm", action="store_true",
+                        help="put raw frames in shared memory (/dev/shm) and send workers only where they are: every "
+                             "worker must run on this host as this user; needs --max-in-flight (the launcher's "
+                             "default); not with --jpeg")
     parser.add_argument("--max-in-flight", type=int, default=0, metavar="N",
                         help="keep up to N frames until the track stage acknowledges them, resending lost ones "
                              "(the launcher uses 32; 0: off, for running decode alone)")
     parser.add_argument("--resend-after", type=float, default=RESEND_WINDOW_AFTER_S, metavar="S",
                         help="send a full window of unacknowledged frames again after S seconds without an ack "
                              f"(default {RESEND_WINDOW_AFTER_S:.0f}; the launcher passes its heartbeat timeout)")
-    parser.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, metavar="PX",
-                        help="downscale frames whose longer side exceeds PX (INTER_AREA, aspect kept); results "
-                             f"are mapped back to the source's pixels (default {DEFAULT_MAX_SIDE})")
     runtime.add_endpoint_flags(parser, "frames", "events", "jobs", "acks")
     runtime.add_remote_flag(parser, "frames")
     runtime.add_security_flags(parser)
     runtime.add_metrics_flags(parser)
     runtime.log_level_flag(parser)
     args = parser.parse_args(argv)
-    if args.shm and (not args.max_in_flight or args.remote_frames):
-        parser.error("--shm needs --max-in-flight, and workers on this host only (no --remote-frames)")
+    if args.shm and (not args.max_in_flight or args.remote_frames or args.jpeg):
+        parser.error("--shm needs --max-in-flight, and workers on this host only (no --remote-frames, no --jpeg)")
     log = runtime.start("decode", args.log_level)
     for name in remove_stale():
         event(log, logging.INFO, "stale_frame_ring_removed", name=name)
@@ -322,8 +231,8 @@ def main(argv: list[str] | None = None) -> None:
     metrics = runtime.start_metrics(ctx, args, "decode", bad, security)
     try:
         if args.source:
-            options = {"fps": args.fps} if args.fps else {}
-            request = messages.job_request(args.job or uuid.uuid4().hex[:12], args.source, options)
+            job_options = {"fps": args.fps} if args.fps else {}
+            request = messages.job_request(args.job or uuid.uuid4().hex[:12], args.source, job_options)
             run_job(request, frames, events, args.jpeg, args.realtime, log, args.record, acks, args.max_in_flight,
                     metrics=metrics, max_side=args.max_side, shm=args.shm, resend_after_s=args.resend_after)
             return

@@ -21,14 +21,13 @@ import numpy as np
 import zmq
 
 import detectors
+import options
 from bus import messages, sockets
 from bus.events import event
-from bus.frame_ring import FrameReader
+from bus.frame_ring import BadReference, FrameReader
 from bus.log import read, write_all
 from bus.tap import summary
 from detectors.base import FrameImage
-from detectors.blazepose import NUM_POSES
-from detectors.blazepose_models import DEFAULT_MODEL, MODELS
 from stages import runtime
 from tracking.appearance import colour_descriptor
 
@@ -47,8 +46,9 @@ def frame_image(message: dict) -> FrameImage:
 
 def receive_image(frames: zmq.Socket, shared: FrameReader) -> dict:
     """One ``image`` message; a frame sent in shared memory comes with its pixels as ``image`` too
-    (a read-only view of the slot). Raises ValueError for a malformed message or reference."""
-    message = sockets.receive(frames, ("image",))
+    (a read-only view of the slot). Raises ``sockets.MALFORMED`` or BadReference for a malformed message
+    or reference."""
+    message = sockets.receive(frames, "frames")
     if "shm" in message:
         message["image"] = shared.pixels(message)
     return message
@@ -62,7 +62,7 @@ def receive_batch(frames: zmq.Socket, size: int, bad: sockets.Counter, shared: F
     while len(batch) < size and frames.poll(0 if batch else timeout_ms):
         try:
             batch.append(receive_image(frames, shared))
-        except ValueError as exc:
+        except (*sockets.MALFORMED, BadReference) as exc:
             bad.drop(exc)
     return batch
 
@@ -105,48 +105,9 @@ def detect_batch(detector, batch: list[dict], worker: str, log) -> list[dict]:
     return replies
 
 
-def detector_options(args: argparse.Namespace) -> dict:
-    if args.detector == "blazepose":
-        return {"mode": args.blazepose_mode, "model": args.blazepose_model, "num_poses": args.num_poses,
-                "second_look": args.second_look}
-    return {"checkpoint": args.checkpoint, "config": args.hmr2_config, "device": args.device,
-            "mesh": args.mesh, "box_source": args.boxes, "batch_size": args.crops_per_forward,
-            "second_look": args.second_look}
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def add_detector_flags(parser: argparse.ArgumentParser) -> None:
-    """Detector options; the launcher passes them through to every worker."""
-    parser.add_argument("--detector", default="blazepose", choices=detectors.NAMES)
-    parser.add_argument("--blazepose-mode", default="video", choices=["video", "static"],
-                        help="video: MediaPipe tracking across each worker's frames; static: every frame alone")
-    parser.add_argument("--blazepose-model", default=DEFAULT_MODEL, choices=MODELS,
-                        help=f"BlazePose landmark model (default {DEFAULT_MODEL}; bundles: "
-                             "python -m detectors.blazepose_models status)")
-    parser.add_argument("--num-poses", type=positive_int, default=NUM_POSES, metavar="N",
-                        help=f"BlazePose: most people per frame (default {NUM_POSES})")
-    parser.add_argument("--second-look", action=argparse.BooleanOptionalAction, default=True,
-                        help="BlazePose, and HMR 2.0's BlazePose boxes: drop poses that are no plausible person; where "
-                             "the followed person is missed, look again at a crop around where they are expected "
-                             "(turned for inverted bodies); where nobody is found, search tiles (default: on)")
-    parser.add_argument("--checkpoint", help="HMR 2.0 checkpoint (default: the 4D-Humans cache)")
-    parser.add_argument("--hmr2-config", help="JSON of the network's sizes, for checkpoints that lack them")
-    parser.add_argument("--device", default="cpu", help="torch device for HMR 2.0 (cpu, cuda, cuda:1)")
-    parser.add_argument("--mesh", action="store_true", help="HMR 2.0: publish the 6890 mesh vertices")
-    parser.add_argument("--boxes", default="auto", choices=["auto", "blazepose", "fasterrcnn"],
-                        help="HMR 2.0 person boxes (auto: Faster R-CNN on a GPU with torchvision, else BlazePose)")
-    parser.add_argument("--crops-per-forward", type=int, default=16, help="HMR 2.0 batch size in person crops")
-
-
 def replay(detector, folder: Path, out: Path | None, batch_size: int, log) -> None:
     """Run the detector on a recorded job's frames; write the detections log or print one line each."""
-    frames = list(read(folder / "frames.log", ("image",)))
+    frames = list(read(folder / "frames.log", sockets.LINKS["frames"].carries))
     replies = [reply for start in range(0, len(frames), batch_size)
                for reply in detect_batch(detector, frames[start:start + batch_size], "replay", log)]
     if out is not None:
@@ -158,10 +119,9 @@ def replay(detector, folder: Path, out: Path | None, batch_size: int, log) -> No
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.detect", description=__doc__.split("\n")[0])
-    add_detector_flags(parser)
+    options.add_flags(parser, "detect", detectors.table())
     parser.add_argument("--batch", type=int, default=8, help="most frames per detector call (those already waiting)")
-    parser.add_argument("--replay", type=Path, metavar="JOB_DIR",
-                        help="detect on a recorded job's frames (DIR/<job> of --record) instead of the bus, then exit")
+    runtime.add_replay_flag(parser, "detect on the frames of")
     parser.add_argument("--replay-out", type=Path, metavar="LOG", help="with --replay: write the detections log here")
     runtime.add_endpoint_flags(parser, "frames", "detections")
     runtime.add_security_flags(parser)
@@ -170,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     log = runtime.start("detect", args.log_level)
 
-    detector = detectors.create(args.detector, **detector_options(args))
+    detector = detectors.create(args.detector, vars(args))
     if args.replay:
         replay(detector, args.replay, args.replay_out, args.batch, log)
         detector.close()

@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 import threading
+from pathlib import Path
 
 import zmq
 
@@ -102,8 +103,18 @@ def run(main) -> None:
         sys.exit(1)
 
 
-def log_level_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+def log_level_flag(parser: argparse.ArgumentParser, default: str = "info") -> None:
+    parser.add_argument("--log-level", default=default, choices=["debug", "info", "warning", "error"])
+
+
+def add_job_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--job", help="job id of the source (default: random)")
+
+
+def add_replay_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--replay JOB_DIR``: run the stage on a recording (``--record``) instead of the bus, then exit."""
+    parser.add_argument("--replay", type=Path, metavar="JOB_DIR",
+                        help=f"{what} a recorded job (DIR/<job> of --record) instead of the bus, then exit")
 
 
 def add_metrics_flags(parser: argparse.ArgumentParser) -> None:

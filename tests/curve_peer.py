@@ -36,7 +36,7 @@ def count(endpoint: str, keys: Path, name: str, seconds: float) -> None:
     deadline, received = time.monotonic() + seconds, 0
     while (left := deadline - time.monotonic()) > 0:
         if sub.poll(int(left * 1000) + 1):
-            sockets.receive(sub, messages.PUBLIC_TYPES)
+            sockets.receive(sub, "results")
             received += 1
     print(received, flush=True)
     ctx.destroy(linger=0)

@@ -27,8 +27,8 @@ from outputs.animation import (
     shortest_rotation,
     track_frames,
 )
+from outputs.report import read_messages
 from pose.skeleton import JOINT_INDEX
-from report import read_messages
 
 from conftest import ROOT, SHARED, VIDEO, free_port, launch
 

@@ -163,7 +163,7 @@ def test_frames_sent_through_shared_memory_arrive_pixel_identical_in_another_pro
             sockets.send(frames, sent)
         for index in range(count):
             assert back.poll(30_000), "the receiver sent nothing back"
-            echoed = sockets.receive(back, ("image",))
+            echoed = sockets.parse(back.recv_multipart(), "frames")  # the image, echoed
             np.testing.assert_array_equal(echoed["image"], frame(echoed["index"], 1088, 1920))
         assert receiver.wait(30) == 0
     finally:
@@ -207,9 +207,11 @@ def decode_job(tmp_path, cancel_after: int | None = None) -> tuple[list[dict], d
                        sockets.connect(ctx, "events", ends["events"]), None, False, logging.getLogger("posebus.test"),
                        acks=acks_in, max_in_flight=4, metrics=metrics, cancelled=cancelled, shm=True)
         helper.join(10)
-        assert events_in.poll(1000) and sockets.receive(events_in, ("job_start",))
+        assert events_in.poll(1000) and sockets.receive(events_in, "events")["type"] == "job_start"
         assert events_in.poll(1000)
-        return seen, sockets.receive(events_in, ("job_end",))
+        end = sockets.receive(events_in, "events")
+        assert end["type"] == "job_end"
+        return seen, end
     finally:
         ctx.destroy(linger=0)
 

@@ -13,7 +13,7 @@ import zmq
 from bus import messages, sockets
 from bus.events import logfmt
 from bus.metrics import JOBS_REPORTED, StageMetrics
-from bus.monitor import render_table
+from launcher.monitor import render_table
 
 from conftest import ROOT, VIDEO, free_port
 
@@ -109,7 +109,7 @@ def test_status_table_has_a_row_per_stage_in_pipeline_order():
 def wait_for_metrics(sub, count, timeout_s=10.0):
     got, deadline = [], time.monotonic() + timeout_s
     while len(got) < count and sub.poll(max(1, int((deadline - time.monotonic()) * 1000))):
-        got.append(sockets.receive(sub, ("metrics",)))
+        got.append(sockets.receive(sub, "stage_metrics"))
     return got
 
 
@@ -143,6 +143,7 @@ class Subscriber(threading.Thread):
     def __init__(self, ctx, link, endpoint, topics=(b"",), until_type=None):
         super().__init__(daemon=True)
         self.sock = sockets.connect(ctx, link, endpoint, topics=topics)
+        self.link = link
         self.received: list[tuple[float, dict]] = []
         self.until_type = until_type
         self.stop = threading.Event()
@@ -150,7 +151,7 @@ class Subscriber(threading.Thread):
     def run(self):
         while not self.stop.is_set():
             if self.sock.poll(100):
-                message = sockets.receive(self.sock, tuple(messages.SPECS))
+                message = sockets.receive(self.sock, self.link)
                 self.received.append((time.time(), message))
                 if message["type"] == self.until_type:
                     return

@@ -14,9 +14,9 @@ from bus import messages
 from outputs import app_json, overlay
 from outputs.app_json import app_document, camera_of, write_app_json
 from outputs.overlay import STATE_COLOURS, draw_frame, mesh_silhouette, render_overlay
+from outputs.report import read_messages
 from pose.angles import ANGLE_KEYS
 from pose.skeleton import CANONICAL_JOINTS, JOINT_INDEX as J
-from report import read_messages
 
 from conftest import SHARED, VIDEO, free_port, launch
 

@@ -91,7 +91,7 @@ def test_replay_end_follows_the_page(tmp_path):
     import threading
 
     from bus.joblog import JobLogs
-    from stages.history import serve_replay
+    from stages.track.history import serve_replay
 
     server = threading.Thread(target=serve_replay, args=(router, JobLogs(tmp_path, 5)))
     server.start()

@@ -17,7 +17,7 @@ import zmq
 from bus import messages, sockets
 from bus.client import Control
 from bus.joblog import JobLogs
-from bus.monitor import overdue
+from launcher.monitor import overdue
 
 from conftest import ROOT, VIDEO, Collector, alive, children, final_state, free_port, stop
 
@@ -102,7 +102,7 @@ def track_stage_alone(tmp_path):
     def next_resend(timeout_s):
         deadline = time.monotonic() + timeout_s
         while acks.poll(max(1, int((deadline - time.monotonic()) * 1000))):
-            ack = sockets.receive(acks, ("ack",))
+            ack = sockets.receive(acks, "acks")
             if ack["resend"]:
                 return ack["resend"]
         return None

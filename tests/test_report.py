@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from bus import messages
+from outputs.report import __main__ as report_cli, build_report, read_messages, summary, write_report
 from pose.angles import ANGLE_KEYS
-from report import __main__ as report_cli, build_report, read_messages, summary, write_report
 
 from conftest import VIDEO, launch
 

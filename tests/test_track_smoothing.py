@@ -1,8 +1,8 @@
 import numpy as np
 
 from bench.tracking import step_lag
+from pose.rotations import exp_map
 from tests.track_helpers import frame, person, run
-from tracking.rotations import exp_map
 from tracking.smoothing import OneEuroFilter, smooth_together
 from tracking.tracker import Tracker
 

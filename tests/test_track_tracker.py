@@ -3,9 +3,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from bench.scenes import make_scene, score
+from pose.rotations import exp_map, geodesic_angle
 from tests.track_helpers import frame, person, run
 from tracking.reidentify import ReidGate
-from tracking.rotations import exp_map, geodesic_angle
 from tracking.tracker import Tracker
 
 

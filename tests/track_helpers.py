@@ -6,7 +6,7 @@ import numpy as np
 from bench.scenes import BODY_HEIGHT_M, HEIGHT, WIDTH, box_of, walking_pose
 from pose.camera import default_focal
 from pose.detection import Detection, FrameDetections
-from tracking.rotations import exp_map
+from pose.rotations import exp_map
 
 
 def person(x: float, y: float, height: float = 300.0, score: float = 0.9,

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pose import rotations
 from pose.detection import Detection
-from tracking import rotations
 
 Fields = dict[str, np.ndarray]
 

@@ -22,9 +22,6 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 # How long a stream may take to answer, and then to send each frame, before its job ends with an error
 # (OpenCV's FFmpeg backend, CAP_PROP_OPEN/READ_TIMEOUT_MSEC; without them a silent server blocks for ever).
 STREAM_TIMEOUT_MS = 10_000
-# Frames are downscaled to this longer side at most: 8K frames would be 100 MB each on the bus
-# (and ×32 held by decode for resending), while the detectors look at ≤ 256-px crops anyway.
-DEFAULT_MAX_SIDE = 3840
 
 
 class SourceError(Exception):

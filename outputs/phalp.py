@@ -196,6 +196,21 @@ def phalp_results(frames: Sequence[TrackedFrame], width: int, height: int, frame
     return results
 
 
+def tracked_frames(messages: list[dict]) -> list[TrackedFrame]:
+    """A job's published ``frame`` messages back as the tracker's frames (the values published, float32)."""
+    return [TrackedFrame(m["index"], m["pts_ms"], [
+        TrackedPerson(p["track_id"], p["state"], p["confidence"], p["frames_since_seen"], Detection(
+            bbox=p["bbox"], score=p["confidence"], keypoints_2d=p["keypoints_2d"], keypoints_3d=p["keypoints_3d"],
+            extras={key: p[key] for key in ("smpl", "camera", "keypoints_3d_native") if key in p}))
+        for p in m["people"]]) for m in messages if m["type"] == "frame"]
+
+
+def write_phalp(messages: list[dict], path: str | Path) -> Path:
+    """PHALP's results file of a job's published messages (its job_start first)."""
+    start = messages[0]
+    return write_phalp_pkl(path, tracked_frames(messages), start["width"], start["height"])
+
+
 def write_phalp_pkl(path: str | Path, frames: Sequence[TrackedFrame], width: int, height: int, **options) -> Path:
     """Write ``phalp_results(frames, width, height, **options)`` with joblib (compress=3, like PHALP)."""
     path = Path(path)

@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from report.summary import NO_PERSON, TrackSeries
+from outputs.report.summary import NO_PERSON, TrackSeries
 
 # Okabe–Ito colours: distinguishable with the common colour-vision deficiencies.
 STATE_COLOURS = {

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from report import plots, summary
-from report.summary import NO_PERSON, Job
+from outputs.report import plots, summary
+from outputs.report.summary import NO_PERSON, Job
 
 STRIP_ROW_SECONDS = 10  # one strip row per 10 s of video keeps rows comparable across jobs
 STATE_LABELS = {NO_PERSON: "nobody"}

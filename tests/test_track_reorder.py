@@ -1,6 +1,6 @@
 import pytest
 
-from bus.reorder import ReorderBuffer, ReorderOverflow
+from stages.track.reorder import ReorderBuffer, ReorderOverflow
 
 
 def test_out_of_order_items_come_out_in_order_per_job():

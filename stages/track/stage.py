@@ -1,53 +1,56 @@
-"""The track stage's core: each job's publishing state, and turning its detections into public messages.
+"""The track stage's core: each job through its phases, and its detections turned into public messages.
 
 Detections come from all workers in any order; a reorder buffer hands them to
 the job's tracker in frame order, and every frame the tracker releases becomes one
 ``frame`` message, between the job's ``job_start`` and ``job_end``, with
 ``track_event`` messages as tracks are born, confirmed, lost, re-identified and
 ended. Jobs are published one after another, never interleaved. ``TrackStage`` is
-fed by the socket loop of ``stages.track`` (live) or by a recording (replay); it is
-handed the sockets it sends on and never sets one up.
+fed by the socket loop of ``stages.track.process`` (live) or by a recording (replay); it is
+handed the sockets it sends on and never sets one up, and takes its settings by option name.
 """
 from __future__ import annotations
 
-import argparse
-import json
+import enum
 import logging
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import zmq
 
-from bus import codec, messages, sockets
+from bus import messages
 from bus.events import event
 from bus.joblog import JobLogs
-from bus.log import MessageLog
 from bus.metrics import StageMetrics
-from bus.reorder import ReorderBuffer, ReorderOverflow
-from outputs import OUTPUT_FILES, write_files
+from options.groups import TRACKER
 from pose import camera
 from pose.angles import ANGLE_KEYS
 from pose.detection import FrameDetections, in_source_pixels
 from pose.skeleton import CANONICAL_JOINTS, HMR2_JOINTS
-from stages.delivery import Delivery
+from stages.track.delivery import Receiver
+from stages.track.reorder import ReorderBuffer, ReorderOverflow
+from stages.track.sinks import FilesSink, JobLogSink, JsonLinesSink, Recording, ResultsSink, Sink, StatusSink
 from tracking.iou import IouTracker
-from tracking.phalp_export import write_phalp_pkl
 from tracking.tracker import Tracker
 from tracking.types import TrackedFrame
 
-RECORDED_STREAMS = ("events", "detections", "results")
 MAX_EARLY_JOBS = 8
 NATIVE_JOINTS = {"hmr2": HMR2_JOINTS}  # names of each detector's keypoints_3d_native
-TRACKER_OPTIONS = ("lookahead", "subjects", "smoothing", "n_init", "max_age")  # a job may override these
 
 
-def make_tracker(kind: str, options: dict):
+def make_tracker(kind: str, settings: Mapping[str, Any]):
     """The tracker for one job: ``phalp`` (the PHALP-style Tracker) or ``iou`` (the plain baseline)."""
     if kind == "iou":
         return IouTracker()
-    return Tracker(**{key: options[key] for key in TRACKER_OPTIONS if key in options})
+    return Tracker(**TRACKER.values(settings))
+
+
+class Phase(enum.Enum):
+    WAITING = "waiting"  # decode told us of it; nothing published yet (job_start waits for frame 0)
+    PUBLISHING = "publishing"  # job_start published; frames go out in order as they are ready
+    ENDING_ALONE = "ending alone"  # its job_end came without a job_start: only the job_end is published
 
 
 @dataclass
@@ -55,23 +58,13 @@ class Job:
     """One job's publishing state."""
 
     id: str
+    phase: Phase = Phase.WAITING
     start: dict | None = None  # job_start from decode, once it arrived
     end: dict | None = None  # job_end from decode: how many frames to expect
     tracker: object = None  # made when the job starts publishing
     published: int = 0
     with_person: int = 0
     frame_info: dict = field(default_factory=dict)  # index -> (timestamps, detection failed)
-    last_progress: float = field(default_factory=time.monotonic)
-    last_detection: float = field(default_factory=time.monotonic)
-    detection_latency: float = 0.0  # running mean, s: how long to wait before asking decode to resend
-    resend_tries: dict = field(default_factory=dict)  # index -> times asked
-    # index -> when it was last seen missing with later frames in, or asked for
-    missing_since: dict = field(default_factory=dict)
-    acked_upto: int = 0
-    out_file: object = None
-    kept_frames: list[TrackedFrame] | None = None  # for the PHALP export
-    log: MessageLog | None = None  # the job's results log, for replay and the output files
-    recording: dict[str, MessageLog] | None = None  # stream name -> log, with --record
 
 
 def public_job_start(start: dict, first_detections: dict | None) -> dict:
@@ -102,46 +95,44 @@ def in_source_frame(start: dict, frame: FrameDetections) -> FrameDetections:
 class TrackStage:
     """The stage's logic, fed by the socket loop (live) or by a recording (replay).
 
-    ``clock`` stamps each frame's ``published`` time; a replay passes None so that
+    ``settings``: the track, tracker and outputs options by name (a job's own options override the
+    tracker's). ``clock`` stamps each frame's ``published`` time; a replay passes None so that
     the same recording always gives byte-identical output. ``metrics`` counts what it publishes.
     """
 
-    def __init__(self, results: zmq.Socket, status: zmq.Socket | None, args: argparse.Namespace, log,
+    def __init__(self, results: zmq.Socket, status: zmq.Socket | None, settings: Mapping[str, Any], log,
                  clock=time.time, acks: zmq.Socket | None = None, metrics: StageMetrics | None = None):
         self.metrics = metrics or StageMetrics("track", "replay")
         self.results = results
         self.clock = clock
-        self.status = status
-        self.args = args
+        self.settings = settings
         self.subscriptions = 0
-        self.gate_open = args.wait_subscribers <= 0  # opens once, at the N-th subscription
+        self.gate_open = settings["wait_subscribers"] <= 0  # opens once, at the N-th subscription
         self.log = log
         self.jobs: dict[str, Job] = {}
         self.order: list[str] = []  # jobs in the order decode started them
         self.early_jobs: OrderedDict[str, None] = OrderedDict()  # detections seen, job_start not yet
         self.reorder = ReorderBuffer()
-        self.delivery = Delivery(acks, self.reorder, log, self.metrics)
-        self.logs = JobLogs(args.job_log, args.keep_jobs)
-        # Output files can take minutes (an overlay decodes the whole video again): written on a thread of
-        # their own, one job after another, so that the loop goes on publishing, and heart-beating, meanwhile.
-        self.output_writer = ThreadPoolExecutor(1, thread_name_prefix="outputs")
+        self.delivery = Receiver(acks, self.reorder, log, self.metrics)
+        self.logs = JobLogs(settings["job_log"], settings["keep_jobs"])
+        self.recording = Recording(settings["record"])
+        self.files = FilesSink(settings, log)
+        self.sinks: tuple[Sink, ...] = (StatusSink(status), JobLogSink(self.logs), ResultsSink(results, self.metrics),
+                                        self.recording, JsonLinesSink(settings["out"]), self.files)
+
+    def close(self) -> None:
+        """Wait for the output files still being written."""
+        self.files.shutdown()
 
     def job(self, job_id: str) -> Job:
         """The job decode told us about (only decode's events create jobs)."""
         if job_id not in self.jobs:
-            job = self.jobs[job_id] = Job(job_id)
+            self.jobs[job_id] = Job(job_id)
             self.order.append(job_id)
             self.early_jobs.pop(job_id, None)
-            if self.args.record is not None:
-                folder = self.args.record / job_id
-                job.recording = {name: MessageLog(folder / f"{name}.log") for name in RECORDED_STREAMS}
-                for message in self.reorder.waiting_items(job_id):  # arrived before its job_start
-                    job.recording["detections"].write(message)
+            for message in self.reorder.waiting_items(job_id):  # arrived before its job_start
+                self.recording.record(job_id, "detections", message)
         return self.jobs[job_id]
-
-    def record(self, job: Job, stream: str, message: dict) -> None:
-        if job.recording is not None:
-            job.recording[stream].write(message)
 
     # --- inputs ------------------------------------------------------------
     def on_subscription(self, frame: bytes) -> None:
@@ -149,12 +140,12 @@ class TrackStage:
             self.subscriptions += 1
         elif frame[:1] == b"\x00":
             self.subscriptions -= 1
-        self.gate_open = self.gate_open or self.subscriptions >= self.args.wait_subscribers
+        self.gate_open = self.gate_open or self.subscriptions >= self.settings["wait_subscribers"]
 
     def on_event(self, message: dict) -> None:
         job = self.job(message["job"])
-        job.last_progress = time.monotonic()
-        self.record(job, "events", message)
+        self.delivery.progressed(job.id)
+        self.recording.record(job.id, "events", message)
         if message["type"] == "job_start":
             job.start = message
         else:
@@ -162,18 +153,17 @@ class TrackStage:
 
     def on_detections(self, message: dict) -> None:
         job_id = message["job"]
-        job = self.jobs.get(job_id)
-        if job is None:
+        if job_id not in self.jobs:
             self.hold_early(job_id)
         else:
-            self.record(job, "detections", message)
-            job.last_progress = time.monotonic()
-            self.delivery.detection_arrived(job, message)
+            self.recording.record(job_id, "detections", message)
+            self.delivery.progressed(job_id)
+            self.delivery.detection_arrived(message)
         try:
             if not self.reorder.add(job_id, message["index"], message):
                 event(self.log, logging.DEBUG, "duplicate_dropped", job=job_id, frame=message["index"])
         except ReorderOverflow as exc:
-            event(self.log, logging.ERROR, "reorder_overflow", job=job.id, frame=message["index"], error=exc)
+            event(self.log, logging.ERROR, "reorder_overflow", job=job_id, frame=message["index"], error=exc)
 
     def hold_early(self, job_id: str) -> None:
         """Detections may overtake their job's job_start (another link); keep a few such jobs' frames."""
@@ -185,8 +175,12 @@ class TrackStage:
             event(self.log, logging.WARNING, "unknown_job_dropped", job=stale, reason="no job_start came")
 
     def request_missing(self) -> None:
-        """Ask decode again for the head job's frames that have not come (``Delivery.request_missing``)."""
-        if self.order and self.delivery.request_missing(self.jobs[self.order[0]]):
+        """Ask decode again for the head job's frames that have not come (``Receiver.request_missing``)."""
+        if not self.order:
+            return
+        job = self.jobs[self.order[0]]
+        if job.start is not None and self.delivery.request_missing(
+                job.id, job.start["fps"], job.end["frames"] if job.end is not None else None):
             self.pump()
 
     def fail_stalled(self) -> None:
@@ -194,40 +188,36 @@ class TrackStage:
         if not self.order:
             return
         job = self.jobs[self.order[0]]
-        end = self.delivery.stalled_end(job, self.args.stall_timeout)
+        end = self.delivery.stalled_end(job.id, self.settings["stall_timeout"])
         if end is None:
             return
         job.end = end
-        if job.tracker is None:
+        if job.phase is Phase.WAITING:
             job.start = None  # publish only the error
         self.pump(force_end=True)
 
     # --- output ------------------------------------------------------------
     def publish(self, job: Job, message: dict) -> None:
-        job.log.write(message)  # first: whoever sees it live can already replay it
-        sockets.send(self.results, message)
-        self.metrics.sent(message)
-        self.record(job, "results", message)
-        if job.out_file is not None:
-            job.out_file.write(json.dumps(codec.to_json_compatible(message)) + "\n")
+        for sink in self.sinks:
+            sink.write(job.id, message, (job.published, job.with_person))
 
     def pump(self, force_end: bool = False) -> None:
         """Publish whatever is ready, head job first (``force_end``: the head job ends now)."""
         while self.gate_open and self.order:
             job = self.jobs[self.order[0]]
-            if job.tracker is None and not self.begin(job):
+            if job.phase is Phase.WAITING and not self.begin(job):
                 return
-            for index, detections in self.reorder.ready(job.id):
-                job.frame_info[index] = (detections.get("timestamps", {}), detections.get("error") is not None)
-                frame = in_source_frame(job.start, messages.frame_detections(detections))
-                self.publish_tracked(job, job.tracker.push(frame))
-                job.last_progress = time.monotonic()
-            self.delivery.acknowledge(job)
-            if not force_end and job.start is not None and (
-                    job.end is None or self.reorder.next_index(job.id) < job.end["frames"]):
-                return
+            if job.phase is Phase.PUBLISHING:
+                for index, detections in self.reorder.ready(job.id):
+                    job.frame_info[index] = (detections.get("timestamps", {}), detections.get("error") is not None)
+                    frame = in_source_frame(job.start, messages.frame_detections(detections))
+                    self.publish_tracked(job, job.tracker.push(frame))
+                    self.delivery.progressed(job.id)
+                self.delivery.acknowledge(job.id)
+                if not force_end and (job.end is None or self.reorder.next_index(job.id) < job.end["frames"]):
+                    return
+                self.publish_tracked(job, job.tracker.finish())
             force_end = False
-            self.publish_tracked(job, job.tracker.finish())
             self.finish(job)
 
     def begin(self, job: Job) -> bool:
@@ -235,24 +225,24 @@ class TrackStage:
         if job.end is not None and job.start is None:
             # The source never opened, or this stage was restarted after the job began: without a
             # job_start, the job publishes its job_end alone, whatever detections came.
-            job.tracker = IouTracker()
-            job.log = self.logs.open(job.id)
+            job.phase = Phase.ENDING_ALONE
             self.reorder.forget(job.id)
+            self.open(job)
             return True
         first = self.reorder.peek(job.id, 0)
         # Frame 0 comes even after job_end (decode runs ahead of the workers), or is published as failed.
         if job.start is None or (first is None and (job.end is None or job.end["frames"] > 0)):
             return False
-        options = {**vars(self.args), **job.start.get("options", {})}
-        job.tracker = make_tracker(options["tracker"], options)
-        if self.args.out is not None:
-            self.args.out.mkdir(parents=True, exist_ok=True)
-            job.out_file = open(self.args.out / f"{job.id}.jsonl", "w")
-        if self.args.phalp_pkl is not None:
-            job.kept_frames = []
-        job.log = self.logs.open(job.id)
+        settings = {**self.settings, **job.start.get("options", {})}
+        job.tracker = make_tracker(settings["tracker"], settings)
+        job.phase = Phase.PUBLISHING
+        self.open(job)
         self.publish(job, public_job_start(job.start, first))
         return True
+
+    def open(self, job: Job) -> None:
+        for sink in self.sinks:
+            sink.open(job.id)
 
     def publish_tracked(self, job: Job, frames: list[TrackedFrame]) -> None:
         for change in job.tracker.events:
@@ -265,36 +255,20 @@ class TrackStage:
             message = messages.frame(job.id, tracked.index, tracked.pts_ms, people)
             message["detection_failed"] = failed
             message["timestamps"] = {**timestamps, **({"published": self.clock()} if self.clock else {})}
-            self.publish(job, message)
             job.published += 1
             job.with_person += bool(people)
-            if job.kept_frames is not None:
-                job.kept_frames.append(tracked)
-            if self.status is not None:
-                sockets.send(self.status, messages.progress(job.id, job.published, job.with_person))
+            self.publish(job, message)
 
     def finish(self, job: Job) -> None:
         error = job.end.get("error")
         if job.published != job.end["frames"] and not error:
             error = f"published {job.published} of {job.end['frames']} frames"
         end = messages.job_end(job.id, job.published, error)
-        if self.status is not None:  # first, so the job is done for the launcher when a backend sees job_end
-            sockets.send(self.status, end)
         self.publish(job, end)
-        if job.out_file is not None:
-            job.out_file.close()
-        for recording in (job.recording or {}).values():
-            recording.close()
-        if job.kept_frames is not None and job.start is not None:
-            path = self.args.phalp_pkl
-            write_phalp_pkl(path if path.suffix == ".pkl" else path / f"{job.id}.pkl", job.kept_frames,
-                            job.start["width"], job.start["height"])
-        job.log.close()
-        wanted = {name: getattr(self.args, name) for name in OUTPUT_FILES}
-        if any(wanted.values()):  # read now: newer jobs' logs may push it out
-            self.output_writer.submit(write_files, wanted, job.id, job.start, job.end, self.logs.messages(job.id),
-                                      self.log)
+        for sink in self.sinks:
+            sink.close(job.id, job.start, job.end)
         event(self.log, logging.INFO, "job_published", job=job.id, frames=job.published, status=end["status"])
         self.reorder.forget(job.id)
+        self.delivery.forget(job.id)
         del self.jobs[job.id]
         self.order.pop(0)

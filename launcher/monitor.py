@@ -25,7 +25,7 @@ import time
 
 import zmq
 
-from bus import codec, messages, sockets
+from bus import sockets
 from bus.security import Curve
 
 STAGE_ORDER = ("decode", "detect", "track")
@@ -50,7 +50,7 @@ class MetricsRelay(threading.Thread):
         self.outbox = sockets.bind(ctx, "metrics", public_endpoint, security=security)
         self.exporter = None
         if prometheus_port is not None:
-            from bus.prometheus import PrometheusExporter  # prometheus-client is optional
+            from launcher.prometheus import PrometheusExporter  # prometheus-client is optional
 
             self.exporter = PrometheusExporter(prometheus_port)
         self.bad = sockets.Counter("launch")
@@ -75,8 +75,8 @@ class MetricsRelay(threading.Thread):
     def relay_one(self) -> None:
         parts = self.inbox.recv_multipart(copy=False)
         try:
-            message = messages.validate(codec.decode(parts[1:]), ("metrics",))
-        except ValueError as exc:
+            message = sockets.parse(parts, "stage_metrics")
+        except sockets.MALFORMED as exc:
             self.bad.drop(exc)
             return
         self.last_heard[message["pid"]] = time.monotonic()
@@ -154,7 +154,7 @@ def collect(sock: zmq.Socket, latest: dict[str, dict], seconds: float, until_any
     deadline = time.monotonic() + seconds
     while (left := deadline - time.monotonic()) > 0 and not (until_any and latest):
         if sock.poll(int(left * 1000) + 1):
-            message = sockets.receive(sock, ("metrics",))
+            message = sockets.receive(sock, "metrics")
             latest[f"{message['stage']}/{message['worker']}"] = message
 
 

@@ -2,7 +2,7 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 from scipy.spatial.transform import Rotation
 
-from tracking.rotations import exp_map, geodesic_angle, log_map, slerp
+from pose.rotations import exp_map, geodesic_angle, log_map, slerp
 
 rotvecs = st.lists(st.floats(-3.0, 3.0), min_size=3, max_size=3).map(np.array)
 

@@ -1,8 +1,8 @@
 import joblib
 import numpy as np
 
+from outputs.phalp import box_rle, crop_camera, expand_to_aspect, write_phalp_pkl
 from tests.track_helpers import frame, person, run
-from tracking.phalp_export import box_rle, crop_camera, expand_to_aspect, write_phalp_pkl
 from tracking.tracker import Tracker
 
 PER_PERSON = {"tid", "bbox", "tracked_time", "center", "scale", "size", "img_path", "img_name", "class_name", "conf",

@@ -1,0 +1,70 @@
+"""The pipeline's option tables: decode, track (with the tracker's own), outputs; and the detector choice.
+
+Each detector declares its own options in its module (``detectors.register``); the
+launcher takes every option here whose ``takers`` name it and hands each stage its own.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from bus.schema import Between, Enum
+from options import LAUNCH, Option, Table
+
+TRACKERS = ("phalp", "iou")
+
+DETECTOR = Option("--detector", "which detector the workers run (default %(default)s)", default="blazepose",
+                  takers=(LAUNCH, "detect"), job=str)  # its choices: the registered detectors (detectors.table)
+DETECT = Table("detect", (DETECTOR,))
+# Shared by the detectors that find people with BlazePose (BlazePose, HMR 2.0's BlazePose boxes): detectors.second_look.
+SECOND_LOOK = Option("--no-second-look", "keep every pose BlazePose finds, and no second looks (by default poses "
+                                         "that are no plausible person are dropped; where the followed person is "
+                                         "missed, a crop around where they are expected is looked at again, turned "
+                                         "for inverted bodies; where nobody is found, tiles are searched)",
+                     bool, True, dest="second_look", job=bool)
+
+DECODE = Table("decode", (
+    # 3840: 8K frames would be 100 MB each on the bus (and ×32 held by decode for resending), while the
+    # detectors look at ≤ 256-px crops anyway.
+    Option("--max-side", "downscale frames whose longer side exceeds PX before detection (INTER_AREA, aspect "
+                         "kept); results stay in the source's pixels (default %(default)s)",
+           int, 3840, (LAUNCH, "decode"), metavar="PX", job=Between(int, 16, 8192)),  # the image message's limit
+    Option("--jpeg", "send frames as JPEG of this quality instead of raw pixels (for workers on other hosts)",
+           int, takers=(LAUNCH, "decode"), metavar="QUALITY"),
+    Option("--realtime", "decode at the source's frame rate, like a camera", bool, False, (LAUNCH, "decode")),
+    Option("--fps", "frame rate for image folders and streams", float, takers=("decode",),
+           job=Between(float, 0.01, 1000)),
+))
+
+# What each job's tracker is built with (tracking.tracker.Tracker's keywords).
+TRACKER = Table("tracker", (
+    Option("--lookahead", "frames held back to interpolate gaps (0: strictly causal; default %(default)s)",
+           int, 8, (LAUNCH, "track"), metavar="K", job=Between(int, 0, 1000)),
+    Option("--subjects", "1: keep a primary subject (the rider) first in every frame (default)", int, 1,
+           (LAUNCH, "track"), choices=(0, 1), job=Enum((0, 1))),
+    Option("--no-smoothing", "publish unsmoothed values", bool, True, (LAUNCH, "track"), dest="smoothing",
+           job=bool),
+    Option("--n-init", "hits that confirm a track (default %(default)s)", int, 3, (LAUNCH, "track"),
+           job=Between(int, 1, 100)),
+    Option("--max-age", "missed frames that end a track (default %(default)s)", int, 30, (LAUNCH, "track"),
+           job=Between(int, 0, 100_000)),
+))
+
+TRACK = Table("track", (
+    Option("--tracker", "phalp: PHALP-style tracker that fills every frame; iou: plain box matching", str,
+           "phalp", (LAUNCH, "track"), choices=TRACKERS, job=Enum(TRACKERS)),
+    Option("--stall-timeout", "end a job with an error when it makes no progress for S seconds "
+                              "(default %(default)s)", float, 300.0, (LAUNCH, "track"), metavar="S"),
+    Option("--wait-subscribers", "hold publishing until N subscriptions have arrived", int, 0, (LAUNCH, "track"),
+           metavar="N"),
+))
+
+# The per-job files (--report, --overlay, ...) are outputs.FILES; outputs.table() is this and those.
+OUTPUTS = Table("outputs", (
+    Option("--out", "also write each job's results to DIR/<job>.jsonl", Path, takers=(LAUNCH, "track"),
+           metavar="DIR"),
+    Option("--job-log", "per-job results logs, for replay (default %(default)s)", Path,
+           Path("~/.cache/posebus/jobs").expanduser(), (LAUNCH, "track"), metavar="DIR"),
+    Option("--keep-jobs", "job logs kept (default %(default)s)", int, 50, (LAUNCH, "track"), metavar="N"),
+    Option("--record", "save every bus stream of each job to DIR/<job>/ (replay a stage alone on it)", Path,
+           takers=(LAUNCH, "decode", "track"), metavar="DIR"),
+))

@@ -1,0 +1,4 @@
+from stages import runtime
+from stages.track.process import main
+
+runtime.run(main)

@@ -1,0 +1,109 @@
+"""The track stage in this process (no stage process, no launcher): resending, stalls, the order of jobs."""
+import argparse
+import logging
+import time
+
+import pytest
+import zmq
+
+import options
+from bus import messages, sockets
+from options.groups import TRACK, TRACKER
+from outputs import table as outputs_table
+from stages.track import delivery
+from stages.track.stage import TrackStage
+
+FRAMES = 4
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """Seconds to add to time.monotonic, as the stage sees it."""
+    ahead = [0.0]
+    real = time.monotonic
+    monkeypatch.setattr(delivery.time, "monotonic", lambda: real() + ahead[0])
+    return ahead
+
+
+@pytest.fixture
+def stage(tmp_path):
+    parser = argparse.ArgumentParser()
+    options.add_flags(parser, "track", TRACK, TRACKER, outputs_table())
+    settings = vars(parser.parse_args(["--job-log", str(tmp_path / "logs"), "--stall-timeout", "60"]))
+    ctx = zmq.Context()
+    acks = sockets.bind(ctx, "acks", "inproc://acks")
+    stage = TrackStage(sockets.bind(ctx, "results", "inproc://results"), None, settings,
+                       logging.getLogger("posebus.test"), clock=None, acks=acks)
+    stage.decode = sockets.connect(ctx, "acks", "inproc://acks")  # decode's end, to read the acks
+    yield stage
+    stage.close()
+    ctx.destroy(linger=0)
+
+
+def acks(stage) -> list[dict]:
+    got = []
+    while stage.decode.poll(100):
+        got.append(sockets.receive(stage.decode, "acks"))
+    return got
+
+
+def detected(*indices: int) -> list[dict]:
+    return [messages.detections("j", i, i * 1000 / 30, []) for i in indices]
+
+
+def published(stage) -> list[tuple[str, int | None]]:
+    return [(m["type"], m.get("index", m.get("frames"))) for m in stage.logs.messages("j")]
+
+
+def start(stage, *indices):
+    stage.on_event(messages.job_start("j", "clip.mp4", 30.0, 64, 48, FRAMES))
+    for message in detected(*indices):
+        stage.on_detections(message)
+    stage.pump()
+
+
+def test_a_frame_missing_while_later_ones_come_is_asked_for_again_then_published_in_order(stage, clock):
+    start(stage, 0, 2, 3)
+    assert acks(stage) == [messages.ack("j", 1, [])]  # frame 0 is done
+    stage.request_missing()
+    assert acks(stage) == []  # missing for less than the resend wait
+    clock[0] += delivery.RESEND_AFTER_MIN_S
+    stage.request_missing()
+    assert acks(stage) == [messages.ack("j", 1, [1])]
+    stage.on_detections(detected(1)[0])
+    stage.on_event(messages.job_end("j", FRAMES))
+    stage.pump()
+    assert published(stage) == [("job_start", None), *(("frame", i) for i in range(FRAMES)), ("job_end", FRAMES)]
+
+
+def test_a_frame_that_never_comes_is_published_as_failed_after_the_last_try(stage, clock):
+    start(stage, 0, 2, 3)
+    stage.on_event(messages.job_end("j", FRAMES))
+    for _ in range(delivery.MAX_DETECTION_TRIES + 1):
+        clock[0] += delivery.RESEND_AFTER_MIN_S
+        stage.request_missing()
+    assert [ack["resend"] for ack in acks(stage) if ack["resend"]] == [[1]] * delivery.MAX_DETECTION_TRIES
+    frames = [m for m in stage.logs.messages("j") if m["type"] == "frame"]
+    assert [m["detection_failed"] for m in frames] == [False, True, False, False]
+    assert stage.logs.messages("j")[-1]["status"] == "ok"
+
+
+def test_a_job_that_nothing_moves_ends_with_an_error_after_the_stall_timeout(stage, clock):
+    start(stage, 0)
+    clock[0] += 59
+    stage.fail_stalled()
+    assert published(stage) == [("job_start", None)]  # frame 0 is held for the look-ahead
+    clock[0] += 2
+    stage.fail_stalled()
+    assert published(stage) == [("job_start", None), ("frame", 0), ("job_end", 1)]
+    end = stage.logs.messages("j")[-1]
+    assert end["frames"] == 1 and end["error"].startswith("stalled: no progress")
+    assert not stage.jobs
+
+
+def test_a_job_stalled_before_its_first_frame_publishes_its_job_end_alone(stage, clock):
+    start(stage)
+    clock[0] += 61
+    stage.fail_stalled()
+    assert published(stage) == [("job_end", 0)]
+    assert stage.logs.messages("j")[0]["status"] == "error"
