@@ -232,3 +232,19 @@ def test_a_new_track_that_continues_a_lost_one_is_merged_at_confirmation():
     assert {p.track_id for f in out for p in f.people} == {1}
     assert ("reidentified", 1, 26) in [(e.kind, e.track_id, e.index) for e in tracker.events]
     assert [f.people[0].state for f in out[20:26]] == ["interpolated"] * 6
+
+
+def test_a_stand_in_track_during_a_gap_is_relabelled_when_the_person_is_found_again():
+    # treeline-jump 48-53: the rider missed, a taller pose of them (box 1.5x, torso colours shifted) starts a
+    # second track for 3 frames, then the rider is found again in place: one person, one id, no ghost beside.
+    shifted = RIDER + 2.0 * np.eye(8)[1]  # cosine distance ~0.45: unlike enough to fail re-identification
+    frames = [frame(i, described(person(300 + 4 * i, 400), RIDER)) for i in range(20)]
+    frames += [frame(i, described(person(300 + 4 * i, 390, height=450), shifted)) for i in range(20, 23)]
+    frames += [frame(i) for i in range(23, 25)]
+    frames += [frame(i, described(person(300 + 4 * i, 400), RIDER)) for i in range(25, 45)]
+    tracker = Tracker(lookahead=8, subjects=1)
+    out = run(tracker, frames)
+    assert {p.track_id for f in out for p in f.people} == {1}
+    assert all(len(f.people) == 1 for f in out)
+    assert [f.people[0].state for f in out[20:25]] == ["observed"] * 3 + ["interpolated"] * 2
+    assert ("ended", 2, 25) in [(e.kind, e.track_id, e.index) for e in tracker.events]

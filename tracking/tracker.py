@@ -248,11 +248,13 @@ class Tracker:
             matched = {c: tracks[r].track_id for r, c in zip(rows, cols) if cost[r, c] <= self.max_cost}
             matched |= self._rematch_by_overlap(tracks, expected, detections, matched)
             matched |= self._reidentify(tracks, expected, detections, frames_since_seen, matched)
+        refound = [self._tracks[track_id] for track_id in matched.values() if self._tracks[track_id].lost]
         for row, detection in enumerate(detections):
             if row in matched:
                 self._observe(self._tracks[matched[row]], index, detection)
             else:
                 self._start(index, detection)
+        self._absorb_stand_ins(refound, index, set(matched.values()))
         return set(matched.values())
 
     def _rematch_by_overlap(self, tracks: list[_Track], expected: list[Detection], detections: list[Detection],
@@ -285,8 +287,9 @@ class Tracker:
         return {detection_rows[c]: tracks[track_rows[r]].track_id for r, c in unique_pairs(candidates)}
 
     def _reid_candidates(self, tracks: list[_Track], expected: list[Detection], frames_unseen: np.ndarray,
-                         detections: list[Detection]) -> np.ndarray:
-        """(T, D) bool: each detection within each lost track's reach, of its size and appearance."""
+                         detections: list[Detection], in_place_counts: bool = False) -> np.ndarray:
+        """(T, D) bool: each detection within each lost track's reach, of its size and appearance (or, with
+        ``in_place_counts``, where the track was expected: box IoU ≥ ``ghost_iou``)."""
         recent = [t.latest(self.motion.history) for t in tracks]
         speeds = np.array([speed(np.array([o.fields["bbox"] for o in r]), np.array([o.index for o in r]))
                            for r in recent])
@@ -298,8 +301,16 @@ class Tracker:
         # from a false detection in a crowd or clutter (bench.scenes without appearance: 4x the ID switches).
         described = np.outer([e.extras.get("appearance") is not None for e in expected],
                              [d.extras.get("appearance") is not None for d in detections])
-        alike = appearance_distance(expected, detections, frames_unseen) <= self.reid.max_appearance
-        return candidates & described & alike
+        unlike = appearance_distance(expected, detections, frames_unseen)
+        evidence = unlike <= self.reid.max_appearance
+        if in_place_counts:
+            # Where the track was expected is the person whose ghost would stand there (_ghosts), unless they
+            # look unlike it: a pose box that grows as a rider lands shifts the torso colours appearance is
+            # taken from (treeline-jump: 0.42 between the rider's own boxes; two people ~1).
+            in_place = iou_matrix(np.array([e.bbox for e in expected], dtype=np.float64),
+                                  np.array([d.bbox for d in detections], dtype=np.float64)) >= self.ghost_iou
+            evidence |= in_place & (unlike <= 2 * self.reid.max_appearance)
+        return candidates & described & evidence
 
     def _start(self, index: int, detection: Detection) -> None:
         first = _Observation(index, detection, to_fields(detection))
@@ -385,18 +396,41 @@ class Tracker:
             for track, first in zip(new, firsts)])
 
     def _merge(self, new: _Track, into: _Track, index: int) -> None:
-        """``new``'s observations continue ``into``; ``new`` (never published) ends here."""
-        for observation in new.observations:
-            self._append(into, observation)
-        into.hits += new.hits
-        into.area_seen += new.area_seen
-        if new.appearance is not None:
-            into.appearance = new.appearance if into.appearance is None else (
-                _APPEARANCE_MEMORY * into.appearance + (1 - _APPEARANCE_MEMORY) * new.appearance)
+        """``new``'s observations continue the lost ``into``; ``new`` (never published) ends here."""
+        self._absorb(new, into, index)
         into.lost = False
         self.events.append(TrackEvent("reidentified", into.track_id, new.first.index))
-        self._end(new, index)
-        del self._tracks[new.track_id]
+
+    def _absorb_stand_ins(self, refound: list[_Track], index: int, matched: set[int]) -> None:
+        """Lost tracks found again this frame: a younger track that stood in for one during its gap (born after
+        it was last seen, not seen since, last expected where it is found again: ``_continues``' gate, being in
+        place counts) was that person. Its observations fill the gap, relabelled while still in the window."""
+        for track in refound if self.reid is not None else ():
+            before = track.observations[-2].index  # the observation before the gap; the last is this frame's
+            stand_ins = [t for t in self._live() if t is not track and t.track_id not in matched
+                         and t.first.index > before and t.last.index < index]
+            if not stand_ins:
+                continue
+            found = track.observations[-1]
+            candidates = self._reid_candidates(stand_ins, [self._expected(t, index) for t in stand_ins],
+                                               np.array([index - t.last.index for t in stand_ins]),
+                                               [from_fields(found.detection, found.fields)], in_place_counts=True)[:, 0]
+            if candidates.sum() == 1:
+                self._absorb(stand_ins[int(np.argmax(candidates))], track, index)
+
+    def _absorb(self, source: _Track, into: _Track, index: int) -> None:
+        """``source``'s observations become ``into``'s (in frame order); ``source`` ends here."""
+        observations = sorted([*into.observations, *source.observations], key=lambda o: o.index)
+        whole = len(observations) - self._working_window  # those before it keep only what motion recalls
+        into.observations = deque((o.recalled() if i < whole and not o.fields.keys() <= _RECALLED else o
+                                   for i, o in enumerate(observations)), maxlen=into.observations.maxlen)
+        into.hits += source.hits
+        into.area_seen += source.area_seen
+        if source.appearance is not None:
+            into.appearance = source.appearance if into.appearance is None else (
+                _APPEARANCE_MEMORY * into.appearance + (1 - _APPEARANCE_MEMORY) * source.appearance)
+        self._end(source, index)
+        del self._tracks[source.track_id]
 
     def _age_tracks(self, index: int, matched: set[int]) -> None:
         """Tracks missed in this frame: tentative ones end, confirmed ones are lost, then end after max_age."""
