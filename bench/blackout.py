@@ -17,7 +17,8 @@ scored against the same pipeline on the untouched video:
   last observed values (PHALP's ghost). Both runs smooth alike, so the distance is the
   filling's. A burst longer than the look-ahead starts with predicted frames.
 
-Clips: vid.mp4 (one runner) and ``two_runners`` (two time-shifted copies of it side by side).
+Clips: vid.mp4 (one runner) and two runners (``bench.blazepose.two_runners_frames``: its runner beside
+itself 2 s later).
 """
 from __future__ import annotations
 
@@ -26,10 +27,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 import detectors
+from bench.blazepose import two_runners_frames
+from bench.clips import read_video, write_video
 from bench.timing import table
 from bench.tracking import VIDEO, run, withheld_bursts
 from detectors.base import FrameImage
@@ -42,26 +44,6 @@ from video.sources import open_source
 
 SEEDS = range(32)
 LOOKAHEAD = 8
-
-
-def write_video(path: Path, images: list[np.ndarray], fps: float = 30.0) -> Path:
-    """MJPEG in AVI (decodes exactly as it was written, frame for frame)."""
-    height, width = images[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
-    for image in images:
-        writer.write(image)
-    writer.release()
-    return path
-
-
-def read_video(path: Path) -> list[np.ndarray]:
-    return [image for _, _, image in open_source(str(path))]
-
-
-def two_runners(video: Path = VIDEO, shift: int = 45) -> list[np.ndarray]:
-    """(H/2, W, 3) frames: the video at half size twice side by side, the right copy ``shift`` frames ahead."""
-    frames = [cv2.resize(image, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA) for image in read_video(video)]
-    return [np.hstack([frames[i], frames[i + shift]]) for i in range(len(frames) - shift)]
 
 
 def blacked_out(images: list[np.ndarray], blacked: np.ndarray) -> list[np.ndarray]:
@@ -175,7 +157,8 @@ def main(seeds=SEEDS) -> str:
     with tempfile.TemporaryDirectory(prefix="posebus-blackout-") as scratch:
         folder = Path(scratch)
         parts = [section("vid.mp4", read_video(VIDEO), seeds, folder),
-                 section("two runners (vid.mp4 at half size twice, 45 frames apart)", two_runners(), seeds, folder)]
+                 section("two runners (vid.mp4's runner beside itself 2 s later, bench.blazepose.two_runners_frames)",
+                         two_runners_frames(VIDEO), seeds, folder)]
     return "\n\n".join([
         "## Blackout: people lost because the picture goes",
         f"About 35% of the frames blacked out in bursts of 1-15 before decoding, seeds {seeds.start}-{seeds.stop - 1}; "

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 from bench import blackout
+from bench.blazepose import two_runners_frames
+from bench.clips import read_video
 from bench.tracking import withheld_bursts
 
 from conftest import VIDEO
@@ -12,7 +14,7 @@ pytestmark = pytest.mark.skipif(not VIDEO.exists(), reason=f"{VIDEO} not found (
 
 
 def test_the_runner_through_blackouts_keeps_one_identity_and_is_filled_better_than_held(tmp_path):
-    images = blackout.read_video(VIDEO)
+    images = read_video(VIDEO)
     reference, (scored,) = blackout.blackout_scores(images, [7], tmp_path)
     blacked = withheld_bursts(len(images), seed=7)
     assert blacked.mean() > 0.3 and all(f.people for f in reference)
@@ -21,6 +23,14 @@ def test_the_runner_through_blackouts_keeps_one_identity_and_is_filled_better_th
     # hold-last (0.56): its first burst blacks out frames 3-16, three frames into the track, where
     # neither a straight line nor the last pose follows a whole stride (bench/RESULTS.md, Blackout).
     assert scored.fill_px <= 0.6 * scored.hold_px
+
+
+def test_two_runners_through_blackouts_keep_their_own_identities(tmp_path):
+    images = two_runners_frames(VIDEO)
+    reference, (scored,) = blackout.blackout_scores(images, [0], tmp_path)
+    assert all(len(f.people) == 2 for f in reference)
+    assert scored.primary_switches == 0 and scored.duplicate_frames == 0 and scored.identity_swaps == 0
+    assert scored.fill_px <= 0.5 * scored.hold_px
 
 
 def test_scoring_counts_a_second_identity_and_a_doubled_person():
