@@ -5,6 +5,7 @@ from hypothesis import given, settings, strategies as st
 from bench.scenes import make_scene, score
 from pose.rotations import exp_map, geodesic_angle
 from tests.track_helpers import frame, person, run
+from tracking.iou import IouTracker
 from tracking.reidentify import ReidGate
 from tracking.tracker import Tracker
 
@@ -22,6 +23,15 @@ def test_every_frame_once_in_order_within_the_lookahead(lookahead, n_init, subje
             emitted.append(out.index)
     emitted += [out.index for out in tracker.finish()]
     assert emitted == list(range(len(seen)))
+
+
+@pytest.mark.parametrize("tracker", [Tracker(lookahead=4), IouTracker()], ids=["phalp", "iou"])
+def test_each_frames_metadata_comes_out_with_that_frame(tracker):
+    frames = [frame(i, *([person(100 + 10 * i, 400)] if i % 3 else [])) for i in range(12)]
+    for f in frames:
+        f.meta = {"timestamps": {"decoded": 1000.0 + f.index}, "detection_failed": f.index == 5}
+    out = run(tracker, frames)
+    assert [(f.index, f.meta) for f in out] == [(f.index, f.meta) for f in frames]
 
 
 def scripted_gap(lookahead: int) -> list:

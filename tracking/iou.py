@@ -52,7 +52,7 @@ class IouTracker:
             self._boxes[track_id] = detection.bbox
             self._last_seen[track_id] = frame.index
             people.append(TrackedPerson(track_id, "observed", float(detection.score), 0, detection, detection))
-        return [TrackedFrame(frame.index, frame.pts_ms, people)]
+        return [TrackedFrame(frame.index, frame.pts_ms, people, frame.meta)]
 
     def finish(self) -> list[TrackedFrame]:
         return []

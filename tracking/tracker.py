@@ -160,6 +160,7 @@ class _Filled:
 class _PendingFrame:
     index: int
     pts_ms: float
+    meta: dict
 
 
 @dataclass
@@ -199,7 +200,7 @@ class Tracker:
         detections = [d for d in frame.people if d.score >= self.min_score]
         self._age_tracks(frame.index, self._associate(frame.index, detections))
         self._update_primary(frame.index)
-        self._pending.append(_PendingFrame(frame.index, frame.pts_ms))
+        self._pending.append(_PendingFrame(frame.index, frame.pts_ms, frame.meta))
         self._last_index = frame.index
         emitted = []
         while len(self._pending) > self.lookahead:
@@ -500,7 +501,7 @@ class Tracker:
             shown = [pair for pair in shown if pair[0] is not ghost]
             first = seen if ghost is first else first
         shown.sort(key=lambda pair: pair[0] is not first)
-        return TrackedFrame(index, pending.pts_ms, self._publish(shown, pending))
+        return TrackedFrame(index, pending.pts_ms, self._publish(shown, pending), pending.meta)
 
     def _ghosts(self, shown: list[tuple[_Track, _Filled]]) -> list[tuple[_Track, _Track]]:
         """(ghost, seen) pairs: a track predicted or held on this frame where a track born after it was

@@ -21,6 +21,7 @@ class TrackedFrame:
     index: int
     pts_ms: float
     people: list[TrackedPerson] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)  # its FrameDetections' meta
 
 
 @dataclass

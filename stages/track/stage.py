@@ -15,7 +15,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import zmq
@@ -64,7 +64,6 @@ class Job:
     tracker: object = None  # made when the job starts publishing
     published: int = 0
     with_person: int = 0
-    frame_info: dict = field(default_factory=dict)  # index -> (timestamps, detection failed)
 
 
 def public_job_start(start: dict, first_detections: dict | None) -> dict:
@@ -208,8 +207,7 @@ class TrackStage:
             if job.phase is Phase.WAITING and not self.begin(job):
                 return
             if job.phase is Phase.PUBLISHING:
-                for index, detections in self.reorder.ready(job.id):
-                    job.frame_info[index] = (detections.get("timestamps", {}), detections.get("error") is not None)
+                for _, detections in self.reorder.ready(job.id):
                     frame = in_source_frame(job.start, messages.frame_detections(detections))
                     self.publish_tracked(job, job.tracker.push(frame))
                     self.delivery.progressed(job.id)
@@ -249,12 +247,12 @@ class TrackStage:
             self.publish(job, messages.track_event(job.id, change.index, change.kind, change.track_id))
         job.tracker.events.clear()
         for tracked in frames:
-            timestamps, failed = job.frame_info.pop(tracked.index, ({}, False))
             people = [messages.person(p.track_id, p.state, p.confidence, p.frames_since_seen, p.detection, p.raw)
                       for p in tracked.people]
             message = messages.frame(job.id, tracked.index, tracked.pts_ms, people)
-            message["detection_failed"] = failed
-            message["timestamps"] = {**timestamps, **({"published": self.clock()} if self.clock else {})}
+            message["detection_failed"] = tracked.meta.get("detection_failed", False)
+            message["timestamps"] = {**tracked.meta.get("timestamps", {}),
+                                     **({"published": self.clock()} if self.clock else {})}
             job.published += 1
             job.with_person += bool(people)
             self.publish(job, message)
