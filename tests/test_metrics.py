@@ -11,7 +11,7 @@ import pytest
 import zmq
 
 from bus import messages, sockets
-from bus.events import logfmt
+from bus.logline import logfmt
 from bus.metrics import JOBS_REPORTED, StageMetrics
 from launcher.monitor import render_table
 

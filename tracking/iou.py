@@ -32,7 +32,7 @@ class IouTracker:
         self._boxes: dict[int, np.ndarray] = {}  # track id -> last box
         self._last_seen: dict[int, int] = {}
         self._next_id = 1
-        self.events: list = []
+        self.changes: list = []
 
     def push(self, frame: FrameDetections) -> list[TrackedFrame]:
         for track_id in [t for t, seen in self._last_seen.items() if frame.index - seen > self.max_age]:

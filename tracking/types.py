@@ -25,7 +25,7 @@ class TrackedFrame:
 
 
 @dataclass
-class TrackEvent:
+class TrackChange:
     kind: str  # born | confirmed | lost | reidentified | ended
     track_id: int
     index: int  # frame index at which it happened
