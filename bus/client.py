@@ -71,7 +71,7 @@ class _Sequencer:
     def __init__(self, start: int):
         self.next_index = start
         self.seen_start = False
-        self.seen_events: set[tuple] = set()
+        self.seen_track_events: set[tuple] = set()
 
     def admit(self, message: dict) -> bool:
         kind = message["type"]
@@ -85,8 +85,8 @@ class _Sequencer:
             return True
         if kind == "track_event":
             key = (message["index"], message["event"], message["track_id"])
-            fresh = key not in self.seen_events
-            self.seen_events.add(key)
+            fresh = key not in self.seen_track_events
+            self.seen_track_events.add(key)
             return fresh
         return True  # job_end
 

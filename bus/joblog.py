@@ -60,8 +60,8 @@ class JobLogs:
     def replay(self, job: str, first: int, count: int) -> tuple[list[dict], int, bool]:
         """A job's messages from frame ``first``: (messages, next frame index, whether the job has ended).
 
-        Gives job_start, then frames ``first``… (at most ``count``) with the track
-        events published among them, then job_end once reached.
+        Gives job_start, then frames ``first``… (at most ``count``) with the
+        ``track_event`` messages published among them, then job_end once reached.
         """
         if not self.path(job).exists():
             return [], first, False
@@ -80,5 +80,5 @@ class JobLogs:
                 selected.append(message)
                 next_index = message["index"] + 1
             elif kind == "track_event" and next_index > first:
-                selected.append(message)  # events published among the replayed frames
+                selected.append(message)  # track_event messages published among the replayed frames
         return selected, next_index, False

@@ -278,7 +278,8 @@ def frame_detections(message: dict) -> FrameDetections:
     """A validated ``detections`` message -> the tracker's input."""
     return FrameDetections(index=message["index"], pts_ms=message["pts_ms"],
                            people=[detection_from_wire(p) for p in message["people"]],
-                           detection_failed=message.get("error") is not None)
+                           meta={"timestamps": message.get("timestamps", {}),
+                                 "detection_failed": message.get("error") is not None})
 
 
 def track_event(job: str, index: int, event: str, track_id: int) -> dict:

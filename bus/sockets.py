@@ -55,7 +55,7 @@ from urllib.parse import urlsplit
 import zmq
 
 from bus import codec, messages
-from bus.events import event
+from bus.logline import log_line
 from bus.schema import SchemaError
 from bus.security import Curve
 
@@ -210,4 +210,4 @@ class Counter:
 
     def drop(self, error: Exception) -> None:
         self.dropped += 1
-        event(log, logging.WARNING, "bad_message_dropped", dropped=self.dropped, error=error)
+        log_line(log, logging.WARNING, "bad_message_dropped", dropped=self.dropped, error=error)

@@ -55,7 +55,7 @@ def worker(args: argparse.Namespace) -> int:
     from stages import detect
 
     links = worker_links(args.worker_links)
-    argv = ["--frames", links["frames"], "--detections", links["detections"], "--metrics", links["stage_metrics"],
+    argv = ["--frames", links["frames"], "--detections", links["detections"], "--metrics-link", links["stage_metrics"],
             *detector_argv(args), *runtime.security_argv(runtime.security_from_args(args)),
             "--log-level", args.log_level]
     runtime.run(lambda: detect.main(argv))

@@ -112,7 +112,7 @@ class Pipeline:
 
     def _stage_commands(self) -> dict[str, list[str]]:
         a, e = self.args, self.endpoints
-        common = ["--log-level", a.log_level, "--metrics", e["stage_metrics"]]
+        common = ["--log-level", a.log_level, "--metrics-link", e["stage_metrics"]]
         track = ["-m", "stages.track", "--detections", e["detections"], "--events", e["events"],
                  "--results", a.results, "--status", e["status"], "--history", a.history, "--acks", e["acks"],
                  *options.argv("track", a, TRACK, TRACKER, outputs.table())]

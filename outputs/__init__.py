@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bus.events import event
+from bus.logline import log_line
 from options import LAUNCH, Option, Table, merged
 from options.groups import OUTPUTS
 
@@ -90,4 +90,4 @@ def write_files(settings: Mapping[str, Any], job: str, start: dict | None, end: 
         try:
             output.write(results, path)
         except Exception as exc:  # an output file failing must not take the stage down
-            event(log, logging.ERROR, "output_failed", job=job, output=output.option.name, error=exc)
+            log_line(log, logging.ERROR, "output_failed", job=job, output=output.option.name, error=exc)

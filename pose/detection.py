@@ -25,7 +25,9 @@ class FrameDetections:
     index: int
     pts_ms: float
     people: list[Detection]
-    detection_failed: bool = False
+    # What comes out with this frame's TrackedFrame, untouched by the tracker (the track stage's
+    # "timestamps" and "detection_failed").
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def in_source_pixels(d: Detection, source: tuple[int, int], detected: tuple[int, int]) -> Detection:

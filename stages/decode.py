@@ -27,9 +27,9 @@ import zmq
 import options
 import outputs
 from bus import codec, messages, sockets
-from bus.events import event
 from bus.frame_ring import FrameRing, frame_bytes, free_bytes, remove_stale, slots_that_fit
 from bus.log import MessageLog
+from bus.logline import log_line
 from bus.metrics import StageMetrics
 from bus.schema import SchemaError
 from options.groups import DECODE
@@ -65,10 +65,10 @@ def open_ring(job: str, slots: int, width: int, height: int, log) -> FrameRing |
             raise OSError(errno.ENOSPC, f"/dev/shm has room for {fitting} frame(s) of {slot_bytes} bytes")
         ring = FrameRing(fitting, slot_bytes)
     except OSError as exc:
-        event(log, logging.WARNING, "shared_memory_unavailable", job=job, error=exc, fallback="raw frames")
+        log_line(log, logging.WARNING, "shared_memory_unavailable", job=job, error=exc, fallback="raw frames")
         return None
     if fitting < slots:
-        event(log, logging.INFO, "small_frame_ring", job=job, slots=fitting, wanted=slots)
+        log_line(log, logging.INFO, "small_frame_ring", job=job, slots=fitting, wanted=slots)
     return ring
 
 
@@ -95,7 +95,7 @@ def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality:
     try:
         source = open_source(request["source"], fps=options.get("fps"))
     except SourceError as exc:
-        event(log, logging.ERROR, "source_failed", job=job, error=exc)
+        log_line(log, logging.ERROR, "source_failed", job=job, error=exc)
         send_event(events, messages.job_end(job, 0, str(exc)), metrics)
         return
     info = source.info
@@ -105,8 +105,8 @@ def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality:
         "downscaled": {"width": detected[0], "height": detected[1]}}
     send_event(events, messages.job_start(job, info.source, info.fps, info.width, info.height,
                                           info.frame_count, options=options, **downscaled), metrics)
-    event(log, logging.INFO, "job_started", job=job, source=info.source, width=info.width, height=info.height,
-          fps=info.fps, **downscaled)
+    log_line(log, logging.INFO, "job_started", job=job, source=info.source, width=info.width, height=info.height,
+             fps=info.fps, **downscaled)
     ring = open_ring(job, max_in_flight, *detected, log) if shm and max_in_flight > 0 else None
     decoded, error, started = 0, None, time.monotonic()
     recording = MessageLog(record_dir / job / "frames.log") if record_dir else None
@@ -134,7 +134,7 @@ def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality:
                 metrics.publish()
         except SourceError as exc:
             error = str(exc)
-            event(log, logging.ERROR, "source_broke", job=job, frame=decoded, error=exc)
+            log_line(log, logging.ERROR, "source_broke", job=job, frame=decoded, error=exc)
         finally:
             metrics.queue = 0
             if recording:
@@ -144,7 +144,7 @@ def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality:
     finally:
         if ring:  # also when interrupted: the file would outlive decode
             ring.close()
-    event(log, logging.INFO, "job_decoded", job=job, frames=decoded)
+    log_line(log, logging.INFO, "job_decoded", job=job, frames=decoded)
 
 
 class JobQueue:
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--shm needs --max-in-flight, and workers on this host only (no --remote-frames, no --jpeg)")
     log = runtime.start("decode", args.log_level)
     for name in remove_stale():
-        event(log, logging.INFO, "stale_frame_ring_removed", name=name)
+        log_line(log, logging.INFO, "stale_frame_ring_removed", name=name)
 
     ctx = zmq.Context()
     security = runtime.security_from_args(args)

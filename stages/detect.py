@@ -23,9 +23,9 @@ import zmq
 import detectors
 import options
 from bus import messages, sockets
-from bus.events import event
 from bus.frame_ring import BadReference, FrameReader
 from bus.log import read, write_all
+from bus.logline import log_line
 from bus.tap import summary
 from detectors.base import FrameImage
 from stages import runtime
@@ -90,8 +90,8 @@ def detect_batch(detector, batch: list[dict], worker: str, log) -> list[dict]:
     try:
         found = {image.index: add_appearance(image, people) for image, people in zip(images, detector.detect(images))}
     except Exception as exc:  # a detector failure costs this batch, never the worker
-        event(log, logging.ERROR, "detector_failed", job=batch[0]["job"],
-              frames=",".join(str(m["index"]) for m in batch), error=exc)
+        log_line(log, logging.ERROR, "detector_failed", job=batch[0]["job"],
+                 frames=",".join(str(m["index"]) for m in batch), error=exc)
         found, errors = {}, {m["index"]: f"detector failed: {exc}" for m in batch}
     replies = []
     for message in batch:
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     bad = sockets.Counter("detect")
     metrics = runtime.start_metrics(ctx, args, "detect", bad, security)
     shared = FrameReader()
-    event(log, logging.INFO, "worker_ready", worker=worker, detector=args.detector)
+    log_line(log, logging.INFO, "worker_ready", worker=worker, detector=args.detector)
     try:
         while True:
             batch = receive_batch(frames, args.batch, bad, shared, metrics.timeout_ms())  # wakes to publish metrics

@@ -118,7 +118,7 @@ def add_replay_flag(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def add_metrics_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--metrics", default=LINKS["stage_metrics"].default, metavar="ENDPOINT",
+    parser.add_argument("--metrics-link", default=LINKS["stage_metrics"].default, metavar="ENDPOINT",
                         help="publish this stage's metrics to the launcher here "
                              f"(default {LINKS['stage_metrics'].default})")
     parser.add_argument("--metrics-interval", type=float, default=DEFAULT_INTERVAL_S, metavar="S",
@@ -132,5 +132,5 @@ def start_metrics(ctx: zmq.Context, args: argparse.Namespace, stage: str, drops:
     metrics = StageMetrics(stage, args.worker_id or f"{socket.gethostname()}:{os.getpid()}",
                            args.metrics_interval, drops=drops)
     metrics.count_errors_of(logging.getLogger("posebus"))  # every error of this process, bus code included
-    metrics.out = sockets.connect(ctx, "stage_metrics", args.metrics, security=security)
+    metrics.out = sockets.connect(ctx, "stage_metrics", args.metrics_link, security=security)
     return metrics

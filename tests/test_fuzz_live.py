@@ -280,7 +280,7 @@ def standalone_track(folder: Path):
     stage = subprocess.Popen([sys.executable, "-m", "stages.track", "--events", f"ipc://{folder}/events",
                               "--detections", f"ipc://{folder}/detections", "--results", results,
                               "--history", f"ipc://{folder}/history", "--acks", f"ipc://{folder}/acks",
-                              "--metrics", f"ipc://{folder}/metrics", "--job-log", str(folder / "logs"),
+                              "--metrics-link", f"ipc://{folder}/metrics", "--job-log", str(folder / "logs"),
                               "--log-level", "error"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
     events = ctx.socket(zmq.PUSH)
     events.connect(f"ipc://{folder}/events")

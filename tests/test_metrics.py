@@ -11,7 +11,7 @@ import pytest
 import zmq
 
 from bus import messages, sockets
-from bus.events import logfmt
+from bus.logline import logfmt
 from bus.metrics import JOBS_REPORTED, StageMetrics
 from launcher.monitor import render_table
 
@@ -119,7 +119,7 @@ def test_idle_stages_still_publish_every_interval(tmp_path):
     ipc = {name: f"ipc://{tmp_path / name}" for name in ("metrics", "jobs", "frames", "events", "detections",
                                                           "results", "history")}
     inbox = sockets.bind(ctx, "stage_metrics", ipc["metrics"])
-    common = ["--metrics", ipc["metrics"], "--metrics-interval", "0.3"]
+    common = ["--metrics-link", ipc["metrics"], "--metrics-interval", "0.3"]
     stages = [subprocess.Popen([sys.executable, "-m", *command, *common], cwd=ROOT) for command in (
         ["stages.decode", "--jobs", ipc["jobs"], "--frames", ipc["frames"], "--events", ipc["events"],
          "--worker-id", "decode"],

@@ -52,11 +52,11 @@ def detected(*indices: int) -> list[dict]:
 
 
 def published(stage) -> list[tuple[str, int | None]]:
-    return [(m["type"], m.get("index", m.get("frames"))) for m in stage.logs.messages("j")]
+    return [(m["type"], m.get("index", m.get("frames"))) for m in stage.job_logs.messages("j")]
 
 
 def start(stage, *indices):
-    stage.on_event(messages.job_start("j", "clip.mp4", 30.0, 64, 48, FRAMES))
+    stage.on_job_event(messages.job_start("j", "clip.mp4", 30.0, 64, 48, FRAMES))
     for message in detected(*indices):
         stage.on_detections(message)
     stage.pump()
@@ -71,21 +71,21 @@ def test_a_frame_missing_while_later_ones_come_is_asked_for_again_then_published
     stage.request_missing()
     assert acks(stage) == [messages.ack("j", 1, [1])]
     stage.on_detections(detected(1)[0])
-    stage.on_event(messages.job_end("j", FRAMES))
+    stage.on_job_event(messages.job_end("j", FRAMES))
     stage.pump()
     assert published(stage) == [("job_start", None), *(("frame", i) for i in range(FRAMES)), ("job_end", FRAMES)]
 
 
 def test_a_frame_that_never_comes_is_published_as_failed_after_the_last_try(stage, clock):
     start(stage, 0, 2, 3)
-    stage.on_event(messages.job_end("j", FRAMES))
+    stage.on_job_event(messages.job_end("j", FRAMES))
     for _ in range(delivery.MAX_DETECTION_TRIES + 1):
         clock[0] += delivery.RESEND_AFTER_MIN_S
         stage.request_missing()
     assert [ack["resend"] for ack in acks(stage) if ack["resend"]] == [[1]] * delivery.MAX_DETECTION_TRIES
-    frames = [m for m in stage.logs.messages("j") if m["type"] == "frame"]
+    frames = [m for m in stage.job_logs.messages("j") if m["type"] == "frame"]
     assert [m["detection_failed"] for m in frames] == [False, True, False, False]
-    assert stage.logs.messages("j")[-1]["status"] == "ok"
+    assert stage.job_logs.messages("j")[-1]["status"] == "ok"
 
 
 def test_a_job_that_nothing_moves_ends_with_an_error_after_the_stall_timeout(stage, clock):
@@ -96,7 +96,7 @@ def test_a_job_that_nothing_moves_ends_with_an_error_after_the_stall_timeout(sta
     clock[0] += 2
     stage.fail_stalled()
     assert published(stage) == [("job_start", None), ("frame", 0), ("job_end", 1)]
-    end = stage.logs.messages("j")[-1]
+    end = stage.job_logs.messages("j")[-1]
     assert end["frames"] == 1 and end["error"].startswith("stalled: no progress")
     assert not stage.jobs
 
@@ -106,4 +106,4 @@ def test_a_job_stalled_before_its_first_frame_publishes_its_job_end_alone(stage,
     clock[0] += 61
     stage.fail_stalled()
     assert published(stage) == [("job_end", 0)]
-    assert stage.logs.messages("j")[0]["status"] == "error"
+    assert stage.job_logs.messages("j")[0]["status"] == "error"

@@ -5,6 +5,7 @@ from hypothesis import given, settings, strategies as st
 from bench.scenes import make_scene, score
 from pose.rotations import exp_map, geodesic_angle
 from tests.track_helpers import frame, person, run
+from tracking.iou import IouTracker
 from tracking.reidentify import ReidGate
 from tracking.tracker import Tracker
 
@@ -22,6 +23,15 @@ def test_every_frame_once_in_order_within_the_lookahead(lookahead, n_init, subje
             emitted.append(out.index)
     emitted += [out.index for out in tracker.finish()]
     assert emitted == list(range(len(seen)))
+
+
+@pytest.mark.parametrize("tracker", [Tracker(lookahead=4), IouTracker()], ids=["phalp", "iou"])
+def test_each_frames_metadata_comes_out_with_that_frame(tracker):
+    frames = [frame(i, *([person(100 + 10 * i, 400)] if i % 3 else [])) for i in range(12)]
+    for f in frames:
+        f.meta = {"timestamps": {"decoded": 1000.0 + f.index}, "detection_failed": f.index == 5}
+    out = run(tracker, frames)
+    assert [(f.index, f.meta) for f in out] == [(f.index, f.meta) for f in frames]
 
 
 def scripted_gap(lookahead: int) -> list:
@@ -75,11 +85,11 @@ def test_interpolated_rotation_is_the_slerp_on_so3():
             assert geodesic_angle(A, R) == pytest.approx(weight * geodesic_angle(A, B), abs=1e-4)
 
 
-def test_events_follow_the_life_cycle():
+def test_changes_follow_the_life_cycle():
     tracker = Tracker(lookahead=0, n_init=2, max_age=3)
     seen = [1, 1, 0, 1, 0, 0, 0, 0, 0]  # last seen on 3; missed 4, 5, 6 (max_age); ended on 7
     run(tracker, [frame(i, *([person(300, 400)] if s else [])) for i, s in enumerate(seen)])
-    assert [(e.kind, e.track_id, e.index) for e in tracker.events] == [
+    assert [(e.kind, e.track_id, e.index) for e in tracker.changes] == [
         ("born", 1, 0), ("confirmed", 1, 1), ("lost", 1, 2), ("reidentified", 1, 3), ("lost", 1, 4), ("ended", 1, 7)]
 
 
@@ -87,7 +97,7 @@ def test_tentative_track_missed_once_ends_and_is_never_published():
     tracker = Tracker(lookahead=5, n_init=3)
     out = run(tracker, [frame(0, person(300, 400)), frame(1, person(300, 400)), frame(2), frame(3)])
     assert all(not f.people for f in out)
-    assert [e.kind for e in tracker.events] == ["born", "ended"]
+    assert [e.kind for e in tracker.changes] == ["born", "ended"]
 
 
 def test_primary_subject_is_first_on_every_frame_and_held_outside_its_observations():
@@ -217,7 +227,7 @@ def test_reidentification_needs_a_unique_candidate():
                      described(person(300 + 4 * i + 300, 400), RIDER)) for i in range(26, 40)]
     tracker = Tracker(lookahead=8, subjects=1)
     run(tracker, frames)
-    assert not any(e.kind == "reidentified" for e in tracker.events)
+    assert not any(e.kind == "reidentified" for e in tracker.changes)
 
 
 def test_a_new_track_that_continues_a_lost_one_is_merged_at_confirmation():
@@ -230,7 +240,7 @@ def test_a_new_track_that_continues_a_lost_one_is_merged_at_confirmation():
     tracker = Tracker(lookahead=8, subjects=1)
     out = run(tracker, frames)
     assert {p.track_id for f in out for p in f.people} == {1}
-    assert ("reidentified", 1, 26) in [(e.kind, e.track_id, e.index) for e in tracker.events]
+    assert ("reidentified", 1, 26) in [(e.kind, e.track_id, e.index) for e in tracker.changes]
     assert [f.people[0].state for f in out[20:26]] == ["interpolated"] * 6
 
 
@@ -247,4 +257,4 @@ def test_a_stand_in_track_during_a_gap_is_relabelled_when_the_person_is_found_ag
     assert {p.track_id for f in out for p in f.people} == {1}
     assert all(len(f.people) == 1 for f in out)
     assert [f.people[0].state for f in out[20:25]] == ["observed"] * 3 + ["interpolated"] * 2
-    assert ("ended", 2, 25) in [(e.kind, e.track_id, e.index) for e in tracker.events]
+    assert ("ended", 2, 25) in [(e.kind, e.track_id, e.index) for e in tracker.changes]

@@ -32,7 +32,7 @@ class IouTracker:
         self._boxes: dict[int, np.ndarray] = {}  # track id -> last box
         self._last_seen: dict[int, int] = {}
         self._next_id = 1
-        self.events: list = []
+        self.changes: list = []
 
     def push(self, frame: FrameDetections) -> list[TrackedFrame]:
         for track_id in [t for t, seen in self._last_seen.items() if frame.index - seen > self.max_age]:
@@ -52,7 +52,7 @@ class IouTracker:
             self._boxes[track_id] = detection.bbox
             self._last_seen[track_id] = frame.index
             people.append(TrackedPerson(track_id, "observed", float(detection.score), 0, detection, detection))
-        return [TrackedFrame(frame.index, frame.pts_ms, people)]
+        return [TrackedFrame(frame.index, frame.pts_ms, people, frame.meta)]
 
     def finish(self) -> list[TrackedFrame]:
         return []

@@ -24,8 +24,8 @@ new track that could, continues the lost track when it confirms (inside the
 look-ahead window): its detections take the lost track's id (``reidentified``)
 and the frames between are interpolated.
 
-Life cycle (events in ``tracker.events``): a new detection starts a tentative
-track (``born``); ``n_init`` consecutive hits confirm it (``confirmed``), a miss
+Life cycle (changes in ``tracker.changes``, published as ``track_event`` messages): a new
+detection starts a tentative track (``born``); ``n_init`` consecutive hits confirm it (``confirmed``), a miss
 before that ends it. A confirmed track missed is ``lost``, matched again
 ``reidentified``, and ``ended`` after ``max_age`` missed frames. Only confirmed
 tracks are published; because confirmation happens inside the look-ahead
@@ -80,7 +80,7 @@ from tracking.iou import iou_matrix
 from tracking.motion import MotionMatching, MotionModel
 from tracking.reidentify import ReidGate, reach, speed, unique_pairs, within_reach
 from tracking.smoothing import OneEuro, OneEuroFilter, smooth_together
-from tracking.types import TrackedFrame, TrackedPerson, TrackEvent
+from tracking.types import TrackChange, TrackedFrame, TrackedPerson
 
 # Association predicts only where the box will be: extrapolating per-joint poses or noisy
 # depths over a gap adds noise (measured on bench.scenes); pose and depth come from the last observation.
@@ -160,6 +160,7 @@ class _Filled:
 class _PendingFrame:
     index: int
     pts_ms: float
+    meta: dict
 
 
 @dataclass
@@ -180,7 +181,7 @@ class Tracker:
     primary_margin: float = 1.5
     min_score: float = 0.0  # detections below this are ignored
     smoothing_params: dict[str, OneEuro] | None = None
-    events: list[TrackEvent] = field(default_factory=list)
+    changes: list[TrackChange] = field(default_factory=list)
 
     def __post_init__(self):
         if self.subjects not in (0, 1):
@@ -199,7 +200,7 @@ class Tracker:
         detections = [d for d in frame.people if d.score >= self.min_score]
         self._age_tracks(frame.index, self._associate(frame.index, detections))
         self._update_primary(frame.index)
-        self._pending.append(_PendingFrame(frame.index, frame.pts_ms))
+        self._pending.append(_PendingFrame(frame.index, frame.pts_ms, frame.meta))
         self._last_index = frame.index
         emitted = []
         while len(self._pending) > self.lookahead:
@@ -318,7 +319,7 @@ class Tracker:
         self._next_id += 1
         self._tracks[track.track_id] = track
         self._remember(track, detection)
-        self.events.append(TrackEvent("born", track.track_id, index))
+        self.changes.append(TrackChange("born", track.track_id, index))
         if self.n_init <= 1:
             self._confirm(track, index)
 
@@ -340,7 +341,7 @@ class Tracker:
         self._remember(track, detection)
         if track.lost:
             track.lost = False
-            self.events.append(TrackEvent("reidentified", track.track_id, index))
+            self.changes.append(TrackChange("reidentified", track.track_id, index))
         if not track.confirmed and track.hits >= self.n_init:
             self._confirm(track, index)
 
@@ -361,7 +362,7 @@ class Tracker:
             self._merge(track, into=lost, index=index)
             return
         track.confirmed = True
-        self.events.append(TrackEvent("confirmed", track.track_id, index))
+        self.changes.append(TrackChange("confirmed", track.track_id, index))
 
     def _continued(self, new: _Track) -> _Track | None:
         """The one lost track that ``new`` continues, judged at new's first observation; None when
@@ -399,7 +400,7 @@ class Tracker:
         """``new``'s observations continue the lost ``into``; ``new`` (never published) ends here."""
         self._absorb(new, into, index)
         into.lost = False
-        self.events.append(TrackEvent("reidentified", into.track_id, new.first.index))
+        self.changes.append(TrackChange("reidentified", into.track_id, new.first.index))
 
     def _absorb_stand_ins(self, refound: list[_Track], index: int, matched: set[int]) -> None:
         """Lost tracks found again this frame: a younger track that stood in for one during its gap (born after
@@ -441,11 +442,11 @@ class Tracker:
                 self._end(track, index)
             elif not track.lost:
                 track.lost = True
-                self.events.append(TrackEvent("lost", track.track_id, index))
+                self.changes.append(TrackChange("lost", track.track_id, index))
 
     def _end(self, track: _Track, index: int) -> None:
         track.ended_at = index
-        self.events.append(TrackEvent("ended", track.track_id, index))
+        self.changes.append(TrackChange("ended", track.track_id, index))
 
     def _update_primary(self, index: int) -> None:
         """Designate the primary subject; see the module docstring for the rule.
@@ -500,7 +501,7 @@ class Tracker:
             shown = [pair for pair in shown if pair[0] is not ghost]
             first = seen if ghost is first else first
         shown.sort(key=lambda pair: pair[0] is not first)
-        return TrackedFrame(index, pending.pts_ms, self._publish(shown, pending))
+        return TrackedFrame(index, pending.pts_ms, self._publish(shown, pending), pending.meta)
 
     def _ghosts(self, shown: list[tuple[_Track, _Filled]]) -> list[tuple[_Track, _Track]]:
         """(ghost, seen) pairs: a track predicted or held on this frame where a track born after it was

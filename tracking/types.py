@@ -21,10 +21,11 @@ class TrackedFrame:
     index: int
     pts_ms: float
     people: list[TrackedPerson] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)  # its FrameDetections' meta
 
 
 @dataclass
-class TrackEvent:
+class TrackChange:
     kind: str  # born | confirmed | lost | reidentified | ended
     track_id: int
     index: int  # frame index at which it happened

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from outputs.report import plots, summary
-from outputs.report.summary import NO_PERSON, Job
+from outputs.report.summary import NO_PERSON, JobMessages
 
 STRIP_ROW_SECONDS = 10  # one strip row per 10 s of video keeps rows comparable across jobs
 STATE_LABELS = {NO_PERSON: "nobody"}
@@ -85,7 +85,7 @@ def read_messages(path: str | Path) -> list[dict]:
 
 # --- summary ------------------------------------------------------------------
 
-def _summary_cards(job: Job) -> str:
+def _summary_cards(job: JobMessages) -> str:
     return (f'<div class="cards summary">{_card("Job", _job_rows(job))}'
             f'{_card("Coverage of the primary subject", _coverage_table(job.frames))}'
             f'{_card("Speed", _speed_table(job.frames))}</div>')
@@ -95,7 +95,7 @@ def _card(heading: str, content: str) -> str:
     return f'<div class="card"><h2>{escape(heading)}</h2>{content}</div>'
 
 
-def _job_rows(job: Job) -> str:
+def _job_rows(job: JobMessages) -> str:
     start, end = job.start or {}, job.end
     rows = [
         ("Status", _status(end)),
@@ -162,7 +162,7 @@ def _latency_row(name: str, figures: summary.Latency | None) -> str:
 
 # --- coverage strip -----------------------------------------------------------
 
-def _coverage_section(job: Job) -> str:
+def _coverage_section(job: JobMessages) -> str:
     per_row = _strip_row_length(job)
     rows = [job.frames[i:i + per_row] for i in range(0, len(job.frames), per_row)]
     fps = job.start["fps"] if job.start else None
@@ -173,7 +173,7 @@ def _coverage_section(job: Job) -> str:
             f'{strip}<div class="legend">{legend}</div></section>')
 
 
-def _strip_row_length(job: Job) -> int:
+def _strip_row_length(job: JobMessages) -> int:
     fps = job.start["fps"] if job.start else 0
     return max(1, round(fps * STRIP_ROW_SECONDS)) if fps > 0 else 300
 
@@ -206,14 +206,14 @@ def _state_css() -> str:
 
 # --- plots --------------------------------------------------------------------
 
-def _people_section(job: Job) -> str:
+def _people_section(job: JobMessages) -> str:
     index = np.array([f["index"] for f in job.frames])
     counts = np.array([len(f["people"]) for f in job.frames])
     image = _img(plots.people_count_png(index, counts), "people per frame")
     return f"<section><h2>People per frame</h2>{image}</section>"
 
 
-def _angles_section(job: Job) -> str:
+def _angles_section(job: JobMessages) -> str:
     keys = summary.angle_keys(job)
     tracks = summary.track_ids(job.frames)
     images = "".join(_img(plots.angles_png(summary.track_series(job.frames, t, keys)), f"joint angles, track {t}")

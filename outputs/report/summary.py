@@ -12,7 +12,7 @@ NO_PERSON = "none"  # coverage category of a frame without anybody in it
 
 
 @dataclass
-class Job:
+class JobMessages:
     """One job's messages, split by type; frames sorted by index."""
 
     id: str
@@ -21,7 +21,7 @@ class Job:
     end: dict | None  # absent when the run was cut short
 
 
-def split_job(messages: list[dict]) -> Job:
+def split_job(messages: list[dict]) -> JobMessages:
     """Sort one job's messages by type; raises ValueError for several jobs or none."""
     jobs = {m["job"] for m in messages}
     if len(jobs) != 1:
@@ -30,7 +30,7 @@ def split_job(messages: list[dict]) -> Job:
     for message in messages:
         by_type.setdefault(message["type"], []).append(message)
     frames = sorted(by_type.get("frame", []), key=lambda m: m["index"])
-    return Job(jobs.pop(), _last(by_type.get("job_start")), frames, _last(by_type.get("job_end")))
+    return JobMessages(jobs.pop(), _last(by_type.get("job_start")), frames, _last(by_type.get("job_end")))
 
 
 def _last(found: list[dict] | None) -> dict | None:
@@ -115,7 +115,7 @@ def _degrees(value: float | None) -> float:
     return np.nan if value is None else float(value)
 
 
-def angle_keys(job: Job) -> list[str]:
+def angle_keys(job: JobMessages) -> list[str]:
     """The job's angle keys: as announced in job_start, else as found in the frames."""
     if job.start and job.start.get("angles"):
         return list(job.start["angles"])

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 import zmq
 
 from bus import messages, sockets
-from bus.events import event
 from bus.frame_ring import FrameRing
+from bus.logline import log_line
 from bus.metrics import StageMetrics
 from stages.track.reorder import ReorderBuffer
 
@@ -74,8 +74,8 @@ class Sender:
         silent = time.monotonic() - self.last_ack
         if silent < max(self.resend_after_s, RESEND_WINDOW_AFTER_GAPS * self.longest_ack_gap):
             return
-        event(self.log, logging.WARNING, "window_resent", job=self.job, frames=len(self.unacked),
-              no_ack_for_s=round(silent, 1))
+        log_line(self.log, logging.WARNING, "window_resent", job=self.job, frames=len(self.unacked),
+                 no_ack_for_s=round(silent, 1))
         for index in sorted(self.unacked):
             self.resend(index)
         self.last_ack = time.monotonic()
@@ -92,7 +92,7 @@ class Sender:
             try:
                 ack = sockets.receive(self.acks, "acks")
             except sockets.MALFORMED as exc:
-                event(self.log, logging.WARNING, "bad_ack_dropped", job=self.job, error=exc)
+                log_line(self.log, logging.WARNING, "bad_ack_dropped", job=self.job, error=exc)
                 continue
             if ack["job"] != self.job:
                 continue
@@ -104,7 +104,7 @@ class Sender:
                     self.ring.release(done["shm"]["slot"])
             for index in ack["resend"]:
                 if index in self.unacked:
-                    event(self.log, logging.INFO, "frame_resent", job=self.job, frame=index)
+                    log_line(self.log, logging.INFO, "frame_resent", job=self.job, frame=index)
                     self.resend(index)
         return True
 
@@ -205,10 +205,10 @@ class Receiver:
                 resend.append(index)
             else:
                 error = f"no detection after {MAX_DETECTION_TRIES} tries"
-                event(self.log, logging.ERROR, "detection_failed", job=job, frame=index, error=error)
+                log_line(self.log, logging.ERROR, "detection_failed", job=job, frame=index, error=error)
                 self.reorder.add(job, index, messages.detections(job, index, index * 1000.0 / fps, [], error))
         if resend:
-            event(self.log, logging.WARNING, "resend_requested", job=job, frames=resend)
+            log_line(self.log, logging.WARNING, "resend_requested", job=job, frames=resend)
             self.metrics.retries += len(resend)
             self.send_ack(messages.ack(job, first, resend))
         receipt.last_detection = now

@@ -11,12 +11,12 @@ from bus import codec, messages
 from bus.joblog import JobLogs
 
 
-def serve_replay(sock: zmq.Socket, logs: JobLogs) -> None:
+def serve_replay(sock: zmq.Socket, job_logs: JobLogs) -> None:
     """Answer one replay request: the job's logged messages from a frame index, then replay_end."""
     identity, *parts = sock.recv_multipart(copy=False)
     try:
         request = messages.validate_replay_request(codec.decode(parts))
-        found, next_index, done = logs.replay(request["job"], request["from"], request["count"])
+        found, next_index, done = job_logs.replay(request["job"], request["from"], request["count"])
         end = messages.replay_end(request["job"], next_index, done)
     except ValueError as exc:
         found, end = [], messages.replay_end("invalid", 0, True, str(exc))

@@ -37,13 +37,13 @@ def replay(stage: TrackStage, folder: Path) -> None:
     events = list(read(folder / "events.log", sockets.LINKS["events"].carries))
     for message in events:
         if message["type"] == "job_start":
-            stage.on_event(message)
+            stage.on_job_event(message)
     for message in read(folder / "detections.log", sockets.LINKS["detections"].carries):
         stage.on_detections(message)
         stage.pump()
     for message in events:
         if message["type"] == "job_end":
-            stage.on_event(message)
+            stage.on_job_event(message)
     stage.pump()
 
 
@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> None:
             if results in ready:
                 stage.on_subscription(results.recv())
             if history in ready:
-                serve_replay(history, stage.logs)
-            for sock, link, handle in ((events, "events", stage.on_event),
+                serve_replay(history, stage.job_logs)
+            for sock, link, handle in ((events, "events", stage.on_job_event),
                                        (detections, "detections", stage.on_detections)):
                 if sock in ready:
                     try:

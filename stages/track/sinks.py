@@ -58,12 +58,12 @@ class StatusSink:
 class JobLogSink:
     """Each job's log on disk (``bus.joblog``): the history link replays it, the files are made from it."""
 
-    def __init__(self, logs: JobLogs):
-        self.logs = logs
+    def __init__(self, job_logs: JobLogs):
+        self.job_logs = job_logs
         self.open_logs: dict[str, MessageLog] = {}
 
     def open(self, job: str) -> None:
-        self.open_logs[job] = self.logs.open(job)
+        self.open_logs[job] = self.job_logs.open(job)
 
     def write(self, job: str, message: dict, counts: tuple[int, int]) -> None:
         self.open_logs[job].write(message)

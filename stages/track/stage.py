@@ -15,14 +15,14 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import zmq
 
 from bus import messages
-from bus.events import event
 from bus.joblog import JobLogs
+from bus.logline import log_line
 from bus.metrics import StageMetrics
 from options.groups import TRACKER
 from pose import camera
@@ -54,7 +54,7 @@ class Phase(enum.Enum):
 
 
 @dataclass
-class Job:
+class PublishingJob:
     """One job's publishing state."""
 
     id: str
@@ -64,7 +64,6 @@ class Job:
     tracker: object = None  # made when the job starts publishing
     published: int = 0
     with_person: int = 0
-    frame_info: dict = field(default_factory=dict)  # index -> (timestamps, detection failed)
 
 
 def public_job_start(start: dict, first_detections: dict | None) -> dict:
@@ -109,25 +108,26 @@ class TrackStage:
         self.subscriptions = 0
         self.gate_open = settings["wait_subscribers"] <= 0  # opens once, at the N-th subscription
         self.log = log
-        self.jobs: dict[str, Job] = {}
+        self.jobs: dict[str, PublishingJob] = {}
         self.order: list[str] = []  # jobs in the order decode started them
         self.early_jobs: OrderedDict[str, None] = OrderedDict()  # detections seen, job_start not yet
         self.reorder = ReorderBuffer()
         self.delivery = Receiver(acks, self.reorder, log, self.metrics)
-        self.logs = JobLogs(settings["job_log"], settings["keep_jobs"])
+        self.job_logs = JobLogs(settings["job_log"], settings["keep_jobs"])
         self.recording = Recording(settings["record"])
         self.files = FilesSink(settings, log)
-        self.sinks: tuple[Sink, ...] = (StatusSink(status), JobLogSink(self.logs), ResultsSink(results, self.metrics),
-                                        self.recording, JsonLinesSink(settings["out"]), self.files)
+        self.sinks: tuple[Sink, ...] = (StatusSink(status), JobLogSink(self.job_logs),
+                                        ResultsSink(results, self.metrics), self.recording,
+                                        JsonLinesSink(settings["out"]), self.files)
 
     def close(self) -> None:
         """Wait for the output files still being written."""
         self.files.shutdown()
 
-    def job(self, job_id: str) -> Job:
+    def job(self, job_id: str) -> PublishingJob:
         """The job decode told us about (only decode's events create jobs)."""
         if job_id not in self.jobs:
-            self.jobs[job_id] = Job(job_id)
+            self.jobs[job_id] = PublishingJob(job_id)
             self.order.append(job_id)
             self.early_jobs.pop(job_id, None)
             for message in self.reorder.waiting_items(job_id):  # arrived before its job_start
@@ -142,7 +142,7 @@ class TrackStage:
             self.subscriptions -= 1
         self.gate_open = self.gate_open or self.subscriptions >= self.settings["wait_subscribers"]
 
-    def on_event(self, message: dict) -> None:
+    def on_job_event(self, message: dict) -> None:
         job = self.job(message["job"])
         self.delivery.progressed(job.id)
         self.recording.record(job.id, "events", message)
@@ -161,9 +161,9 @@ class TrackStage:
             self.delivery.detection_arrived(message)
         try:
             if not self.reorder.add(job_id, message["index"], message):
-                event(self.log, logging.DEBUG, "duplicate_dropped", job=job_id, frame=message["index"])
+                log_line(self.log, logging.DEBUG, "duplicate_dropped", job=job_id, frame=message["index"])
         except ReorderOverflow as exc:
-            event(self.log, logging.ERROR, "reorder_overflow", job=job_id, frame=message["index"], error=exc)
+            log_line(self.log, logging.ERROR, "reorder_overflow", job=job_id, frame=message["index"], error=exc)
 
     def hold_early(self, job_id: str) -> None:
         """Detections may overtake their job's job_start (another link); keep a few such jobs' frames."""
@@ -172,7 +172,7 @@ class TrackStage:
         while len(self.early_jobs) > MAX_EARLY_JOBS:
             stale, _ = self.early_jobs.popitem(last=False)
             self.reorder.forget(stale)
-            event(self.log, logging.WARNING, "unknown_job_dropped", job=stale, reason="no job_start came")
+            log_line(self.log, logging.WARNING, "unknown_job_dropped", job=stale, reason="no job_start came")
 
     def request_missing(self) -> None:
         """Ask decode again for the head job's frames that have not come (``Receiver.request_missing``)."""
@@ -197,7 +197,7 @@ class TrackStage:
         self.pump(force_end=True)
 
     # --- output ------------------------------------------------------------
-    def publish(self, job: Job, message: dict) -> None:
+    def publish(self, job: PublishingJob, message: dict) -> None:
         for sink in self.sinks:
             sink.write(job.id, message, (job.published, job.with_person))
 
@@ -208,8 +208,7 @@ class TrackStage:
             if job.phase is Phase.WAITING and not self.begin(job):
                 return
             if job.phase is Phase.PUBLISHING:
-                for index, detections in self.reorder.ready(job.id):
-                    job.frame_info[index] = (detections.get("timestamps", {}), detections.get("error") is not None)
+                for _, detections in self.reorder.ready(job.id):
                     frame = in_source_frame(job.start, messages.frame_detections(detections))
                     self.publish_tracked(job, job.tracker.push(frame))
                     self.delivery.progressed(job.id)
@@ -220,7 +219,7 @@ class TrackStage:
             force_end = False
             self.finish(job)
 
-    def begin(self, job: Job) -> bool:
+    def begin(self, job: PublishingJob) -> bool:
         """Publish job_start once frame 0 is in (it carries the mesh faces); False if not yet."""
         if job.end is not None and job.start is None:
             # The source never opened, or this stage was restarted after the job began: without a
@@ -240,26 +239,26 @@ class TrackStage:
         self.publish(job, public_job_start(job.start, first))
         return True
 
-    def open(self, job: Job) -> None:
+    def open(self, job: PublishingJob) -> None:
         for sink in self.sinks:
             sink.open(job.id)
 
-    def publish_tracked(self, job: Job, frames: list[TrackedFrame]) -> None:
-        for change in job.tracker.events:
+    def publish_tracked(self, job: PublishingJob, frames: list[TrackedFrame]) -> None:
+        for change in job.tracker.changes:
             self.publish(job, messages.track_event(job.id, change.index, change.kind, change.track_id))
-        job.tracker.events.clear()
+        job.tracker.changes.clear()
         for tracked in frames:
-            timestamps, failed = job.frame_info.pop(tracked.index, ({}, False))
             people = [messages.person(p.track_id, p.state, p.confidence, p.frames_since_seen, p.detection, p.raw)
                       for p in tracked.people]
             message = messages.frame(job.id, tracked.index, tracked.pts_ms, people)
-            message["detection_failed"] = failed
-            message["timestamps"] = {**timestamps, **({"published": self.clock()} if self.clock else {})}
+            message["detection_failed"] = tracked.meta.get("detection_failed", False)
+            message["timestamps"] = {**tracked.meta.get("timestamps", {}),
+                                     **({"published": self.clock()} if self.clock else {})}
             job.published += 1
             job.with_person += bool(people)
             self.publish(job, message)
 
-    def finish(self, job: Job) -> None:
+    def finish(self, job: PublishingJob) -> None:
         error = job.end.get("error")
         if job.published != job.end["frames"] and not error:
             error = f"published {job.published} of {job.end['frames']} frames"
@@ -267,7 +266,7 @@ class TrackStage:
         self.publish(job, end)
         for sink in self.sinks:
             sink.close(job.id, job.start, job.end)
-        event(self.log, logging.INFO, "job_published", job=job.id, frames=job.published, status=end["status"])
+        log_line(self.log, logging.INFO, "job_published", job=job.id, frames=job.published, status=end["status"])
         self.reorder.forget(job.id)
         self.delivery.forget(job.id)
         del self.jobs[job.id]

@@ -1,6 +1,6 @@
-"""Log lines as ``key=value`` pairs (logfmt): one line per event, easy to grep and to parse.
+"""Log lines as ``key=value`` pairs (logfmt): one line per occurrence, easy to grep and to parse.
 
-    event(log, logging.WARNING, "duplicate_dropped", job="abc", frame=12)
+    log_line(log, logging.WARNING, "duplicate_dropped", job="abc", frame=12)
     -> ... stage=track level=WARNING event=duplicate_dropped job=abc frame=12
 
 The stage comes from the log format (stages.runtime.start).
@@ -11,9 +11,9 @@ import json
 import logging
 
 
-def event(log: logging.Logger, level: int, name: str, **fields) -> None:
-    """Log one event with its fields, in the order given."""
-    if log.isEnabledFor(level):  # no formatting for debug events at the default level
+def log_line(log: logging.Logger, level: int, name: str, **fields) -> None:
+    """Log one line: ``event=name`` (the key log readers grep for) and its fields, in the order given."""
+    if log.isEnabledFor(level):  # no formatting for debug lines at the default level
         log.log(level, "%s", logfmt(event=name, **fields))
 
 
