@@ -184,13 +184,13 @@ def write(messages: list[dict], path: Path) -> list[Path]:
 
 def export_main(prog: str, write, argv: list[str] | None) -> int:
     """The command line shared by ``outputs.gltf`` and ``outputs.bvh``: RESULTS.jsonl -> one file per track."""
+    from detectors.hmr2 import CHECKPOINT
     from outputs.report.page import read_messages
 
     parser = argparse.ArgumentParser(prog=prog, description=sys.modules[write.__module__].__doc__.split("\n")[0])
     parser.add_argument("results", type=Path, help="a DIR/<job>.jsonl file written by launch.py --out DIR")
     parser.add_argument("-o", "--output", type=Path, help="folder to write to (default: the results' folder)")
-    parser.add_argument("--checkpoint", type=Path,
-                        help="HMR 2.0 checkpoint whose SMPL model to use (default: the 4D-Humans cache, if any)")
+    CHECKPOINT.add_to(parser)  # the HMR 2.0 checkpoint whose SMPL model to use
     args = parser.parse_args(argv)
     try:
         messages = read_messages(args.results)

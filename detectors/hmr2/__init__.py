@@ -12,6 +12,9 @@ from detectors import register
 from options import Option
 from options.groups import SECOND_LOOK
 
+# Also the SMPL model's source for the animation export's command line (outputs.gltf).
+CHECKPOINT = Option("--checkpoint", "HMR 2.0 checkpoint (default: the 4D-Humans cache)")
+
 
 def _detector(**options):
     from detectors.hmr2.detector import Hmr2Detector  # torch: only a worker that runs HMR 2.0 pays for it
@@ -20,7 +23,7 @@ def _detector(**options):
 
 
 register("hmr2", _detector,
-         Option("--checkpoint", "HMR 2.0 checkpoint (default: the 4D-Humans cache)"),
+         CHECKPOINT,
          Option("--hmr2-config", "JSON of the network's sizes, for checkpoints that lack them", param="config"),
          Option("--device", "torch device for HMR 2.0 (cpu, cuda, cuda:1)", default="cpu"),
          Option("--mesh", "HMR 2.0: publish the 6890 mesh vertices", bool, False),
