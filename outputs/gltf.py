@@ -149,6 +149,10 @@ def glb_bytes(document: dict, binary: bytes) -> bytes:
             + struct.pack("<II", len(binary), BIN_CHUNK) + binary)
 
 
+_UMASK = os.umask(0o022)  # read once, at import (one thread), and put back
+os.umask(_UMASK)
+
+
 def write_atomically(path: Path, data: bytes) -> Path:
     """Write ``data`` to a temporary file beside ``path``, then rename it there: a reader never sees half a file."""
     path = Path(path)
@@ -156,6 +160,7 @@ def write_atomically(path: Path, data: bytes) -> Path:
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(data)
+        os.chmod(temporary, 0o666 & ~_UMASK)  # as open() would make it: mkstemp's 0600 hides it from a backend's user
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
