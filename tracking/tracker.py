@@ -291,6 +291,13 @@ class Tracker:
                          detections: list[Detection], in_place_counts: bool = False) -> np.ndarray:
         """(T, D) bool: each detection within each lost track's reach, of its size and appearance (or, with
         ``in_place_counts``, where the track was expected: box IoU ≥ ``ghost_iou``)."""
+        # Only with appearance on both sides: location and size alone cannot tell a returning person
+        # from a false detection in a crowd or clutter (bench.scenes without appearance: 4x the ID switches).
+        # Checked first: it runs for every track missed in a frame, and without appearance nothing else need.
+        described = np.outer([e.extras.get("appearance") is not None for e in expected],
+                             [d.extras.get("appearance") is not None for d in detections])
+        if not described.any():
+            return described
         recent = [t.latest(self.motion.history) for t in tracks]
         speeds = np.array([speed(np.array([o.fields["bbox"] for o in r]), np.array([o.index for o in r]))
                            for r in recent])
@@ -298,10 +305,6 @@ class Tracker:
                                   np.array([t.last.fields["bbox"] for t in tracks], dtype=np.float64),
                                   reach(speeds, frames_unseen, self.reid),
                                   np.array([d.bbox for d in detections], dtype=np.float64), self.reid)
-        # Only with appearance on both sides: location and size alone cannot tell a returning person
-        # from a false detection in a crowd or clutter (bench.scenes without appearance: 4x the ID switches).
-        described = np.outer([e.extras.get("appearance") is not None for e in expected],
-                             [d.extras.get("appearance") is not None for d in detections])
         unlike = appearance_distance(expected, detections, frames_unseen)
         evidence = unlike <= self.reid.max_appearance
         if in_place_counts:
