@@ -113,7 +113,8 @@ SPECS: dict[str, Struct] = {
     ),
     "detections": Struct(
         {**_HEADER, "index": int, "pts_ms": float, "people": ListOf(DETECTION, 1000)},
-        {"error": Optional(str), "worker": str, "mesh_faces": _FACES, **_TIMESTAMPS},
+        {"error": Optional(str), "worker": str, "mesh_faces": _FACES, "focal_length": Between(float, 1e-3, 1e9),
+         **_TIMESTAMPS},
     ),
     "frame": Struct(
         {**_HEADER, "index": int, "pts_ms": float, "people": ListOf(PERSON, 1000)},
@@ -134,7 +135,7 @@ SPECS: dict[str, Struct] = {
         "drops": int, "retries": int, "errors": int,
         "latency_ms": MapOf(Struct({"p50": Optional(float), "p95": Optional(float), "samples": int}), 8),
         "jobs": MapOf(int, 64),
-    }, {"gpu_memory": Optional(int)}),
+    }, {"gpu_memory": Optional(int), "skipped": MapOf(int, 32)}),
 }
 PUBLIC_TYPES = ("job_start", "frame", "track_event", "job_end")
 

@@ -99,6 +99,7 @@ class StageMetrics:
         self.errors = ErrorCount()
         self.latencies = {name: LatencyWindow() for name in LATENCIES.get(stage, {})}
         self.jobs: dict[str, int] = {}  # job -> frames this stage finished, newest last
+        self.skipped: dict[str, int] = {}  # detect: people its detector left out, by reason (the detector's count)
         self._last_snapshot = clock()
         self._frames_at_last_snapshot = 0
 
@@ -142,7 +143,8 @@ class StageMetrics:
             interval=elapsed, messages_in=self.messages_in, messages_out=self.messages_out, frames=self.frames,
             fps=fps, queue=int(self.queue), drops=self.drops.dropped if self.drops else 0, retries=self.retries,
             errors=self.errors.count, latency_ms={name: w.take() for name, w in self.latencies.items()},
-            jobs=dict(self.jobs), gpu_memory=gpu_memory_bytes())
+            jobs=dict(self.jobs), gpu_memory=gpu_memory_bytes(),
+            **({"skipped": dict(self.skipped)} if self.skipped else {}))
 
     def publish(self) -> None:
         """Send a snapshot on ``out`` if one is due; never blocks (a PUB drops what it cannot send)."""

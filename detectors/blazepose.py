@@ -35,7 +35,7 @@ from detectors import register
 from detectors.base import FrameImage
 from detectors.blazepose_models import DEFAULT_MODEL, MODELS, ensure
 from options import Option, positive_int
-from options.groups import SECOND_LOOK
+from options.groups import FOV, SECOND_LOOK
 from pose import camera
 from pose.detection import Detection
 from pose.skeleton import BLAZEPOSE_TO_CANONICAL, available, to_canonical
@@ -134,13 +134,14 @@ class PoseFinder:
             self._landmarker.close()
 
 
-def pose_detection(pose: Pose, width: int, height: int, focal: float | None = None) -> Detection:
+def pose_detection(pose: Pose, width: int, height: int, fov: float | None = None) -> Detection:
     """A pose in a ``width`` × ``height`` frame -> a Detection: canonical joints, metric 3D placed in the camera
-    frame by the translation that projects it onto its 2D landmarks (``pose.camera.fit_translation``)."""
+    frame by the translation that projects it onto its 2D landmarks (``pose.camera.fit_translation``) under
+    the full-image focal (``pose.camera.image_focal``: ``fov`` degrees across the longer side, else HMR 2.0's)."""
     keypoints_2d = to_canonical(pose.image[:, :3].astype(np.float64), BLAZEPOSE_TO_CANONICAL)
     relative_3d = to_canonical(pose.world.astype(np.float64), BLAZEPOSE_TO_CANONICAL)
     present = available(relative_3d)
-    K = camera.intrinsics(width, height, focal)
+    K = camera.intrinsics(width, height, camera.image_focal(width, height, fov))
     translation = camera.fit_translation(relative_3d[present], keypoints_2d[present, :2], keypoints_2d[present, 2], K)
     keypoints_2d[~present, 2] = 0.0
     return Detection(bbox=pose.box(width, height), score=pose.score, keypoints_2d=keypoints_2d.astype(np.float32),
@@ -170,7 +171,7 @@ class BlazePoseDetector:
     name = "blazepose"
 
     def __init__(self, mode: str = "video", model: str = DEFAULT_MODEL, num_poses: int = NUM_POSES,
-                 max_gap: int = 4, focal: float | None = None, min_confidence: float = 0.5,
+                 max_gap: int = 4, fov: float | None = None, min_confidence: float = 0.5,
                  census_every: int = 30, shrink_after: int = 3):
         if mode not in ("video", "static"):
             raise ValueError(f"BlazePose mode must be video or static, not {mode!r}")
@@ -179,7 +180,7 @@ class BlazePoseDetector:
         ensure(model)  # fail (or fetch) now, not on the first frame
         self.mode, self.model, self.num_poses = mode, model, num_poses
         self.max_gap = max_gap
-        self.focal = focal
+        self.fov = fov  # degrees across the longer side; None: HMR 2.0's focal rule
         self.min_confidence = min_confidence
         self.census_every, self.shrink_after = census_every, shrink_after
         self._finder: PoseFinder | None = None  # IMAGE mode: static frames and the census
@@ -192,6 +193,10 @@ class BlazePoseDetector:
 
     def detect(self, frames: Sequence[FrameImage]) -> list[list[Detection]]:
         return [self._detect_one(frame) for frame in frames]
+
+    def image_focal(self, width: int, height: int) -> float:
+        """The full-image focal length (pixels) its 3D poses are placed with."""
+        return camera.image_focal(width, height, self.fov)
 
     def _find(self, image: np.ndarray) -> list[Pose]:
         if self._finder is None:
@@ -243,7 +248,7 @@ class BlazePoseDetector:
 
     def _detect_one(self, frame: FrameImage) -> list[Detection]:
         height, width = frame.image.shape[:2]
-        return largest_first([pose_detection(pose, width, height, self.focal) for pose in self.poses(frame)])
+        return largest_first([pose_detection(pose, width, height, self.fov) for pose in self.poses(frame)])
 
     def _close_tracker(self) -> None:
         if self._tracker is not None:
@@ -258,8 +263,8 @@ class BlazePoseDetector:
             self._finder = None
 
 
-def _detector(mode: str, model: str, num_poses: int, second_look: bool):
-    detector = BlazePoseDetector(mode=mode, model=model, num_poses=num_poses)
+def _detector(mode: str, model: str, num_poses: int, second_look: bool, fov: float | None):
+    detector = BlazePoseDetector(mode=mode, model=model, num_poses=num_poses, fov=fov)
     if not second_look:
         return detector
     from detectors.second_look import with_second_look  # it builds on this module
@@ -275,4 +280,5 @@ register("blazepose", _detector,
                 default=DEFAULT_MODEL, choices=MODELS, param="model"),
          Option("--num-poses", "BlazePose: most people per frame (default %(default)s)", positive_int, NUM_POSES,
                 metavar="N"),
+         FOV,
          SECOND_LOOK)

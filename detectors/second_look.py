@@ -190,11 +190,11 @@ class SecondLook:
 
     def __init__(self, finder: Finder, check: Plausibility = PLAUSIBLE, max_unseen: int = 30, search_every: int = 5,
                  crop_scale: float = 2.5, rotations: Sequence[int] = ROTATIONS, grids: Sequence[int] = (2, 3),
-                 focal: float | None = None):
+                 fov: float | None = None):
         self.finder, self.check = finder, check
         self.max_unseen, self.search_every = max_unseen, search_every
         self.crop_scale, self.rotations, self.grids = crop_scale, tuple(rotations), tuple(grids)
-        self.focal = focal
+        self.fov = fov
         self.counts = LookCounts()
         self._job: str | None = None
         self._follow = Follow()
@@ -242,7 +242,7 @@ class SecondLook:
         for pose in self.finder(view.image(image)):
             if not view.holds(pose):
                 continue
-            detection = pose_detection(view.to_frame(pose), width, height, self.focal)
+            detection = pose_detection(view.to_frame(pose), width, height, self.fov)
             if self.plausible(detection):
                 found.append(detection)
             else:
@@ -308,6 +308,7 @@ class SecondLookDetector:
     def __init__(self, inner: Detector, look: SecondLook):
         self.inner, self.look = inner, look
         self.name = inner.name
+        self.image_focal = getattr(inner, "image_focal", None)
 
     def detect(self, frames: Sequence[FrameImage]) -> list[list[Detection]]:
         return [self.look.refine(frame, people) for frame, people in zip(frames, self.inner.detect(frames))]
@@ -324,4 +325,4 @@ def with_second_look(detector: BlazePoseDetector) -> SecondLookDetector:
     a weak person detection (0.2) is worth a look: its pose must still be plausible, inside the crop, and of the
     expected size at the expected place."""
     finder = PoseFinder(detector.model, num_poses=2, min_confidence=0.2)
-    return SecondLookDetector(detector, SecondLook(finder, focal=detector.focal))
+    return SecondLookDetector(detector, SecondLook(finder, fov=detector.fov))

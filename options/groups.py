@@ -21,6 +21,10 @@ SECOND_LOOK = Option("--no-second-look", "keep every pose BlazePose finds, and n
                                          "missed, a crop around where they are expected is looked at again, turned "
                                          "for inverted bodies; where nobody is found, tiles are searched)",
                      bool, True, dest="second_look", job=bool)
+# Shared by every detector that places people in 3D: the full-image focal (pose.camera.image_focal).
+FOV = Option("--fov", "the camera's field of view in degrees across the frame's longer side, for the focal length "
+                      "of camera.translation and keypoints_3d (default: HMR 2.0's 5000/256 x the longer side, "
+                      "about 2.9 degrees)", float, metavar="DEG", job=Between(float, 1.0, 179.0))
 
 DECODE = Table("decode", (
     # 3840: 8K frames would be 100 MB each on the bus (and ×32 held by decode for resending), while the

@@ -208,7 +208,8 @@ def tracked_frames(messages: list[dict]) -> list[TrackedFrame]:
 def write_phalp(messages: list[dict], path: str | Path) -> Path:
     """PHALP's results file of a job's published messages (its job_start first)."""
     start = messages[0]
-    return write_phalp_pkl(path, tracked_frames(messages), start["width"], start["height"])
+    focal = start.get("intrinsics", {}).get("fx")  # the detector's (--fov, the checkpoint's focal)
+    return write_phalp_pkl(path, tracked_frames(messages), start["width"], start["height"], focal=focal)
 
 
 def write_phalp_pkl(path: str | Path, frames: Sequence[TrackedFrame], width: int, height: int, **options) -> Path:

@@ -1,20 +1,39 @@
 """Pinhole camera maths (OpenCV axes: x right, y down, z forward, metres).
 
 Intrinsics follow HMR 2.0's full-image convention for every detector, so
-that all detectors report the same camera:
-focal ``f = 5000 / 256 · max(W, H)`` pixels, principal point at the image centre.
+that all detectors report the same camera: principal point at the image centre,
+focal ``f = crop focal / crop size · max(W, H)`` pixels (``5000 / 256 · max(W, H)``
+for the released checkpoint), or, for a user who knows their camera, the focal of
+its field of view across the longer side (``--fov``).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-HMR2_FOCAL = 5000.0
+HMR2_FOCAL = 5000.0  # the released checkpoint's EXTRA.FOCAL_LENGTH, pixels for its crop
 HMR2_CROP = 256
 
 
-def default_focal(width: int, height: int) -> float:
-    """Focal length in pixels for a W×H image."""
-    return HMR2_FOCAL / HMR2_CROP * max(width, height)
+def default_focal(width: int, height: int, crop_focal: float = HMR2_FOCAL, crop_size: int = HMR2_CROP) -> float:
+    """Focal length in pixels for a W×H image: HMR 2.0's crop focal, the crop stretched over the longer side."""
+    return crop_focal / crop_size * max(width, height)
+
+
+def focal_from_fov(fov_degrees: float, width: int, height: int) -> float:
+    """Focal length in pixels of a camera whose field of view across the image's longer side is ``fov_degrees``."""
+    if not 0 < fov_degrees < 180:
+        raise ValueError(f"field of view must be between 0 and 180 degrees, not {fov_degrees}")
+    return max(width, height) / 2 / math.tan(math.radians(fov_degrees) / 2)
+
+
+def image_focal(width: int, height: int, fov_degrees: float | None = None, crop_focal: float = HMR2_FOCAL,
+                crop_size: int = HMR2_CROP) -> float:
+    """The one focal rule: the field of view's focal when the user gave one, else ``default_focal``."""
+    if fov_degrees is not None:
+        return focal_from_fov(fov_degrees, width, height)
+    return default_focal(width, height, crop_focal, crop_size)
 
 
 def intrinsics(width: int, height: int, focal: float | None = None) -> np.ndarray:

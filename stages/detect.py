@@ -101,6 +101,9 @@ def detect_batch(detector, batch: list[dict], worker: str, log) -> list[dict]:
         faces = getattr(detector, "mesh_faces", None)
         if message["index"] == 0 and faces is not None:  # the track stage puts them in job_start
             reply["mesh_faces"] = faces
+        focal = getattr(detector, "image_focal", None)
+        if message["index"] == 0 and focal is not None:  # and the focal length in its intrinsics
+            reply["focal_length"] = float(focal(message["width"], message["height"]))
         replies.append(reply)
     return replies
 
@@ -155,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
                 metrics.wait_writable(results)
                 sockets.send(results, reply)
                 metrics.sent(reply)
+            metrics.skipped = dict(getattr(detector, "skipped", {}))
             metrics.publish()
     except KeyboardInterrupt:
         pass

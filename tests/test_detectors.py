@@ -45,7 +45,8 @@ def test_the_launcher_hands_a_worker_every_option_of_its_detector(name):
     """What launch.py parses, the worker it starts parses back the same (forwarding loses nothing)."""
     table = detectors.table()
     changed = {option.name: (not option.default if option.type is bool else option.choices[-1] if option.choices
-                             else option.type(7) if isinstance(option.default, (int, float)) else "x")
+                             else option.type(7) if isinstance(option.default, (int, float)) or option.type is float
+                             else "x")
                for option in detectors.registered()[name].options}
     launched = parse(options.LAUNCH, options.argv("detect", {"detector": name, **changed}, table), table)
     worker = parse("detect", options.argv("detect", launched, table), table)

@@ -4,13 +4,16 @@
 - ``checkpoint.load_hmr2``: the released Lightning checkpoint, read without running pickled code;
 - ``weights``: where the checkpoint is looked for, what to tell the user, a resumable download;
 - ``preprocess``: person crops equal to upstream's ``ViTDetDataset``;
+- ``boxes``: the person box sources (ViTDet, Faster R-CNN, BlazePose), their thresholds and the box guard;
+- ``precision``: fp32, bf16 or int8, their measured error bounds and each device's default;
 - ``detector.Hmr2Detector``: the posebus ``Detector``.
 """
 from __future__ import annotations
 
+from bus.schema import Enum
 from detectors import register
-from options import Option
-from options.groups import SECOND_LOOK
+from options import Option, positive_int
+from options.groups import FOV, SECOND_LOOK
 
 # Also the SMPL model's source for the animation export's command line (outputs.gltf).
 CHECKPOINT = Option("--checkpoint", "HMR 2.0 checkpoint (default: the 4D-Humans cache)")
@@ -27,7 +30,20 @@ register("hmr2", _detector,
          Option("--hmr2-config", "JSON of the network's sizes, for checkpoints that lack them", param="config"),
          Option("--device", "torch device for HMR 2.0 (cpu, cuda, cuda:1)", default="cpu"),
          Option("--mesh", "HMR 2.0: publish the 6890 mesh vertices", bool, False),
-         Option("--boxes", "HMR 2.0 person boxes (auto: Faster R-CNN on a GPU with torchvision, else BlazePose)",
-                default="auto", choices=("auto", "blazepose", "fasterrcnn"), param="box_source"),
-         Option("--crops-per-forward", "HMR 2.0 batch size in person crops", int, 16, param="batch_size"),
+         Option("--boxes", "HMR 2.0 person boxes (auto: ViTDet where detectron2 is installed, else Faster R-CNN "
+                           "on a GPU with torchvision, else BlazePose)",
+                default="auto", choices=("auto", "vitdet", "fasterrcnn", "blazepose"), param="box_source"),
+         Option("--box-preset", "HMR 2.0 box thresholds: demo (4D-Humans demo.py: score > 0.5) or track (track.py "
+                                "with PHALP: score > 0.8, boxes under 50x100 px dropped); default %(default)s",
+                default="demo", choices=("demo", "track")),
+         Option("--box-score", "HMR 2.0: keep people the box source scores above S (default: the preset's)",
+                float, metavar="S"),
+         Option("--min-box", "HMR 2.0: skip boxes narrower or lower than WxH pixels after clipping to the frame "
+                             "(default: the preset's, demo 8x8)", metavar="WxH"),
+         Option("--precision", "HMR 2.0 arithmetic: fp32, bf16, int8 (CPU only), auto: int8 on a CPU, bf16 on "
+                               "CUDA (error bounds: docs/outputs.md); default %(default)s",
+                default="auto", choices=("auto", "fp32", "bf16", "int8"), job=Enum(("auto", "fp32", "bf16", "int8"))),
+         Option("--crops-per-forward", "HMR 2.0 batch size in person crops (default %(default)s)", positive_int, 16,
+                param="batch_size"),
+         FOV,
          SECOND_LOOK)

@@ -1,16 +1,19 @@
-"""HMR 2.0 as a posebus detector: person boxes -> crops -> one batched forward -> Detections.
+"""HMR 2.0 as a posebus detector: person boxes -> guarded boxes -> crops -> batched forwards -> Detections.
 
-Person boxes come from a pluggable box source (HMR 2.0 itself needs a box per
-person): ``BlazePoseBoxes`` on CPU, ``FasterRcnnBoxes`` on a GPU where
-torchvision is installed. All people of all frames in a ``detect`` call go through the network
-together, ``batch_size`` crops at a time.
+Person boxes come from a pluggable box source (``detectors.hmr2.boxes``: ViTDet, Faster R-CNN or
+BlazePose). Each box is clipped to the frame and skipped below the minimum size; the people of all
+frames given to ``detect`` go through the network together, ``batch_size`` crops at a time, in the
+chosen ``precision`` (``detectors.hmr2.precision``). A worker that gathers crops of several frames or
+jobs itself calls the three steps apart: ``prepare`` (boxes and crops of some frames), ``run`` (one
+batched forward of any crops), ``finish`` (a frame's Detections from its rows of the outputs).
 
 Per person the Detection holds:
 
-- ``bbox``/``score``: the box source's box (x, y, w, h) and confidence;
+- ``bbox``/``score``: the box source's box (x, y, w, h), clipped to the frame, and confidence;
 - ``keypoints_3d``: canonical joints in the full image's camera (metres):
   HMR 2.0's keypoints plus the full-image translation (``pose.camera.cam_crop_to_full``
-  with f = 5000/256·max(W, H) and the principal point at the image centre);
+  with the full-image focal of ``pose.camera.image_focal``: the checkpoint's crop focal
+  over the longer side, or ``fov``'s, and the principal point at the image centre);
 - ``keypoints_2d``: those joints projected with the same intrinsics, confidence 1;
 - extras ``smpl`` (rotation matrices and betas), ``camera`` (that translation,
   focal length and principal point), ``keypoints_3d_native`` (the 44 HMR 2.0
@@ -18,134 +21,81 @@ Per person the Detection holds:
   ``vertices``. ``keypoints_3d_native`` and ``vertices`` are in the SMPL frame
   without translation, as HMR 2.0 outputs them: add ``camera.translation`` to
   place them in the camera frame.
+
+A person whose box is skipped, or whose outputs are not finite or put the body behind the camera
+(or nearly at infinity: camera scale under ``MIN_CAMERA_SCALE``), is left out and counted by reason
+in ``skipped`` (published in the detect stage's metrics).
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from detectors.base import FrameImage
+from detectors.hmr2 import boxes, precision as precisions, weights
+from detectors.hmr2.boxes import (  # noqa: F401 (BlazePoseBoxes: importable from here, as before boxes.py)
+    BlazePoseBoxes,
+    BoxSource,
+    PersonBoxes,
+    guard_boxes,
+    make_box_source,
+    thresholds,
+)
 from detectors.hmr2.checkpoint import load_hmr2
 from detectors.hmr2.model import Hmr2Config
 from detectors.hmr2.preprocess import Crops, crop_people
-from pose.camera import cam_crop_to_full, default_focal, intrinsics, project
+from pose.camera import cam_crop_to_full, image_focal, intrinsics, project
 from pose.detection import Detection
 from pose.skeleton import HMR2_TO_CANONICAL, available, to_canonical
 
+# The weak-perspective scale of a body filling the crop is about 1; under 0.01 it would stand 100 times
+# further than its box says (the released model never gives that for a person), at or below 0 behind the camera.
+MIN_CAMERA_SCALE = 0.01
+
 
 @dataclass
-class PersonBoxes:
-    boxes: np.ndarray  # (N, 4) float32: x1, y1, x2, y2 in pixels
-    scores: np.ndarray  # (N,) float32 in [0, 1]
+class PreparedFrame:
+    """One frame's people, ready for the network: its kept boxes and their crops."""
 
-
-class BoxSource(Protocol):
-    def __call__(self, frames: Sequence[FrameImage]) -> list[PersonBoxes]:
-        """Frames (their job and index too: a source may follow people across a job's frames) -> the people in each."""
-        ...
-
-    def close(self) -> None: ...
-
-
-class BlazePoseBoxes:
-    """The people BlazePose finds in each frame (``detectors.blazepose``, static mode): their landmark boxes;
-    with ``second_look``, also the rider where BlazePose misses them (``detectors.second_look``).
-
-    ``score_threshold`` is BlazePose's person-detection confidence; the reported
-    score is the landmarks' mean visibility. No minimum box size.
-    """
-
-    def __init__(self, score_threshold: float = 0.5, second_look: bool = False):
-        from detectors.blazepose import BlazePoseDetector  # only this box source needs mediapipe
-
-        self.detector = BlazePoseDetector(mode="static", min_confidence=score_threshold)
-        if second_look:
-            from detectors.second_look import with_second_look
-
-            self.detector = with_second_look(self.detector)
-
-    def __call__(self, frames: Sequence[FrameImage]) -> list[PersonBoxes]:
-        found = self.detector.detect(frames)
-        return [PersonBoxes(np.array([xywh_to_xyxy(p.bbox) for p in people], np.float32).reshape(-1, 4),
-                            np.array([p.score for p in people], np.float32)) for people in found]
-
-    def close(self) -> None:
-        self.detector.close()
-
-
-def xywh_to_xyxy(box: np.ndarray) -> np.ndarray:
-    """(4,) x, y, w, h -> (4,) x1, y1, x2, y2."""
-    return np.concatenate([box[:2], box[:2] + box[2:]])
-
-
-class FasterRcnnBoxes:
-    """torchvision's COCO Faster R-CNN (ResNet-50 FPN v2), people only; weights from torchvision's cache."""
-
-    PERSON_LABEL = 1
-
-    def __init__(self, score_threshold: float = 0.5, device: str | torch.device = "cpu"):
-        from torchvision.models.detection import fasterrcnn_resnet50_fpn_v2  # optional dependency
-
-        self.score_threshold = score_threshold
-        self.device = torch.device(device)
-        self.model = fasterrcnn_resnet50_fpn_v2(weights="DEFAULT").eval().to(self.device)
-
-    def __call__(self, frames: Sequence[FrameImage]) -> list[PersonBoxes]:
-        batch = [torch.from_numpy(frame.image[:, :, ::-1].copy()).permute(2, 0, 1).to(self.device).float() / 255
-                 for frame in frames]
-        with torch.inference_mode():
-            results = self.model(batch)
-        people = []
-        for result in results:
-            keep = (result["labels"] == self.PERSON_LABEL) & (result["scores"] >= self.score_threshold)
-            people.append(PersonBoxes(result["boxes"][keep].cpu().numpy().astype(np.float32),
-                                      result["scores"][keep].cpu().numpy().astype(np.float32)))
-        return people
-
-    def close(self) -> None:
-        pass
-
-
-BOX_SOURCES = ("auto", "blazepose", "fasterrcnn")
-
-
-def make_box_source(name: str = "auto", device: str | torch.device = "cpu", score_threshold: float = 0.5,
-                    second_look: bool = False) -> BoxSource:
-    """A box source by name; "auto" is Faster R-CNN on a GPU when torchvision imports, else BlazePose
-    (``second_look``: BlazePose's misses looked at again where the rider is expected)."""
-    device = torch.device(device)
-    if name == "auto":
-        if device.type == "cuda":
-            try:
-                return FasterRcnnBoxes(score_threshold, device)
-            except ImportError:
-                pass
-        return BlazePoseBoxes(score_threshold, second_look)
-    if name == "blazepose":
-        return BlazePoseBoxes(score_threshold, second_look)
-    if name == "fasterrcnn":
-        return FasterRcnnBoxes(score_threshold, device)
-    raise ValueError(f"unknown box source {name!r}; choose one of {', '.join(BOX_SOURCES)}")
+    shape: tuple[int, ...]  # the frame's (H, W, 3)
+    people: PersonBoxes  # the boxes kept (clipped) and their scores
+    crops: Crops
 
 
 class Hmr2Detector:
     name = "hmr2"
 
     def __init__(self, checkpoint: str | Path, *, device: str | torch.device = "cpu",
-                 box_source: BoxSource | str = "auto", score_threshold: float = 0.5, batch_size: int = 16,
-                 mesh: bool = False, torch_compile: bool = False, config: Hmr2Config | str | Path | None = None,
-                 second_look: bool = False):
-        """box_source: a BoxSource, or a name in BOX_SOURCES built with score_threshold (and second_look)."""
+                 box_source: BoxSource | str = "auto", box_preset: str = "demo", box_score: float | None = None,
+                 min_box: str | tuple[float, float] | None = None, batch_size: int = 16, mesh: bool = False,
+                 precision: str = "fp32", fov: float | None = None, torch_compile: bool = False,
+                 config: Hmr2Config | str | Path | None = None, second_look: bool = False,
+                 vitdet_weights: str | Path | None = None):
+        """box_source: a BoxSource, or a name in ``boxes.BOX_SOURCES``, built with the preset's thresholds
+        (``box_score``, ``min_box`` 'WxH' override them; the minimum size applies to any source).
+        precision: fp32 (the reference arithmetic, the default here), bf16, int8, or auto (the device's
+        default, ``precision.DEFAULTS``; the command line's default). fov: degrees across the frame's longer
+        side, for the full-image focal; None: the checkpoint's crop focal over the longer side.
+        vitdet_weights: ViTDet's weights file (default: in the checkpoint's 4D-Humans cache, ``vitdet/``)."""
         self.device = torch.device(device)
-        self.model = load_hmr2(checkpoint, self.device, config)
-        self.box_source = (make_box_source(box_source, self.device, score_threshold, second_look)
-                           if isinstance(box_source, str) else box_source)
+        self.precision = precisions.resolve(precision, self.device)
+        self.model = precisions.prepare(load_hmr2(checkpoint, self.device, config), self.precision)
+        self.limits = thresholds(box_preset, box_score, min_box)
+        if isinstance(box_source, str):
+            if vitdet_weights is None:  # beside the checkpoint's 4D-Humans cache
+                cache = weights.cache_dir_of(Path(checkpoint)) or weights.candidate_cache_dirs()[0]
+                vitdet_weights = boxes.vitdet_weights(cache)
+            box_source = make_box_source(box_source, self.device, self.limits, second_look, vitdet_weights)
+        self.box_source = box_source
         self.batch_size = batch_size
         self.mesh = mesh
+        self.fov = fov
+        self.skipped: Counter[str] = Counter()  # people left out, by reason (module docstring)
         # (13776, 3) vertex indices of the SMPL triangles, sent once per job (job_start) when vertices are.
         self.faces = self.model.smpl.faces_tensor.cpu().numpy().astype(np.int32)
         self.mesh_faces = self.faces if mesh else None
@@ -153,25 +103,40 @@ class Hmr2Detector:
             # The ViT is nearly all the work; SMPL's per-joint loop gains nothing from compiling.
             self.model.backbone.forward_features = torch.compile(self.model.backbone.forward_features, dynamic=True)
 
+    def image_focal(self, width: int, height: int) -> float:
+        """The full-image focal length in pixels for a ``width`` × ``height`` frame (the one rule, with fov)."""
+        config = self.model.config
+        return image_focal(width, height, self.fov, config.focal_length, config.image_size)
+
     def detect(self, frames: Sequence[FrameImage]) -> list[list[Detection]]:
         if not frames:
             return []
-        boxes = self.box_source(frames)
-        crops = [crop_people(frame.image, people.boxes) for frame, people in zip(frames, boxes)]
-        outputs = self.run(np.concatenate([c.images for c in crops]))
+        prepared = self.prepare(frames)
+        outputs = self.run(np.concatenate([frame.crops.images for frame in prepared]))
         detections, start = [], 0
-        for frame, people, frame_crops in zip(frames, boxes, crops):
-            count = len(people.scores)
-            frame_outputs = {key: value[start:start + count] for key, value in outputs.items()}
-            detections.append(self.frame_detections(frame.image.shape, people, frame_crops, frame_outputs))
+        for frame in prepared:
+            count = len(frame.people.scores)
+            detections.append(self.finish(frame, {key: value[start:start + count] for key, value in outputs.items()}))
             start += count
         return detections
 
+    def prepare(self, frames: Sequence[FrameImage]) -> list[PreparedFrame]:
+        """Each frame's people from the box source, through the box guard, and their crops."""
+        prepared = []
+        for frame, people in zip(frames, self.box_source(frames)):
+            height, width = frame.image.shape[:2]
+            boxes, reasons = guard_boxes(people.boxes, width, height, self.limits)
+            self.skipped.update(reason for reason in reasons if reason)
+            kept = np.array([not reason for reason in reasons], bool)
+            kept_people = PersonBoxes(boxes[kept], np.asarray(people.scores, np.float32)[kept])
+            prepared.append(PreparedFrame(frame.image.shape, kept_people, crop_people(frame.image, kept_people.boxes)))
+        return prepared
+
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """(N, 3, 256, 256) crops -> the network outputs as float32 numpy arrays, N rows each."""
+        """(N, 3, 256, 256) crops, of any frames -> the network outputs as float32 numpy arrays, N rows each,
+        ``batch_size`` crops per forward."""
         chunks = []
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16,
-                                                    enabled=self.device.type == "cuda"):
+        with torch.inference_mode(), precisions.autocast(self.precision, self.device):
             for start in range(0, len(images), self.batch_size):
                 batch = torch.from_numpy(images[start:start + self.batch_size]).to(self.device)
                 out = self.model(batch)
@@ -188,17 +153,24 @@ class Hmr2Detector:
             return {}
         return {key: torch.cat([c[key] for c in chunks]).float().cpu().numpy() for key in chunks[0]}
 
-    def frame_detections(self, shape: tuple[int, ...], people: PersonBoxes, crops: Crops,
-                         outputs: dict[str, np.ndarray]) -> list[Detection]:
+    def finish(self, frame: PreparedFrame, outputs: dict[str, np.ndarray]) -> list[Detection]:
+        """A prepared frame's Detections from its rows of ``run``'s outputs; people whose outputs fail the
+        guard are counted in ``skipped`` and left out."""
+        people = frame.people
         if not len(people.scores):
             return []
-        height, width = shape[:2]
-        focal = default_focal(width, height)
+        height, width = frame.shape[:2]
+        focal = self.image_focal(width, height)
         K = intrinsics(width, height, focal)
         img_size = np.tile(np.float32([width, height]), (len(people.scores), 1))
-        translations = cam_crop_to_full(outputs["cam"], crops.box_center, crops.box_size, img_size, np.float32(focal))
+        translations = cam_crop_to_full(outputs["cam"], frame.crops.box_center, frame.crops.box_size, img_size,
+                                        np.float32(focal))
         detections = []
         for i, (box, score, translation) in enumerate(zip(people.boxes, people.scores, translations)):
+            reason = output_problem({key: value[i] for key, value in outputs.items()}, translation)
+            if reason:
+                self.skipped[reason] += 1
+                continue
             native = outputs["keypoints_3d"][i]
             keypoints_3d = to_canonical(native + translation, HMR2_TO_CANONICAL)
             present = available(keypoints_3d)
@@ -220,3 +192,12 @@ class Hmr2Detector:
 
     def close(self) -> None:
         self.box_source.close()
+
+
+def output_problem(outputs: dict[str, np.ndarray], translation: np.ndarray) -> str:
+    """Why one person's network outputs must not be published ("" when they may)."""
+    if not all(np.isfinite(value).all() for value in outputs.values()) or not np.isfinite(translation).all():
+        return "output_not_finite"
+    if outputs["cam"][0] < MIN_CAMERA_SCALE:
+        return "camera_scale"
+    return ""

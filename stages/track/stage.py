@@ -69,7 +69,7 @@ class PublishingJob:
 def public_job_start(start: dict, first_detections: dict | None) -> dict:
     """Decode's job_start plus what a backend needs to read the arrays."""
     detector = start.get("options", {}).get("detector", "unknown")
-    K = camera.intrinsics(start["width"], start["height"])
+    K = camera.intrinsics(start["width"], start["height"], source_focal(start, first_detections))
     message = {
         **start,
         "detector": detector,
@@ -81,6 +81,16 @@ def public_job_start(start: dict, first_detections: dict | None) -> dict:
     if first_detections is not None and "mesh_faces" in first_detections:
         message["mesh_faces"] = first_detections["mesh_faces"]
     return message
+
+
+def source_focal(start: dict, first_detections: dict | None) -> float | None:
+    """The focal length (source pixels) the detector placed people with, as frame 0's detections say
+    (``--fov``, the checkpoint's focal); None: the default rule."""
+    focal = (first_detections or {}).get("focal_length")
+    if focal is None or "downscaled" not in start:
+        return focal
+    return focal * max(start["width"], start["height"]) / max(start["downscaled"]["width"],
+                                                              start["downscaled"]["height"])
 
 
 def in_source_frame(start: dict, frame: FrameDetections) -> FrameDetections:
