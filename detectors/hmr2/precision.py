@@ -2,9 +2,10 @@
 
 - ``fp32``: the reference (the parity fixture holds it to 1e-5 of the official code).
 - ``bf16``: autocast to bfloat16 (matrix products and convolutions); on CPU and CUDA.
-- ``int8``: dynamic quantisation of every ``nn.Linear`` of the ViT and the SMPL head (weights int8 per tensor,
-  activations quantised per batch at run time); CPU only (torch has no CUDA kernels for it). The patch
-  convolution, LayerNorms and attention products stay float32.
+- ``int8``: dynamic quantisation of every ``nn.Linear`` of the ViT (weights int8 per tensor, activations
+  quantised per batch at run time); CPU only (torch has no CUDA kernels for it). The patch convolution,
+  LayerNorms, attention products and the whole SMPL head stay float32: the head is ~1% of the arithmetic
+  and quantising it too doubles to quadruples the error on the fixture (bench/RESULTS.md).
 
 ``ERROR_BOUNDS`` are what each mode may cost against fp32, measured on the parity fixture's small model
 (real known weights) and on the full-size network with random weights (``python -m bench.hmr2``,
@@ -17,6 +18,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -40,6 +42,28 @@ ERROR_BOUNDS = {
 DEFAULTS = {"cpu": "int8", "cuda": "bf16"}
 
 
+def errors(reference: dict, outputs: dict) -> dict[str, float]:
+    """The ``ErrorBound`` quantities of ``outputs`` against ``reference``, both ``HMR2.forward`` dictionaries
+    (tensors or arrays) of the same crops: the largest over all crops."""
+    def array(value):
+        return value.detach().float().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+
+    def rotations(out):
+        smpl = out["pred_smpl_params"]
+        return np.concatenate([array(smpl["global_orient"]), array(smpl["body_pose"])], axis=1)
+
+    scale, scale_ref = array(outputs["pred_cam"])[:, 0], array(reference["pred_cam"])[:, 0]
+    return {
+        "keypoints_m": float(np.abs(array(outputs["pred_keypoints_3d"]) - array(reference["pred_keypoints_3d"])).max()),
+        "camera_scale": float(np.abs(scale / scale_ref - 1).max()),
+        "rotation": float(np.abs(rotations(outputs) - rotations(reference)).max()),
+    }
+
+
+def within(bound: ErrorBound, measured: dict[str, float]) -> bool:
+    return all(measured[name] <= getattr(bound, name) for name in measured)
+
+
 def resolve(precision: str, device: torch.device) -> str:
     """``auto`` -> the device's default; refuses a mode the device cannot run."""
     if precision == "auto":
@@ -52,11 +76,10 @@ def resolve(precision: str, device: torch.device) -> str:
 
 
 def prepare(model: nn.Module, precision: str) -> nn.Module:
-    """The model ready for ``precision``: int8 swaps the ViT's and the head's Linear layers in place."""
+    """The model ready for ``precision``: int8 swaps the ViT's Linear layers in place."""
     if precision == "int8":
-        for part in (model.backbone, model.smpl_head):
-            with warnings_silenced():
-                torch.ao.quantization.quantize_dynamic(part, {nn.Linear}, dtype=torch.qint8, inplace=True)
+        with warnings_silenced():
+            torch.ao.quantization.quantize_dynamic(model.backbone, {nn.Linear}, dtype=torch.qint8, inplace=True)
     return model
 
 
