@@ -54,8 +54,9 @@ DETECTION = Struct(
     {"extras": Struct({}, PERSON_EXTRAS)},
 )
 
-# The observed, unsmoothed values of a person detected in this frame.
-RAW = Struct({"bbox": _BBOX, "keypoints_2d": _KEYPOINTS, "keypoints_3d": Optional(_KEYPOINTS)})
+# The observed, unsmoothed values of a person detected in this frame: every value the detector gave.
+RAW = Struct({"bbox": _BBOX, "keypoints_2d": _KEYPOINTS, "keypoints_3d": Optional(_KEYPOINTS)},
+             {key: spec for key, spec in PERSON_EXTRAS.items() if key != "appearance"})
 
 PERSON = Struct(
     {
@@ -291,14 +292,19 @@ def person(track_id: int, state: str, confidence: float, frames_since_seen: int,
            raw: Detection | None = None) -> dict:
     """One person of a ``frame`` message; joint angles are measured on its 3D keypoints."""
     angles = joint_angles(d.keypoints_3d) if d.keypoints_3d is not None else {k: None for k in ANGLE_KEYS}
-    extras = {key: _f4(value) for key, value in d.extras.items() if key != "appearance"}  # for the tracker only
+    extras = published_extras(d)
     message = {"track_id": int(track_id), "state": state, "confidence": float(confidence),
                "frames_since_seen": int(frames_since_seen), "bbox": _f4(d.bbox), "keypoints_2d": _f4(d.keypoints_2d),
                "keypoints_3d": _f4(d.keypoints_3d), "joint_angles": angles, **extras}
     if raw is not None and raw is not d:
         message["raw"] = {"bbox": _f4(raw.bbox), "keypoints_2d": _f4(raw.keypoints_2d),
-                          "keypoints_3d": _f4(raw.keypoints_3d)}
+                          "keypoints_3d": _f4(raw.keypoints_3d), **published_extras(raw)}
     return message
+
+
+def published_extras(d: Detection) -> dict:
+    """A detection's extras as a frame publishes them: float32, without the tracker's appearance vector."""
+    return {key: _f4(value) for key, value in d.extras.items() if key != "appearance"}
 
 
 def _f4(value):

@@ -197,12 +197,21 @@ def phalp_results(frames: Sequence[TrackedFrame], width: int, height: int, frame
 
 
 def tracked_frames(messages: list[dict]) -> list[TrackedFrame]:
-    """A job's published ``frame`` messages back as the tracker's frames (the values published, float32)."""
+    """A job's published ``frame`` messages back as the tracker's frames (the values published, float32).
+
+    An observed person's values are the raw (unsmoothed) ones where the frame has them, as PHALP writes
+    what the model gave for a detected person; filled-in frames keep the published ones."""
     return [TrackedFrame(m["index"], m["pts_ms"], [
-        TrackedPerson(p["track_id"], p["state"], p["confidence"], p["frames_since_seen"], Detection(
-            bbox=p["bbox"], score=p["confidence"], keypoints_2d=p["keypoints_2d"], keypoints_3d=p["keypoints_3d"],
-            extras={key: p[key] for key in ("smpl", "camera", "keypoints_3d_native") if key in p}))
+        TrackedPerson(p["track_id"], p["state"], p["confidence"], p["frames_since_seen"],
+                      published_detection(p.get("raw", p) if p["state"] == "observed" else p, p["confidence"]))
         for p in m["people"]]) for m in messages if m["type"] == "frame"]
+
+
+def published_detection(values: dict, confidence: float) -> Detection:
+    """A published person's values (or its ``raw`` ones) as a Detection."""
+    return Detection(bbox=values["bbox"], score=confidence, keypoints_2d=values["keypoints_2d"],
+                     keypoints_3d=values["keypoints_3d"],
+                     extras={key: values[key] for key in ("smpl", "camera", "keypoints_3d_native") if key in values})
 
 
 def write_phalp(messages: list[dict], path: str | Path) -> Path:
