@@ -107,6 +107,9 @@ def models(args: argparse.Namespace) -> int:
         print(f"hmr2: checkpoint found at {found}")
     else:
         print("hmr2: " + missing_checkpoint_report(searched, args.url))
+    from detectors.hmr2.boxes import vitdet_cache, vitdet_report
+
+    print(vitdet_report(vitdet_cache(found, args.cache_dir)))
     return 1 if blazepose_models.check_bundle(args.blazepose_model) or not found else 0
 
 
@@ -120,6 +123,10 @@ def download_models(args: argparse.Namespace) -> int:
         if args.detector == "hmr2":
             cache = Path(args.cache_dir) if args.cache_dir else candidate_cache_dirs()[0]
             print(f"hmr2: checkpoint ready at {fetch_checkpoint(cache, args.url)}")
+            if args.boxes == "vitdet":
+                from detectors.hmr2.boxes import fetch_vitdet_weights
+
+                print(f"vitdet: weights ready at {fetch_vitdet_weights(cache)}")
         return 0
     except (OSError, blazepose_models.ModelUnavailable) as exc:
         print(f"posebus: error: download failed: {exc} (run again to resume)", file=sys.stderr)

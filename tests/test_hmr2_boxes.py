@@ -174,3 +174,21 @@ def test_the_thresholds_reach_the_blazepose_source(frame):
         assert detector.detect([frame]) == [[]] and detector.skipped == {"box_too_small": 1}
     finally:
         source.close()
+
+
+def test_launch_models_reports_vitdet(monkeypatch, tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(ROOT / "launch.py"), "models", "--cache-dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300).stdout
+    (line,) = [line for line in out.splitlines() if line.startswith("vitdet:")]
+    assert line == boxes.vitdet_report(tmp_path)
+    monkeypatch.setattr(boxes, "vitdet_missing", lambda: "detectron2 is not installed")
+    assert "not available: detectron2 is not installed" in boxes.vitdet_report(tmp_path)
+    monkeypatch.setattr(boxes, "vitdet_missing", lambda: None)
+    assert "weights missing" in boxes.vitdet_report(tmp_path) and "download-models" in boxes.vitdet_report(tmp_path)
+    boxes.vitdet_weights(tmp_path).parent.mkdir()
+    boxes.vitdet_weights(tmp_path).write_bytes(b"weights")
+    assert boxes.vitdet_report(tmp_path).startswith("vitdet: available")
+    assert boxes.vitdet_cache(None, tmp_path) == tmp_path

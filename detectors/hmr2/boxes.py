@@ -188,8 +188,37 @@ def vitdet_missing() -> str | None:
 
 
 def vitdet_weights(cache_dir: Path) -> Path:
-    """Where ``download-models --boxes vitdet`` puts ViTDet's weights (about 2.7 GB)."""
-    return cache_dir / "vitdet" / VITDET_WEIGHTS_URL.rsplit("/", 1)[1]
+    """Where ``download-models --boxes vitdet`` puts ViTDet's weights (about 2.7 GB): ``<cache>/vitdet/``."""
+    return Path(cache_dir) / "vitdet" / VITDET_WEIGHTS_URL.rsplit("/", 1)[1]
+
+
+def vitdet_cache(checkpoint: str | Path | None, cache_dir: str | Path | None = None) -> Path:
+    """The 4D-Humans cache ViTDet's weights go in: the checkpoint's own, else the first candidate."""
+    from detectors.hmr2 import weights  # its download helpers are only needed here
+
+    found = weights.cache_dir_of(Path(checkpoint)) if checkpoint is not None else None
+    return found or weights.candidate_cache_dirs(cache_dir)[0]
+
+
+def fetch_vitdet_weights(cache_dir: Path) -> Path:
+    """Download (resumably) ViTDet's weights into the cache; their path."""
+    from detectors.download import download, progress_bar
+
+    path = vitdet_weights(cache_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return download(VITDET_WEIGHTS_URL, path, progress=progress_bar(path.name))
+
+
+def vitdet_report(cache_dir: Path) -> str:
+    """One line for ``launch.py models``: whether ``--boxes vitdet`` can run here, and what is missing."""
+    missing = vitdet_missing()
+    if missing:
+        return f"vitdet: not available: {missing}; --boxes auto uses Faster R-CNN (GPU) or BlazePose"
+    path = vitdet_weights(cache_dir)
+    if not path.is_file():
+        return (f"vitdet: detectron2 and {VITDET_CONFIG} found; weights missing at {path} "
+                f"(python launch.py download-models --detector hmr2 --boxes vitdet)")
+    return f"vitdet: available (config {vitdet_config()}, weights {path}); --boxes auto uses it"
 
 
 class VitDetBoxes:

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from detectors.base import FrameImage
-from detectors.hmr2 import boxes, precision as precisions, weights
+from detectors.hmr2 import boxes, precision as precisions
 from detectors.hmr2.boxes import (  # noqa: F401 (BlazePoseBoxes: importable from here, as before boxes.py)
     BlazePoseBoxes,
     BoxSource,
@@ -87,9 +87,8 @@ class Hmr2Detector:
         self.model = precisions.prepare(load_hmr2(checkpoint, self.device, config), self.precision)
         self.limits = thresholds(box_preset, box_score, min_box)
         if isinstance(box_source, str):
-            if vitdet_weights is None:  # beside the checkpoint's 4D-Humans cache
-                cache = weights.cache_dir_of(Path(checkpoint)) or weights.candidate_cache_dirs()[0]
-                vitdet_weights = boxes.vitdet_weights(cache)
+            if vitdet_weights is None:  # in the checkpoint's 4D-Humans cache
+                vitdet_weights = boxes.vitdet_weights(boxes.vitdet_cache(checkpoint))
             box_source = make_box_source(box_source, self.device, self.limits, second_look, vitdet_weights)
         self.box_source = box_source
         self.batch_size = batch_size
