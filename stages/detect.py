@@ -55,11 +55,13 @@ def receive_image(frames: zmq.Socket, shared: FrameReader) -> dict:
 
 
 def receive_batch(frames: zmq.Socket, size: int, bad: sockets.Counter, shared: FrameReader,
-                  timeout_ms: int | None = None) -> list[dict]:
+                  timeout_ms: int | None = None, fill_ms: int = 0) -> list[dict]:
     """Wait up to ``timeout_ms`` (None: for ever) for one frame, then take up to ``size - 1`` more that
-    are already waiting; an empty batch when none came in time."""
+    are already waiting or come within ``fill_ms`` of each other (the frames link holds only a few,
+    so a slow detector that gains from batching waits a little for the rest); an empty batch when
+    none came in time."""
     batch: list[dict] = []
-    while len(batch) < size and frames.poll(0 if batch else timeout_ms):
+    while len(batch) < size and frames.poll(fill_ms if batch else timeout_ms):
         try:
             batch.append(receive_image(frames, shared))
         except (*sockets.MALFORMED, BadReference) as exc:
@@ -149,7 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     log_line(log, logging.INFO, "worker_ready", worker=worker, detector=args.detector)
     try:
         while True:
-            batch = receive_batch(frames, args.batch, bad, shared, metrics.timeout_ms())  # wakes to publish metrics
+            batch = receive_batch(frames, args.batch, bad, shared, metrics.timeout_ms(),  # wakes to publish metrics
+                                  getattr(detector, "batch_fill_ms", 0))
             if not batch:  # idle: unmap the frame rings of jobs that have ended
                 shared.prune()
             metrics.received(len(batch))

@@ -56,6 +56,7 @@ from pose.skeleton import HMR2_TO_CANONICAL, available, to_canonical
 # The weak-perspective scale of a body filling the crop is about 1; under 0.01 it would stand 100 times
 # further than its box says (the released model never gives that for a person), at or below 0 behind the camera.
 MIN_CAMERA_SCALE = 0.01
+CPU_BATCH_FILL_MS = 250
 
 
 @dataclass
@@ -95,6 +96,9 @@ class Hmr2Detector:
         self.mesh = mesh
         self.fov = fov
         self.skipped: Counter[str] = Counter()  # people left out, by reason (module docstring)
+        # How long a detect worker waits for one more frame to fill a batch: on a CPU a crop takes
+        # seconds and a batch of 4 or more costs about half as much per crop (bench/RESULTS.md).
+        self.batch_fill_ms = CPU_BATCH_FILL_MS if self.device.type == "cpu" else 0
         # (13776, 3) vertex indices of the SMPL triangles, sent once per job (job_start) when vertices are.
         self.faces = self.model.smpl.faces_tensor.cpu().numpy().astype(np.int32)
         self.mesh_faces = self.faces if mesh else None
