@@ -15,6 +15,7 @@ It prints markdown: one precision × batch table per model, and the projected ne
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import os
 import platform
@@ -52,16 +53,28 @@ def forward(model: HMR2, crops: torch.Tensor, precision: str) -> dict:
         return model(crops)
 
 
-def seconds_per_batch(model: HMR2, crops: torch.Tensor, precision: str, min_seconds: float, min_runs: int,
-                      warm_up: bool = True) -> float:
-    """Mean over at least min_runs forwards and min_seconds (after one warm-up forward)."""
-    if warm_up:
-        forward(model, crops, precision)
-    runs, start = 0, time.perf_counter()
-    while runs < min_runs or time.perf_counter() - start < min_seconds:
-        forward(model, crops, precision)
-        runs += 1
-    return (time.perf_counter() - start) / runs
+def fastest(model: HMR2, crops: torch.Tensor, precision: str) -> float:
+    """Seconds of one forward (the caller keeps the fastest of its rounds: the least disturbed by load)."""
+    start = time.perf_counter()
+    forward(model, crops, precision)
+    return time.perf_counter() - start
+
+
+def interleaved(models: dict[str, HMR2], crops: torch.Tensor, batch_sizes: tuple[int, ...], rounds: int,
+                min_seconds: float = 0.0, warm_up: bool = True) -> dict[tuple[str, int], float]:
+    """(precision, batch) -> the fastest forward's seconds per crop; every round times each row once, in turn,
+    so that load from other processes falls on every row alike (after one warm-up forward of each)."""
+    for precision, model in models.items() if warm_up else ():
+        forward(model, batches(crops, max(batch_sizes)), precision)
+    best: dict[tuple[str, int], float] = {}
+    started, done = time.perf_counter(), 0
+    while done < rounds or time.perf_counter() - started < min_seconds:
+        for precision, model in models.items():
+            for batch in batch_sizes:
+                seconds = fastest(model, batches(crops, batch), precision) / batch
+                best[precision, batch] = min(best.get((precision, batch), seconds), seconds)
+        done += 1
+    return best
 
 
 def full_size_model(smpl_source: HMR2) -> HMR2:
@@ -79,31 +92,26 @@ def batches(crops: torch.Tensor, batch: int) -> torch.Tensor:
 
 def small_rows(checkpoint: Path, seconds: float) -> list[dict]:
     crops, _ = fixture_crops()
-    reference = forward(load_hmr2(checkpoint), crops, "fp32")
-    rows = []
-    for precision in precisions.PRECISIONS:
-        model = precisions.prepare(load_hmr2(checkpoint), precision)
-        error = precisions.errors(reference, forward(model, crops, precision))
-        for batch in (1, 4, 16):
-            per_batch = seconds_per_batch(model, batches(crops, batch), precision, seconds, min_runs=3)
-            rows.append({"precision": precision, "batch": batch, "s_per_crop": per_batch / batch, **error})
-    return rows
+    models = {precision: precisions.prepare(load_hmr2(checkpoint), precision) for precision in precisions.PRECISIONS}
+    reference = forward(models["fp32"], crops, "fp32")
+    error = {precision: precisions.errors(reference, forward(model, crops, precision))
+             for precision, model in models.items()}
+    speed = interleaved(models, crops, (1, 4, 16), rounds=3, min_seconds=seconds)
+    return [{"precision": precision, "batch": batch, "s_per_crop": per_crop, **error[precision]}
+            for (precision, batch), per_crop in speed.items()]
 
 
-def full_rows(smpl_source: HMR2, runs: int) -> list[dict]:
-    """fp32 and bf16 on one model, then int8 on it quantised in place (one ViT-H in memory at a time)."""
+def full_rows(smpl_source: HMR2, rounds: int) -> list[dict]:
+    """fp32 and bf16 on one ViT-H, int8 on a quantised copy (both in memory, so that rounds interleave)."""
     _, real = fixture_crops()
-    model = full_size_model(smpl_source)
-    reference = forward(model, real, "fp32")
-    rows = []
-    for precision in precisions.PRECISIONS:
-        precisions.prepare(model, precision)
-        outputs = reference if precision == "fp32" else forward(model, real, precision)  # batch 4: the warm-up
-        error = precisions.errors(reference, outputs)
-        for batch in (1, 4):
-            per_batch = seconds_per_batch(model, real[:batch], precision, 0.0, runs, warm_up=batch == 1)
-            rows.append({"precision": precision, "batch": batch, "s_per_crop": per_batch / batch, **error})
-    return rows
+    exact = full_size_model(smpl_source)
+    models = {"fp32": exact, "bf16": exact, "int8": precisions.prepare(copy.deepcopy(exact), "int8")}
+    reference = forward(exact, real, "fp32")
+    error = {precision: precisions.errors(reference, forward(model, real, precision) if precision != "fp32"
+                                          else reference) for precision, model in models.items()}
+    speed = interleaved(models, real, (1, 4), rounds, warm_up=False)  # the forwards above warmed each up
+    return [{"precision": precision, "batch": batch, "s_per_crop": per_crop, **error[precision]}
+            for (precision, batch), per_crop in speed.items()]
 
 
 def table(rows: list[dict]) -> list[str]:
@@ -130,14 +138,15 @@ def projection(rows: list[dict]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=SMALL_CHECKPOINT, help="small parity checkpoint")
-    parser.add_argument("--full-runs", type=int, default=1, help="timed ViT-H forwards per row (after a warm-up)")
+    parser.add_argument("--full-rounds", type=int, default=2, help="timed ViT-H forwards per row, interleaved "
+                                                                     "(after a warm-up); the fastest is kept")
     parser.add_argument("--seconds", type=float, default=2.0, help="minimum timing per small-model row")
     parser.add_argument("--no-full", action="store_true", help="skip the full-size network (minutes)")
     args = parser.parse_args()
 
     load_before = os.getloadavg()[0]
     small = small_rows(args.checkpoint, args.seconds)
-    full = [] if args.no_full else full_rows(load_hmr2(args.checkpoint), args.full_runs)
+    full = [] if args.no_full else full_rows(load_hmr2(args.checkpoint), args.full_rounds)
     print(f"HMR 2.0 forward, CPU: {cpu_name()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
           f"{datetime.date.today().isoformat()}; load average (1 min) {load_before:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after. No GPU here: CUDA rows are not measured.\n")
@@ -146,7 +155,8 @@ def main() -> None:
     print("### Small parity model (ViT 64×2, decoder 2 layers; fixture weights; 7 fixture crops)\n")
     print("\n".join(table(small)))
     if full:
-        print(f"\n### Full-size ViT-H (random weights; 4 real crops; {args.full_runs} timed forward(s) a row)\n")
+        print(f"\n### Full-size ViT-H (random weights; 4 real crops; fastest of {args.full_rounds} interleaved "
+              f"forwards a row)\n")
         print("\n".join(table(full)))
         print("\n" + "\n".join(projection(full)))
 
