@@ -114,14 +114,16 @@ def full_rows(smpl_source: HMR2, rounds: int) -> list[dict]:
             for (precision, batch), per_crop in speed.items()]
 
 
-def table(rows: list[dict]) -> list[str]:
+def table(rows: list[dict], bounds: dict[str, precisions.ErrorBound]) -> list[str]:
     baseline = next(r["s_per_crop"] for r in rows if r["precision"] == "fp32" and r["batch"] == 1)
     lines = ["| precision | batch | crops/s | s/crop | × fp32 batch 1 | keypoints max err mm | camera scale max err "
-             "| rotation max err |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| rotation max err | within bound |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
+        error = {name: r[name] for name in ("keypoints_m", "camera_scale", "rotation")}
         lines.append(f"| {r['precision']} | {r['batch']} | {1 / r['s_per_crop']:.2f} | {r['s_per_crop']:.4f} | "
                      f"{baseline / r['s_per_crop']:.2f} | {r['keypoints_m'] * 1000:.2f} | "
-                     f"{r['camera_scale'] * 100:.3f}% | {r['rotation']:.4f} |")
+                     f"{r['camera_scale'] * 100:.3f}% | {r['rotation']:.4f} | "
+                     f"{'yes' if precisions.within(bounds[r['precision']], error) else 'NO'} |")
     return lines
 
 
@@ -153,11 +155,11 @@ def main() -> None:
     print("Errors are against fp32 on the same weights and crops, the largest over all crops; precision "
           "int8 quantises the ViT's Linear layers only (detectors/hmr2/precision.py).\n")
     print("### Small parity model (ViT 64×2, decoder 2 layers; fixture weights; 7 fixture crops)\n")
-    print("\n".join(table(small)))
+    print("\n".join(table(small, precisions.ERROR_BOUNDS)))
     if full:
         print(f"\n### Full-size ViT-H (random weights; 4 real crops; fastest of {args.full_rounds} interleaved "
               f"forwards a row)\n")
-        print("\n".join(table(full)))
+        print("\n".join(table(full, precisions.FULL_SIZE_ERROR_BOUNDS)))
         print("\n" + "\n".join(projection(full)))
 
 
