@@ -26,6 +26,23 @@ def positive_int(text: str) -> int:
     return value
 
 
+def pixel_size(text: str) -> tuple[float, float]:
+    """'WxH' in pixels -> (W, H), both at least 0."""
+    try:
+        width, height = (float(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a size is WIDTHxHEIGHT in pixels, e.g. 50x100, not {text!r}") from None
+    if not (width >= 0 and height >= 0):
+        raise argparse.ArgumentTypeError(f"a size must not be negative: {text!r}")
+    return width, height
+
+
+def pixel_size_text(text: str) -> str:
+    """An argparse type: a valid 'WxH' kept as written (so that it is forwarded as given)."""
+    pixel_size(text)
+    return text
+
+
 @dataclass(frozen=True)
 class Option:
     """One setting. ``type`` ``bool`` makes a switch: ``--x`` turns a default-False setting on,

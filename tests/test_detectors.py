@@ -46,7 +46,7 @@ def test_the_launcher_hands_a_worker_every_option_of_its_detector(name):
     table = detectors.table()
     changed = {option.name: (not option.default if option.type is bool else option.choices[-1] if option.choices
                              else option.type(7) if isinstance(option.default, (int, float)) or option.type is float
-                             else "x")
+                             else "7x7" if option.type is options.pixel_size_text else "x")
                for option in detectors.registered()[name].options}
     launched = parse(options.LAUNCH, options.argv("detect", {"detector": name, **changed}, table), table)
     worker = parse("detect", options.argv("detect", launched, table), table)

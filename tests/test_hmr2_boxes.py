@@ -1,4 +1,5 @@
 """HMR 2.0's person boxes: the box guard, threshold presets, and which source ``auto`` picks (ViTDet first)."""
+import argparse
 from pathlib import Path
 
 import cv2
@@ -66,8 +67,10 @@ def test_presets_are_the_official_thresholds_and_options_override_them():
     assert (track.score, track.vitdet_score, track.min_width, track.min_height) == (0.8, 0.5, 50, 100)
     mine = thresholds("track", score=0.6, min_size="20x40")
     assert (mine.score, mine.min_width, mine.min_height, mine.vitdet_score) == (0.6, 20, 40, 0.5)
-    with pytest.raises(ValueError, match="WIDTHxHEIGHT"):
+    with pytest.raises(argparse.ArgumentTypeError, match="WIDTHxHEIGHT"):
         thresholds(min_size="20")
+    with pytest.raises(argparse.ArgumentTypeError, match="negative"):
+        thresholds(min_size="-1x5")
     with pytest.raises(ValueError, match="unknown box preset"):
         thresholds("strict")
 

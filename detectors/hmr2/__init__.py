@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from bus.schema import Enum
 from detectors import register
-from options import Option, positive_int
+from options import Option, pixel_size_text, positive_int
 from options.groups import FOV, SECOND_LOOK
 
 # Also the SMPL model's source for the animation export's command line (outputs.gltf).
@@ -39,9 +39,9 @@ register("hmr2", _detector,
          Option("--box-score", "HMR 2.0: keep people the box source scores above S (default: the preset's)",
                 float, metavar="S"),
          Option("--min-box", "HMR 2.0: skip boxes narrower or lower than WxH pixels after clipping to the frame "
-                             "(default: the preset's, demo 8x8)", metavar="WxH"),
+                             "(default: the preset's, demo 8x8)", pixel_size_text, metavar="WxH"),
          Option("--precision", "HMR 2.0 arithmetic: fp32, bf16, int8 (CPU only), auto: int8 on a CPU, bf16 on "
-                               "CUDA (error bounds: docs/outputs.md); default %(default)s",
+                               "CUDA (error bounds: docs/hmr2.md); default %(default)s",
                 default="auto", choices=("auto", "fp32", "bf16", "int8"), job=Enum(("auto", "fp32", "bf16", "int8"))),
          Option("--crops-per-forward", "HMR 2.0 batch size in person crops (default %(default)s)", positive_int, 16,
                 param="batch_size"),

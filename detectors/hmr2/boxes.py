@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from detectors.base import FrameImage
+from options import pixel_size
 
 
 @dataclass
@@ -54,17 +55,6 @@ PRESETS = {
 }
 
 
-def parse_size(text: str) -> tuple[float, float]:
-    """'WxH' (pixels) -> (W, H); an argparse type."""
-    try:
-        width, height = (float(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"box size must be WIDTHxHEIGHT in pixels, e.g. 50x100, not {text!r}") from None
-    if not (width >= 0 and height >= 0):
-        raise ValueError(f"box size must not be negative: {text!r}")
-    return width, height
-
-
 def thresholds(preset: str = "demo", score: float | None = None, min_size: str | tuple | None = None) -> BoxThresholds:
     """A preset's thresholds, with ``score`` and ``min_size`` ('WxH' or (W, H)) overriding its own."""
     if preset not in PRESETS:
@@ -73,7 +63,7 @@ def thresholds(preset: str = "demo", score: float | None = None, min_size: str |
     if score is not None:
         chosen = replace(chosen, score=float(score))
     if min_size is not None:
-        width, height = parse_size(min_size) if isinstance(min_size, str) else min_size
+        width, height = pixel_size(min_size) if isinstance(min_size, str) else min_size
         chosen = replace(chosen, min_width=float(width), min_height=float(height))
     return chosen
 
