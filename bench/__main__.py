@@ -17,7 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from bench.timing import RESULTS, ROOT
 
-# about 1, 3, 1, 1, 0.5, 6, 12 and 10 min
+# about 1, 3, 1, 10 (on 2 loaded cores), 0.5, 6, 12 and 10 min
 BENCHES = ["transport", "pipeline", "latency", "hmr2", "tracking", "blazepose", "recall", "blackout"]
 PACKAGES = ["pyzmq", "msgpack", "numpy", "opencv-python-headless", "mediapipe", "torch", "flask"]
 

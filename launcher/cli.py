@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         args.checkpoint = resolve_checkpoint(args)
         if args.checkpoint is None:
             return 1
-    if (args.detector == "blazepose" or args.boxes != "fasterrcnn") and not ensure_blazepose_model(args):
+    if (args.detector == "blazepose" or args.boxes in ("auto", "blazepose")) and not ensure_blazepose_model(args):
         return 1
     if args.command == "worker":
         return worker(args)
