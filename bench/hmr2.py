@@ -53,26 +53,28 @@ def forward(model: HMR2, crops: torch.Tensor, precision: str) -> dict:
         return model(crops)
 
 
-def fastest(model: HMR2, crops: torch.Tensor, precision: str) -> float:
-    """Seconds of one forward (the caller keeps the fastest of its rounds: the least disturbed by load)."""
-    start = time.perf_counter()
+def timed(model: HMR2, crops: torch.Tensor, precision: str) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process, all threads) of one forward."""
+    wall, cpu = time.perf_counter(), time.process_time()
     forward(model, crops, precision)
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def interleaved(models: dict[str, HMR2], crops: torch.Tensor, batch_sizes: tuple[int, ...], rounds: int,
-                min_seconds: float = 0.0, warm_up: bool = True) -> dict[tuple[str, int], float]:
-    """(precision, batch) -> the fastest forward's seconds per crop; every round times each row once, in turn,
-    so that load from other processes falls on every row alike (after one warm-up forward of each)."""
+                min_seconds: float = 0.0, warm_up: bool = True) -> dict[tuple[str, int], tuple[float, float]]:
+    """(precision, batch) -> (wall, CPU) seconds per crop of the fastest forward; every round times each row
+    once, in turn, so that load from other processes falls on every row alike (after one warm-up forward
+    of each). CPU seconds count what the forward itself ran, whatever else ran beside it."""
     for precision, model in models.items() if warm_up else ():
         forward(model, batches(crops, max(batch_sizes)), precision)
-    best: dict[tuple[str, int], float] = {}
+    best: dict[tuple[str, int], tuple[float, float]] = {}
     started, done = time.perf_counter(), 0
     while done < rounds or time.perf_counter() - started < min_seconds:
         for precision, model in models.items():
             for batch in batch_sizes:
-                seconds = fastest(model, batches(crops, batch), precision) / batch
-                best[precision, batch] = min(best.get((precision, batch), seconds), seconds)
+                wall, cpu = timed(model, batches(crops, batch), precision)
+                old = best.get((precision, batch), (wall / batch, cpu / batch))
+                best[precision, batch] = (min(old[0], wall / batch), min(old[1], cpu / batch))
         done += 1
     return best
 
@@ -97,8 +99,8 @@ def small_rows(checkpoint: Path, seconds: float) -> list[dict]:
     error = {precision: precisions.errors(reference, forward(model, crops, precision))
              for precision, model in models.items()}
     speed = interleaved(models, crops, (1, 4, 16), rounds=3, min_seconds=seconds)
-    return [{"precision": precision, "batch": batch, "s_per_crop": per_crop, **error[precision]}
-            for (precision, batch), per_crop in speed.items()]
+    return [{"precision": precision, "batch": batch, "s_per_crop": wall, "cpu_s_per_crop": cpu, **error[precision]}
+            for (precision, batch), (wall, cpu) in speed.items()]
 
 
 def full_rows(smpl_source: HMR2, rounds: int) -> list[dict]:
@@ -110,18 +112,20 @@ def full_rows(smpl_source: HMR2, rounds: int) -> list[dict]:
     error = {precision: precisions.errors(reference, forward(model, real, precision) if precision != "fp32"
                                           else reference) for precision, model in models.items()}
     speed = interleaved(models, real, (1, 4), rounds, warm_up=False)  # the forwards above warmed each up
-    return [{"precision": precision, "batch": batch, "s_per_crop": per_crop, **error[precision]}
-            for (precision, batch), per_crop in speed.items()]
+    return [{"precision": precision, "batch": batch, "s_per_crop": wall, "cpu_s_per_crop": cpu, **error[precision]}
+            for (precision, batch), (wall, cpu) in speed.items()]
 
 
 def table(rows: list[dict], bounds: dict[str, precisions.ErrorBound]) -> list[str]:
-    baseline = next(r["s_per_crop"] for r in rows if r["precision"] == "fp32" and r["batch"] == 1)
-    lines = ["| precision | batch | crops/s | s/crop | × fp32 batch 1 | keypoints max err mm | camera scale max err "
-             "| rotation max err | within bound |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    base = next(r for r in rows if r["precision"] == "fp32" and r["batch"] == 1)
+    lines = ["| precision | batch | crops/s | s/crop | CPU s/crop | × fp32 batch 1 (wall) | × (CPU) "
+             "| keypoints max err mm | camera scale max err | rotation max err | within bound |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         error = {name: r[name] for name in ("keypoints_m", "camera_scale", "rotation")}
         lines.append(f"| {r['precision']} | {r['batch']} | {1 / r['s_per_crop']:.2f} | {r['s_per_crop']:.4f} | "
-                     f"{baseline / r['s_per_crop']:.2f} | {r['keypoints_m'] * 1000:.2f} | "
+                     f"{r['cpu_s_per_crop']:.4f} | {base['s_per_crop'] / r['s_per_crop']:.2f} | "
+                     f"{base['cpu_s_per_crop'] / r['cpu_s_per_crop']:.2f} | {r['keypoints_m'] * 1000:.2f} | "
                      f"{r['camera_scale'] * 100:.3f}% | {r['rotation']:.4f} | "
                      f"{'yes' if precisions.within(bounds[r['precision']], error) else 'NO'} |")
     return lines
@@ -132,8 +136,10 @@ def projection(rows: list[dict]) -> list[str]:
              "at each precision's fastest measured batch:", ""]
     for precision in precisions.PRECISIONS:
         best = min((r for r in rows if r["precision"] == precision), key=lambda r: r["s_per_crop"])
-        total = CLIP_FRAMES * best["s_per_crop"]
-        lines.append(f"- {precision} (batch {best['batch']}): {total:.0f} s ({total / 60:.1f} min)")
+        total, cpu = CLIP_FRAMES * best["s_per_crop"], CLIP_FRAMES * best["cpu_s_per_crop"]
+        lines.append(f"- {precision} (batch {best['batch']}): {total:.0f} s ({total / 60:.1f} min) as measured; "
+                     f"{cpu / torch.get_num_threads():.0f} s from its CPU seconds over {torch.get_num_threads()} "
+                     f"threads (an otherwise idle machine)")
     return lines
 
 
