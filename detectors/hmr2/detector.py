@@ -128,10 +128,10 @@ class Hmr2Detector:
         prepared = []
         for frame, people in zip(frames, self.box_source(frames)):
             height, width = frame.image.shape[:2]
-            boxes, reasons = guard_boxes(people.boxes, width, height, self.limits)
+            clipped, reasons = guard_boxes(people.boxes, width, height, self.limits)
             self.skipped.update(reason for reason in reasons if reason)
             kept = np.array([not reason for reason in reasons], bool)
-            kept_people = PersonBoxes(boxes[kept], np.asarray(people.scores, np.float32)[kept])
+            kept_people = PersonBoxes(clipped[kept], np.asarray(people.scores, np.float32)[kept])
             prepared.append(PreparedFrame(frame.image.shape, kept_people, crop_people(frame.image, kept_people.boxes)))
         return prepared
 
