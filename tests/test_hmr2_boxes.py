@@ -195,3 +195,14 @@ def test_launch_models_reports_vitdet(monkeypatch, tmp_path):
     boxes.vitdet_weights(tmp_path).write_bytes(b"weights")
     assert boxes.vitdet_report(tmp_path).startswith("vitdet: available")
     assert boxes.vitdet_cache(None, tmp_path) == tmp_path
+
+
+def test_skips_reach_the_detect_metrics():
+    from bus.metrics import StageMetrics
+
+    metrics = StageMetrics("detect", "detect-0")
+    assert "skipped" not in metrics.snapshot()
+    metrics.skipped = {"box_too_small": 2, "camera_scale": 1}
+    snapshot = metrics.snapshot()
+    validate(snapshot)
+    assert snapshot["skipped"] == {"box_too_small": 2, "camera_scale": 1}
