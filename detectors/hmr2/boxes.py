@@ -238,8 +238,9 @@ class VitDetBoxes:
         self.device = torch.device(device)
         self.model = instantiate(config.model).eval().to(self.device)
         DetectionCheckpointer(self.model).load(str(weights))
-        self.resize = T.AugmentationList(instantiate(config.dataloader.test.mapper.augmentations))
-        self.input_rgb = config.model.input_format == "RGB"
+        # The config's own test-time input: its resize, and the channel order its images are read in.
+        mapper = instantiate(config.dataloader.test.mapper)
+        self.resize, self.input_rgb = mapper.augmentations, mapper.image_format == "RGB"
         self.score_threshold = score_threshold
         self._input = T.AugInput
 
@@ -248,7 +249,7 @@ class VitDetBoxes:
         for frame in frames:
             image = frame.image[:, :, ::-1] if self.input_rgb else frame.image
             resized = self.resize(self._input(image)).apply_image(image)
-            tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)).astype(np.float32))
+            tensor = torch.as_tensor(resized.astype(np.float32).transpose(2, 0, 1))
             with torch.inference_mode():
                 result = self.model([{"image": tensor.to(self.device), "height": image.shape[0],
                                       "width": image.shape[1]}])[0]["instances"]
