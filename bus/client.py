@@ -17,6 +17,7 @@ Across machines, with CURVE (see docs/security.md)::
 """
 from __future__ import annotations
 
+import time
 from typing import Iterator
 
 import zmq
@@ -177,6 +178,20 @@ class Control:
 
     def health(self) -> dict:
         return self.request(cmd="health")
+
+    def wait_until_ready(self, timeout_s: float = 300.0, poll_s: float = 0.25) -> dict:
+        """Wait until ``health`` says ``ready`` (every worker has loaded its model); returns that health
+        reply. Raises TimeoutError after ``timeout_s``, saying which detectors were still loading."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            health = self.health()
+            if health.get("ready"):
+                return health
+            if time.monotonic() >= deadline:
+                loading = ", ".join(f"{kind} {n['ready']} of {n['workers']} workers"
+                                    for kind, n in health.get("detectors", {}).items())
+                raise TimeoutError(f"{self.endpoint} not ready within {timeout_s:g} s ({loading or 'no health'})")
+            time.sleep(poll_s)
 
     def close(self) -> None:
         self._sock.close(linger=0)

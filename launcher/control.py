@@ -42,7 +42,7 @@ def handle_request(pipeline: Pipeline, request: dict) -> dict:
     health = pipeline.health()
     return {"ok": True, "stages": {name: stage["alive"] for name, stage in health.items()}, "processes": health,
             "heartbeat_timeout_s": pipeline.args.heartbeat_timeout, "restarts": pipeline.restarts,
-            "detector": pipeline.args.detector}
+            "detector": pipeline.args.detector, "ready": pipeline.ready(), "detectors": pipeline.readiness()}
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ import outputs
 from bus import messages, sockets
 from launcher import monitor
 from launcher.workers import detector_argv, worker_links
-from options.groups import DECODE, TRACK, TRACKER
+from options.groups import DECODE, DETECT, TRACK, TRACKER
 from stages import runtime
 
 ROOT = Path(__file__).resolve().parents[1]  # where ``python -m stages.*`` finds the stages
@@ -186,13 +186,44 @@ class Pipeline:
                        "since_heartbeat_s": round(now - heard[name], 3) if name in heard else None}
                 for name, p in self.processes.items()}
 
+    def served(self) -> dict[str, object]:
+        """The detect options a job may set, at the values the running workers were started with: a worker
+        serves every job with what it loaded, so a job may ask for these values only."""
+        return {option.name: getattr(self.args, option.name) for option in DETECT.options if option.job is not None}
+
+    def refusal(self, options: dict) -> str | None:
+        """Why the running workers cannot serve a job with ``options``, or None."""
+        for name, value in self.served().items():
+            if name in options and options[name] != value:
+                flag = DETECT[name].flag
+                return (f"job asks for {name} {options[name]!r}, but this pipeline's workers run {value!r} "
+                        f"(start one with {flag} {options[name]} to serve it)")
+        return None
+
+    def readiness(self) -> dict[str, dict[str, int]]:
+        """Detector kind -> ``workers`` (how many this pipeline runs) and ``ready`` (how many of them have
+        loaded their model: a worker's first heartbeat comes only after its detector is built)."""
+        heard = self.last_heard()
+        workers = [name for name in self.processes if name.startswith("detect")]
+        return {self.args.detector: {"workers": len(workers),
+                                     "ready": sum(self.processes[name].poll() is None and name in heard
+                                                  for name in workers)}}
+
+    def ready(self) -> bool:
+        """Every stage runs and has sent a heartbeat, every detect worker with its model loaded."""
+        heard = self.last_heard()
+        return all(process.poll() is None and name in heard for name, process in self.processes.items())
+
     def submit(self, source: str, job_id: str | None = None, options: dict | None = None) -> str:
+        """Queue a job; raises ValueError for a job id in use or options the workers cannot serve."""
         job_id = job_id or uuid.uuid4().hex[:12]
         if job_id in self.records:
             raise ValueError(f"job id {job_id} is already in use")
+        problem = self.refusal(options or {})
+        if problem:
+            raise ValueError(problem)
         self.records[job_id] = JobRecord(job_id, source)
-        self.unsent.append(messages.job_request(job_id, source, {"detector": self.args.detector,
-                                                                 **(options or {})}))
+        self.unsent.append(messages.job_request(job_id, source, {**self.served(), **(options or {})}))
         self._send_pending()
         return job_id
 

@@ -19,7 +19,9 @@ import logging
 import time
 import uuid
 from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import cv2
 import zmq
@@ -32,10 +34,10 @@ from bus.log import MessageLog
 from bus.logline import log_line
 from bus.metrics import StageMetrics
 from bus.schema import SchemaError
-from options.groups import DECODE
+from options.groups import DECODE, TRIM
 from stages import runtime
 from stages.track.delivery import ACK_TIMEOUT_S, RESEND_WINDOW_AFTER_S, Sender
-from video.sources import SourceError, fit_within, fitted_size, open_source
+from video.sources import SourceError, fit_within, fitted_size, open_source, trimmed
 
 
 def encode_jpeg(image, quality: int) -> bytes:
@@ -88,12 +90,16 @@ def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality:
             realtime: bool, log, record_dir: Path | None = None, acks: zmq.Socket | None = None,
             max_in_flight: int = 0, *, metrics: StageMetrics, cancelled=lambda job: None,
             max_side: int = DECODE["max_side"].default, shm: bool = False,
-            resend_after_s: float = RESEND_WINDOW_AFTER_S) -> None:
-    """Decode one job; ``shm`` (needs ``max_in_flight``: a slot is reused once its frame is
-    acknowledged) puts its frames in a frame ring, removed when the job is over."""
-    job, options = request["job"], request.get("options", {})
+            resend_after_s: float = RESEND_WINDOW_AFTER_S, trim: Mapping[str, Any] | None = None) -> None:
+    """Decode one job (``trim``: the stage's --start/--end/--max-frames, by name); ``shm`` (needs
+    ``max_in_flight``: a slot is reused once its frame is acknowledged) puts its frames in a frame ring,
+    removed when the job is over."""
+    job = request["job"]
+    # The stage's own --start/--end/--max-frames, unless the job sets them; job_start says what applied.
+    options = {**{name: value for name, value in TRIM.values(trim or {}).items() if value is not None},
+               **request.get("options", {})}
     try:
-        source = open_source(request["source"], fps=options.get("fps"))
+        source = trimmed(open_source(request["source"], fps=options.get("fps")), **TRIM.values(options))
     except SourceError as exc:
         log_line(log, logging.ERROR, "source_failed", job=job, error=exc)
         send_event(events, messages.job_end(job, 0, str(exc)), metrics)
@@ -234,7 +240,8 @@ def main(argv: list[str] | None = None) -> None:
             job_options = {"fps": args.fps} if args.fps else {}
             request = messages.job_request(args.job or uuid.uuid4().hex[:12], args.source, job_options)
             run_job(request, frames, events, args.jpeg, args.realtime, log, args.record, acks, args.max_in_flight,
-                    metrics=metrics, max_side=args.max_side, shm=args.shm, resend_after_s=args.resend_after)
+                    metrics=metrics, max_side=args.max_side, shm=args.shm, resend_after_s=args.resend_after,
+                    trim=TRIM.values(args))
             return
         queue = JobQueue(sockets.connect(ctx, "jobs", args.jobs, security=security), events, bad)
         while True:
@@ -245,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
             metrics.received()
             run_job(request, frames, events, args.jpeg, args.realtime, log, args.record, acks, args.max_in_flight,
                     metrics=metrics, cancelled=queue.cancelled, max_side=args.max_side, shm=args.shm,
-                    resend_after_s=args.resend_after)
+                    resend_after_s=args.resend_after, trim=TRIM.values(args))
     except KeyboardInterrupt:
         pass
     finally:

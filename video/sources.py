@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -150,6 +150,38 @@ def _capture_frames(capture: cv2.VideoCapture, first: np.ndarray, info: SourceIn
     if info.kind == "stream" and info.frame_count is None:  # live: it has no end, so this is a drop
         raise SourceError(f"stream {info.source} stopped after {decoded} frames "
                           f"(connection closed, or no frame for {STREAM_TIMEOUT_MS / 1000:g} s)")
+
+
+def trimmed(source: Source, start: float | None = None, end: float | None = None,
+            max_frames: int | None = None) -> Source:
+    """The frames of ``source`` whose time is in [``start``, ``end``) seconds, at most ``max_frames`` of them,
+    renumbered from 0; each keeps its presentation time in the source (``pts_ms``). The frames before
+    ``start`` are decoded and skipped (exact, unlike seeking to a key frame). ``frame_count`` stays known
+    only when ``max_frames`` alone trims a source that announces one."""
+    if start is None and end is None and max_frames is None:
+        return source
+    if start is not None and end is not None and end <= start:
+        raise SourceError(f"end {end:g} s is not after start {start:g} s")
+    count = source.info.frame_count
+    count = None if start is not None or end is not None or count is None else min(count, max_frames)
+    info = replace(source.info, frame_count=count)
+    return Source(info, _trimmed_frames(iter(source), start, end, max_frames))
+
+
+def _trimmed_frames(frames, start: float | None, end: float | None, max_frames: int | None):
+    index = 0
+    try:
+        for _source_index, pts_ms, image in frames:
+            if max_frames is not None and index >= max_frames or end is not None and pts_ms >= end * 1000.0:
+                break
+            if start is None or pts_ms >= start * 1000.0:
+                yield index, pts_ms, image
+                index += 1
+    finally:
+        frames.close()  # releases the capture now, and skips its truncation check: the rest was not wanted
+    if index == 0:
+        raise SourceError(f"no frame between {start or 0:g} s and the end of the source" if end is None else
+                          f"no frame between {start or 0:g} s and {end:g} s")
 
 
 def _open_folder(folder: Path, fps: float) -> Source:
