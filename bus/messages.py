@@ -101,6 +101,8 @@ SPECS: dict[str, Struct] = {
             "intrinsics": Struct({"fx": float, "fy": float, "cx": float, "cy": float}),
             "options": JOB_OPTIONS,
             "mesh_faces": _FACES,
+            # A one-off run (launch.py VIDEO without --results/--history): the ports the system picked.
+            "endpoints": Struct({"results": str, "history": str}),
         },
     ),
     "image": Struct(

@@ -72,6 +72,8 @@ def run_one(args: argparse.Namespace) -> int:
         except SourceError:
             pass
     pipeline = Pipeline(args)
+    if sockets.ANY_PORT in (args.results, args.history):  # the track stage prints the ports it got
+        print(f"posebus: metrics {args.metrics}", file=sys.stderr, flush=True)
     bar = ProgressBar(total)
     try:
         job = pipeline.submit(args.source, args.job)
@@ -156,6 +158,16 @@ def beside(results: str, offset: int, link: str) -> str:
     return f"tcp://{match.group(1)}:{int(match.group(2)) + offset}" if match else sockets.LINKS[link].default
 
 
+def default_endpoints(args: argparse.Namespace) -> None:
+    """The results, history and metrics endpoints not given. A one-off run without --results takes ports
+    that no other run holds (so any number run side by side); the others take the well-known ports."""
+    if args.results is None and args.command == "run":
+        args.history, args.metrics = args.history or sockets.ANY_PORT, args.metrics or sockets.ANY_PORT
+    args.results = args.results or (sockets.ANY_PORT if args.command == "run" else sockets.LINKS["results"].default)
+    args.history = args.history or beside(args.results, 7, "history")
+    args.metrics = args.metrics or beside(args.results, 8, "metrics")
+
+
 COMMANDS = {
     "run": "run one job end to end (the default: posebus VIDEO runs VIDEO)",
     "serve": "keep running and take jobs on the control socket",
@@ -199,14 +211,18 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     options.add_flags(parser, options.LAUNCH, detectors.table(), DECODE, TRACK, TRACKER, outputs.table())
     parser.add_argument("--cache-dir", help="4D-Humans cache folder to look in for the HMR 2.0 checkpoint")
     parser.add_argument("--url", default=DEFAULT_URL, help="where download-models fetches the HMR 2.0 archive")
-    parser.add_argument("--results", default=sockets.LINKS["results"].default, metavar="ENDPOINT")
+    parser.add_argument("--results", metavar="ENDPOINT",
+                        help=f"where results are published (default {sockets.LINKS['results'].default}; a one-off "
+                             "run: a free port on loopback, printed and given in job_start's endpoints)")
     parser.add_argument("--control", default=sockets.LINKS["control"].default, metavar="ENDPOINT")
     parser.add_argument("--history", metavar="ENDPOINT",
                         help="where backends ask for a job's results from any frame (replay); "
-                             "default: the results endpoint's port + 7 (tcp://127.0.0.1:5562)")
+                             "default: the results endpoint's port + 7 (tcp://127.0.0.1:5562; a one-off run "
+                             "without --results: a free port)")
     parser.add_argument("--metrics", metavar="ENDPOINT",
                         help="where the stages' metrics are published (status reads them here); "
-                             "default: the results endpoint's port + 8 (tcp://127.0.0.1:5563)")
+                             "default: the results endpoint's port + 8 (tcp://127.0.0.1:5563; a one-off run "
+                             "without --results: a free port, printed)")
     parser.add_argument("--prometheus", type=int, metavar="PORT",
                         help="serve the metrics to Prometheus on 127.0.0.1:PORT (needs prometheus-client)")
     parser.add_argument("--worker-links", metavar="tcp://ADDR:PORT",
@@ -228,8 +244,7 @@ def default_heartbeat_timeout(detector: str, device: str) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    args.history = args.history or beside(args.results, 7, "history")
-    args.metrics = args.metrics or beside(args.results, 8, "metrics")
+    default_endpoints(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s launch %(levelname)s %(message)s")
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     runtime.dump_stacks_on_sigusr1()

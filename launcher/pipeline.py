@@ -92,6 +92,7 @@ class Pipeline:
             self.ctx.destroy(linger=0)
             shutil.rmtree(self.folder, ignore_errors=True)
             raise
+        args.metrics = sockets.bound_endpoint(self.metrics_relay.outbox)  # the port picked for a one-off run's *
         self.metrics_relay.start()
         self.jobs_out = sockets.bind(self.ctx, "jobs", self.endpoints["jobs"])
         self.status_in = sockets.bind(self.ctx, "status", self.endpoints["status"])
