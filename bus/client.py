@@ -7,7 +7,9 @@
         ...  # the same from frame 90, whenever you join: logged messages first, then live
 
     control = Control("tcp://127.0.0.1:5556")
+    control.wait_until_ready(timeout_s=300)  # every worker has loaded its model
     job = control.submit("clip.mp4")
+    job = control.submit_upload(control.upload(clip_bytes, name="clip.mp4"))  # a clip posebus cannot open
 
 Across machines, with CURVE (see docs/security.md)::
 
@@ -18,6 +20,7 @@ Across machines, with CURVE (see docs/security.md)::
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Iterator
 
 import zmq
@@ -48,6 +51,7 @@ def subscribe(endpoint: str, job: str | None = None, timeout_ms: int | None = No
         sock.close(linger=0)
 
 
+UPLOAD_CHUNK_BYTES = 2**20  # per upload_chunk request: the server takes up to its reply's chunk_bytes
 REPLAY_CHUNK = 500  # frames asked for per replay request
 CATCH_UP_WAIT_MS = 100
 IDLE_REPLAY_MS = 1000  # a quiet live stream may have lost its last messages: check the log this often
@@ -163,6 +167,31 @@ class Control:
 
     def submit(self, source: str, job: str | None = None, **options) -> str:
         reply = self.request(cmd="submit", source=source, options=options, **({"job": job} if job else {}))
+        if not reply["ok"]:
+            raise RuntimeError(reply["error"])
+        return reply["job"]
+
+    def upload(self, data: bytes | str | Path, name: str | None = None, chunk_bytes: int = UPLOAD_CHUNK_BYTES) -> str:
+        """Send a file's bytes (``data``, or the file at a path) in chunks; returns the upload id for
+        ``submit_upload``. Raises RuntimeError when the server refuses it (too large, a chunk refused)."""
+        if isinstance(data, (str, Path)):
+            name = name or Path(data).name
+            data = Path(data).read_bytes()
+        view = memoryview(data)
+        reply = self.request(cmd="upload", name=name or "upload", size=len(view))
+        if not reply["ok"]:
+            raise RuntimeError(reply["error"])
+        upload, step = reply["upload"], min(chunk_bytes, reply["chunk_bytes"])
+        for offset in range(0, len(view), step):
+            chunk = bytes(view[offset:offset + step])
+            sent = self.request(cmd="upload_chunk", upload=upload, offset=offset, data=chunk)
+            if not sent["ok"]:
+                raise RuntimeError(sent["error"])
+        return upload
+
+    def submit_upload(self, upload: str, job: str | None = None, **options) -> str:
+        """Submit a complete upload as a job's source (removed on the server when the job has ended); the job id."""
+        reply = self.request(cmd="submit_upload", upload=upload, options=options, **({"job": job} if job else {}))
         if not reply["ok"]:
             raise RuntimeError(reply["error"])
         return reply["job"]

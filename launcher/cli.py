@@ -35,7 +35,7 @@ import options
 import outputs
 from bus import sockets
 from bus.metrics import DEFAULT_INTERVAL_S
-from launcher import monitor
+from launcher import monitor, uploads
 from launcher.control import serve
 from launcher.pipeline import Pipeline
 from launcher.progress import ProgressBar
@@ -215,6 +215,9 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
                         help=f"where results are published (default {sockets.LINKS['results'].default}; a one-off "
                              "run: a free port on loopback, printed and given in job_start's endpoints)")
     parser.add_argument("--control", default=sockets.LINKS["control"].default, metavar="ENDPOINT")
+    parser.add_argument("--max-upload-mb", type=options.positive_int, default=uploads.DEFAULT_MAX_MB, metavar="MB",
+                        help="serve: the largest file a backend may upload over the control socket, in MiB "
+                             "(default %(default)s)")
     parser.add_argument("--history", metavar="ENDPOINT",
                         help="where backends ask for a job's results from any frame (replay); "
                              "default: the results endpoint's port + 7 (tcp://127.0.0.1:5562; a one-off run "

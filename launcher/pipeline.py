@@ -215,8 +215,10 @@ class Pipeline:
         heard = self.last_heard()
         return all(process.poll() is None and name in heard for name, process in self.processes.items())
 
-    def submit(self, source: str, job_id: str | None = None, options: dict | None = None) -> str:
-        """Queue a job; raises ValueError for a job id in use or options the workers cannot serve."""
+    def submit(self, source: str, job_id: str | None = None, options: dict | None = None,
+               source_from: str | None = None) -> str:
+        """Queue a job (``source_from``: what the backend gave, when ``source`` is a file posebus made of it);
+        raises ValueError for a job id in use or options the workers cannot serve."""
         job_id = job_id or uuid.uuid4().hex[:12]
         if job_id in self.records:
             raise ValueError(f"job id {job_id} is already in use")
@@ -224,7 +226,7 @@ class Pipeline:
         if problem:
             raise ValueError(problem)
         self.records[job_id] = JobRecord(job_id, source)
-        self.unsent.append(messages.job_request(job_id, source, {**self.served(), **(options or {})}))
+        self.unsent.append(messages.job_request(job_id, source, {**self.served(), **(options or {})}, source_from))
         self._send_pending()
         return job_id
 

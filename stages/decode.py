@@ -109,8 +109,10 @@ def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality:
     detected = fitted_size(info.width, info.height, max_side)
     downscaled = {} if detected == (info.width, info.height) else {
         "downscaled": {"width": detected[0], "height": detected[1]}}
+    source_from = request.get("source_from") or info.mapped_from
     send_event(events, messages.job_start(job, info.source, info.fps, info.width, info.height,
-                                          info.frame_count, options=options, **downscaled), metrics)
+                                          info.frame_count, options=options, **downscaled,
+                                          **({"source_from": source_from} if source_from else {})), metrics)
     log_line(log, logging.INFO, "job_started", job=job, source=info.source, width=info.width, height=info.height,
              fps=info.fps, **downscaled)
     ring = open_ring(job, max_in_flight, *detected, log) if shm and max_in_flight > 0 else None
