@@ -31,6 +31,7 @@ from pathlib import Path
 
 import zmq
 
+import detectors
 import options
 import outputs
 from bus import sockets
@@ -195,8 +196,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if name == "status":
             command.add_argument("--once", action="store_true", help="print one table and exit")
     args = parser.parse_args(argv)
+    known = detectors.registered()
+    unknown = [kind for kind in args.detectors or () if kind not in known]
+    if unknown:
+        parser.error(f"--detectors: unknown detector {', '.join(unknown)} (choose from {', '.join(sorted(known))})")
+    if args.detectors and args.detector not in args.detectors:
+        args.detector = args.detectors[0]  # the kind a job that names none gets
+    args.detectors = list(dict.fromkeys(args.detectors or [args.detector]))
     if args.heartbeat_timeout is None:
-        args.heartbeat_timeout = default_heartbeat_timeout(args.detector, args.device)
+        args.heartbeat_timeout = default_heartbeat_timeout(args.detectors, args.device)
     elif args.heartbeat_timeout != 0 and args.heartbeat_timeout <= DEFAULT_INTERVAL_S:
         parser.error(f"--heartbeat-timeout must be more than the {DEFAULT_INTERVAL_S:g} s between heartbeats (0: off)")
     return args
@@ -204,10 +212,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """Every command's flags: the pipeline's options, its endpoints, CURVE, the HMR 2.0 model files."""
-    import detectors
     from detectors.hmr2.weights import DEFAULT_URL
 
-    parser.add_argument("--workers", type=int, default=1, help="detect worker processes (default 1)")
+    parser.add_argument("--workers", type=int, default=1, help="detect worker processes (default 1; per kind with "
+                                                               "--detectors)")
+    parser.add_argument("--detectors", type=lambda text: [kind.strip() for kind in text.split(",") if kind.strip()],
+                        metavar="KIND,KIND",
+                        help="a pool of --workers detect workers per detector kind, each job's frames going to the "
+                             "pool of the detector it asks for (e.g. blazepose,hmr2); a job that names none gets "
+                             "--detector if listed, else the first")
     options.add_flags(parser, options.LAUNCH, detectors.table(), DECODE, TRACK, TRACKER, outputs.table())
     parser.add_argument("--cache-dir", help="4D-Humans cache folder to look in for the HMR 2.0 checkpoint")
     parser.add_argument("--url", default=DEFAULT_URL, help="where download-models fetches the HMR 2.0 archive")
@@ -241,8 +254,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     runtime.log_level_flag(parser, "warning")
 
 
-def default_heartbeat_timeout(detector: str, device: str) -> float:
-    return HEARTBEAT_TIMEOUT_HMR2_CPU_S if detector == "hmr2" and device == "cpu" else HEARTBEAT_TIMEOUT_S
+def default_heartbeat_timeout(kinds: list[str], device: str) -> float:
+    return HEARTBEAT_TIMEOUT_HMR2_CPU_S if "hmr2" in kinds and device == "cpu" else HEARTBEAT_TIMEOUT_S
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,11 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"posebus: error: {problem}", file=sys.stderr)
         return 1
-    if args.detector == "hmr2":
+    if "hmr2" in args.detectors:
         args.checkpoint = resolve_checkpoint(args)
         if args.checkpoint is None:
             return 1
-    if (args.detector == "blazepose" or args.boxes != "fasterrcnn") and not ensure_blazepose_model(args):
+    if ("blazepose" in args.detectors or args.boxes != "fasterrcnn") and not ensure_blazepose_model(args):
         return 1
     if args.command == "worker":
         return worker(args)

@@ -219,6 +219,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="send a full window of unacknowledged frames again after S seconds without an ack "
                              f"(default {RESEND_WINDOW_AFTER_S:.0f}; the launcher passes its heartbeat timeout)")
     runtime.add_endpoint_flags(parser, "frames", "events", "jobs", "acks")
+    parser.add_argument("--detector-frames", action="append", default=[], metavar="KIND=ENDPOINT",
+                        help="send the frames of jobs whose detector is KIND here, to that kind's worker pool "
+                             "(launch.py --detectors); other jobs' frames go to --frames")
     runtime.add_remote_flag(parser, "frames")
     runtime.add_security_flags(parser)
     runtime.add_metrics_flags(parser)
@@ -233,6 +236,12 @@ def main(argv: list[str] | None = None) -> None:
     ctx = zmq.Context()
     security = runtime.security_from_args(args)
     frames = sockets.bind(ctx, "frames", args.frames, security=security, also=runtime.remote_endpoints(args, "frames"))
+    pools = {kind: sockets.bind(ctx, "frames", endpoint, security=security)
+             for kind, endpoint in (pair.split("=", 1) for pair in args.detector_frames)}
+
+    def frames_for(request: dict) -> zmq.Socket:
+        return pools.get(request.get("options", {}).get("detector"), frames)
+
     events = sockets.connect(ctx, "events", args.events, security=security)
     acks = sockets.connect(ctx, "acks", args.acks, security=security) if args.max_in_flight else None
     bad = sockets.Counter("decode")
@@ -252,9 +261,9 @@ def main(argv: list[str] | None = None) -> None:
             if request is None:
                 continue
             metrics.received()
-            run_job(request, frames, events, args.jpeg, args.realtime, log, args.record, acks, args.max_in_flight,
-                    metrics=metrics, cancelled=queue.cancelled, max_side=args.max_side, shm=args.shm,
-                    resend_after_s=args.resend_after, trim=TRIM.values(args))
+            run_job(request, frames_for(request), events, args.jpeg, args.realtime, log, args.record, acks,
+                    args.max_in_flight, metrics=metrics, cancelled=queue.cancelled, max_side=args.max_side,
+                    shm=args.shm, resend_after_s=args.resend_after, trim=TRIM.values(args))
     except KeyboardInterrupt:
         pass
     finally:

@@ -44,3 +44,29 @@ def test_a_detector_the_workers_run_is_served_and_labelled_so(blazepose_server):
     assert start["type"] == "job_start" and start["detector"] == "blazepose"
     assert start["options"]["detector"] == "blazepose"
     assert end["type"] == "job_end" and end["status"] == "ok", end
+
+
+SMALL_CHECKPOINT = VIDEO.parents[1] / "fixtures" / "hmr2" / "small_checkpoint.ckpt"
+
+
+def test_a_pool_per_detector_kind_serves_each_job_with_the_detector_it_asks_for():
+    with serving("--detectors", "blazepose,hmr2", "--checkpoint", str(SMALL_CHECKPOINT), "--mesh") as (
+            _server, control_endpoint, results, _folder):
+        control = Control(control_endpoint, timeout_ms=30_000)
+        try:
+            health = control.wait_until_ready(timeout_s=300)
+            assert health["detectors"] == {"blazepose": {"workers": 1, "ready": 1}, "hmr2": {"workers": 1, "ready": 1}}
+            assert set(health["processes"]) == {"decode", "track", "detect-blazepose-0", "detect-hmr2-0"}
+            by_hmr2 = run_job(control, results, VIDEO, "by-hmr2", detector="hmr2", max_frames=4)
+            by_default = run_job(control, results, VIDEO, "by-default", max_frames=4)
+        finally:
+            control.close()
+    for published, detector in ((by_hmr2, "hmr2"), (by_default, "blazepose")):
+        start, frames, end = published[0], published[1:-1], published[-1]
+        assert start["detector"] == start["options"]["detector"] == detector
+        assert end["status"] == "ok" and end["frames"] == 4, end
+        people = [person for frame in frames if frame["type"] == "frame" for person in frame["people"]]
+        assert people, f"nobody found by {detector}"
+        # Only HMR 2.0 gives SMPL and a mesh: the frames were detected by the pool the job asked for.
+        assert all(("smpl" in person) == (detector == "hmr2") for person in people)
+    assert "mesh_faces" in by_hmr2[0] and "mesh_faces" not in by_default[0]
