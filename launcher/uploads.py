@@ -65,10 +65,13 @@ class Uploads:
             raise UploadError(f"upload {name!r} of {size} bytes exceeds the limit of {self.max_bytes} bytes "
                               "(launch.py --max-upload-mb)")
         upload_id = uuid.uuid4().hex[:16]
-        folder = self.folder / upload_id
-        folder.mkdir(parents=True, mode=0o700)
-        upload = Upload(upload_id, name, size, folder / spool_name(name), last_chunk=self.clock())
-        upload.path.touch(mode=0o600)
+        upload = Upload(upload_id, name, size, self.folder / upload_id / spool_name(name), last_chunk=self.clock())
+        try:
+            upload.folder.mkdir(parents=True, mode=0o700)
+            upload.path.touch(mode=0o600)
+        except OSError as exc:
+            self.remove(upload)
+            raise UploadError(f"upload {name!r}: cannot spool it: {exc}") from None
         self.open[upload_id] = upload
         return upload
 
@@ -88,8 +91,12 @@ class Uploads:
             self.discard(upload_id)
             raise UploadError(f"upload {upload_id}: {upload.received + len(data)} bytes, more than the "
                               f"{upload.size} announced; discarded")
-        with upload.path.open("ab") as spool:
-            spool.write(data)
+        try:
+            with upload.path.open("ab") as spool:
+                spool.write(data)
+        except OSError as exc:  # a full disk, say: the service goes on, this upload is lost
+            self.discard(upload_id)
+            raise UploadError(f"upload {upload_id}: cannot spool it: {exc}; discarded") from None
         upload.received += len(data)
         upload.last_chunk = self.clock()
         return upload.received
