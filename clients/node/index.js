@@ -232,6 +232,7 @@ export function subscribe(endpoint, options = {}) {
 }
 
 export const REPLAY_CHUNK = 500; // frames asked for per replay request
+export const UPLOAD_CHUNK_BYTES = 1 << 20; // per upload_chunk request: the server takes up to its reply's chunk_bytes
 const CATCH_UP_WAIT_MS = 100;
 const IDLE_REPLAY_MS = 1000; // a quiet live stream may have lost its last messages: check the log this often
 const REPLAY_TYPES = [...PUBLIC_TYPES, "replay_end"];
@@ -555,8 +556,6 @@ function namedJoints(names, points, confidence) {
     return { name, position, confidence: position ? confidence[i] : 0 };
   });
 }
-
-export const UPLOAD_CHUNK_BYTES = 1 << 20; // per upload_chunk request: the server takes up to its reply's chunk_bytes
 
 /** Requests to a `launch.py serve` control socket (REQ with a timeout; Lazy Pirate). */
 export class Control {

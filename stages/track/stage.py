@@ -66,8 +66,8 @@ class PublishingJob:
     with_person: int = 0
 
 
-def public_job_start(start: dict, first_detections: dict | None, endpoints: dict | None = None) -> dict:
-    """Decode's job_start plus what a backend needs to read the arrays (and the ``endpoints`` of a one-off run)."""
+def public_job_start(start: dict, first_detections: dict | None) -> dict:
+    """Decode's job_start plus what a backend needs to read the arrays."""
     detector = start.get("options", {}).get("detector", "unknown")
     K = camera.intrinsics(start["width"], start["height"])
     message = {
@@ -78,8 +78,6 @@ def public_job_start(start: dict, first_detections: dict | None, endpoints: dict
         "angles": list(ANGLE_KEYS),
         "intrinsics": {"fx": K[0, 0], "fy": K[1, 1], "cx": K[0, 2], "cy": K[1, 2]},
     }
-    if endpoints:
-        message["endpoints"] = endpoints
     if first_detections is not None and "mesh_faces" in first_detections:
         message["mesh_faces"] = first_detections["mesh_faces"]
     return message
@@ -238,7 +236,9 @@ class TrackStage:
         job.tracker = make_tracker(settings["tracker"], settings)
         job.phase = Phase.PUBLISHING
         self.open(job)
-        self.publish(job, public_job_start(job.start, first, self.settings.get("endpoints")))
+        # A one-off run on ports the system picked says which (stages.track.process).
+        endpoints = {"endpoints": self.settings["endpoints"]} if self.settings.get("endpoints") else {}
+        self.publish(job, {**public_job_start(job.start, first), **endpoints})
         return True
 
     def open(self, job: PublishingJob) -> None:
