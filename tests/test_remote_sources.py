@@ -1,13 +1,16 @@
 """Sources a remote backend can give, through a real ``launch.py serve``: an upload over the control socket,
 a Windows path as WSL maps it, and part of a clip (start, end, max_frames)."""
+import json
 import os
 import time
 
+import cv2
+import numpy as np
 import pytest
 
 from bus.client import Control
 
-from conftest import VIDEO, Collector, run_job, serving
+from conftest import VIDEO, Collector, launch, run_job, serving
 
 MAX_UPLOAD_MB = 3  # vid.mp4 is 2.0 MiB
 
@@ -116,3 +119,18 @@ def test_start_end_and_max_frames_take_part_of_the_clip(server):
     assert end["status"] == "ok" and end["frames"] == len(frames)
     capped = run_job(control, results, VIDEO, "capped", max_frames=4)
     assert capped[0]["frame_count"] == 4 and capped[-1]["frames"] == 4
+
+
+def test_the_files_of_part_of_a_clip_hold_that_part(tmp_path):
+    run = launch(VIDEO, "--start", "1.0", "--max-frames", "10", "--overlay", tmp_path, "--app-json", tmp_path,
+                 "--job", "part", "--job-log", tmp_path / "logs")
+    assert run.returncode == 0, run.stderr
+    overlay = cv2.VideoCapture(str(tmp_path / "part.mp4"))
+    assert int(overlay.get(cv2.CAP_PROP_FRAME_COUNT)) == 10
+    corner = (slice(0, 40), slice(-200, None))  # far from the runner and the drawing
+    first = overlay.read()[1][corner].astype(int)
+    source = cv2.VideoCapture(str(VIDEO))
+    difference = [np.abs(source.read()[1][corner].astype(int) - first).mean() for _ in range(60)]
+    assert int(np.argmin(difference)) == 30  # 1.0 s at 30 fps: the overlay starts at the source's frame 30
+    document = json.loads((tmp_path / "part.json").read_text())
+    assert [frame["frameNumber"] for frame in document["frames"]] == list(range(10))
