@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
-import cv2
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
@@ -34,7 +33,6 @@ from conftest import ROOT, SHARED, VIDEO, free_port, launch
 
 HMR2_CHECKPOINT = SHARED / "fixtures" / "hmr2" / "small_checkpoint.ckpt"
 JS = ROOT / "tests" / "js"
-HMR2_FRAMES = 20
 
 
 # --- independent readers ----------------------------------------------------------------------------------------
@@ -305,18 +303,12 @@ def blazepose_run(tmp_path_factory) -> Run:
 
 @pytest.fixture(scope="module")
 def hmr2_run(tmp_path_factory) -> Run:
-    """HMR 2.0 (the fixture checkpoint and its synthetic SMPL) on the clip's first frames, without smoothing:
-    the tracker smooths keypoints_3d_native apart from the SMPL parameters, so only unsmoothed they agree."""
-    folder = tmp_path_factory.mktemp("frames")
-    capture = cv2.VideoCapture(str(VIDEO))
-    for index in range(HMR2_FRAMES):
-        ok, image = capture.read()
-        assert ok
-        cv2.imwrite(str(folder / f"{index:04d}.jpg"), image)
-    capture.release()
+    """HMR 2.0 (the fixture checkpoint and its synthetic SMPL) on every frame of vid.mp4, smoothed (the
+    default): the track stage, given the launcher's --checkpoint, derives the native keypoints from the
+    smoothed SMPL parameters (detectors.hmr2.reposer)."""
     out = tmp_path_factory.mktemp("hmr2")
-    result = launch(folder, "--out", out, "--job", "vid", "--results", f"tcp://127.0.0.1:{free_port()}",
-                    "--detector", "hmr2", "--checkpoint", HMR2_CHECKPOINT, "--no-smoothing", "--mesh")
+    result = launch(VIDEO, "--out", out, "--job", "vid", "--results", f"tcp://127.0.0.1:{free_port()}",
+                    "--detector", "hmr2", "--checkpoint", HMR2_CHECKPOINT, "--mesh", timeout=900)
     assert result.returncode == 0, result.stderr
     return export(out / "vid.jsonl", "--checkpoint", str(HMR2_CHECKPOINT))
 
@@ -342,7 +334,7 @@ def smpl_joint_errors(run: Run, names: list[str], world: np.ndarray) -> np.ndarr
 
 def test_hmr2_gltf_and_bvh_reproduce_the_smpl_joints_within_1cm(hmr2_run):
     names, times, world, extras = read_glb(hmr2_run.glb)
-    assert len(times) == HMR2_FRAMES and extras["frames"] == list(range(HMR2_FRAMES))
+    assert len(times) == 180 and extras["frames"] == list(range(180))
     errors = smpl_joint_errors(hmr2_run, names, world)
     print(f"HMR 2.0 glTF: max {errors.max() * 100:.3f} cm, mean {errors.mean() * 100:.3f} cm over 14 joints")
     assert errors.max() < 0.01
