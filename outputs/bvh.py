@@ -10,7 +10,7 @@ channels are its world position (readers differ on whether they add the root's O
 joint has ``Zrotation Xrotation Yrotation``: its rotation relative to its parent is
 ``Rz(z) · Rx(x) · Ry(y)`` in degrees. A keypoint skeleton's bone lengths change from frame to frame, so
 there every joint has the root's six channels, its position channels being its offset from its parent on
-that frame, in place of its OFFSET (the rest pose: the median lengths), as Blender and MotionBuilder read
+that frame, in place of its OFFSET (the rest pose: the median lengths), as Blender reads
 them. A leaf ends in an ``End Site`` a third of its bone further on.
 BVH has no place for per-frame metadata: the glTF file's extras say which frames were filled.
 """

@@ -84,7 +84,7 @@ def read_bvh(path: Path) -> tuple[list[str], float, np.ndarray]:
     """(joint names, frame time, joint world positions (F, J, 3) in the file's units): a plain BVH parser.
 
     A joint's translation from its parent is its position channels where it has them (they replace its
-    OFFSET, as Blender and MotionBuilder read them), else its OFFSET; then its rotation channels apply in
+    OFFSET, as Blender reads them), else its OFFSET; then its rotation channels apply in
     the order listed (intrinsic: the first channel's axis outermost)."""
     tokens = path.read_text().split()
     cursor = 0
