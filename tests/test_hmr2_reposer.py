@@ -1,4 +1,5 @@
 """detectors.hmr2.reposer: what follows from HMR 2.0's SMPL parameters, derived again from tracked ones."""
+import logging
 from pathlib import Path
 
 import cv2
@@ -93,3 +94,18 @@ def test_filled_values_are_one_body_again(detections):
 
 def test_no_checkpoint_no_reposer(tmp_path):
     assert find_reposer(tmp_path / "missing.ckpt") is None
+
+
+def test_the_track_stage_reposes_hmr2_jobs_and_survives_a_bad_checkpoint(tmp_path, caplog):
+    from stages.track.stage import job_reposer
+
+    log = logging.getLogger("posebus.test")
+    assert job_reposer("a", {"detector": "blazepose", "checkpoint": str(CHECKPOINT)}, log) is None
+    assert isinstance(job_reposer("b", {"detector": "hmr2", "checkpoint": str(CHECKPOINT)}, log), Reposer)
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint")
+    with caplog.at_level(logging.WARNING):
+        assert job_reposer("c", {"detector": "hmr2", "checkpoint": str(tmp_path / "missing.ckpt")}, log) is None
+        assert job_reposer("d", {"detector": "hmr2", "checkpoint": str(garbage)}, log) is None
+    lines = [r.getMessage() for r in caplog.records if "smpl_model_missing" in r.getMessage()]
+    assert len(lines) == 2 and "job=c" in lines[0] and "cannot read" in lines[1]

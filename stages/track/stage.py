@@ -84,18 +84,22 @@ def public_job_start(start: dict, first_detections: dict | None) -> dict:
     return message
 
 
-def job_reposer(detector: str, settings: Mapping[str, Any], log) -> Callable[[list[Detection]], list[Detection]] | None:
-    """For an HMR 2.0 job, what derives its SMPL-dependent values from the tracked SMPL parameters
-    (``detectors.hmr2.reposer``), from ``--checkpoint`` or the 4D-Humans cache; else None."""
-    if detector != "hmr2":
+def job_reposer(job: str, settings: Mapping[str, Any], log) -> Callable[[list[Detection]], list[Detection]] | None:
+    """For an HMR 2.0 job (``settings``: the stage's and the job's options), what derives its SMPL-dependent
+    values from the tracked SMPL parameters (``detectors.hmr2.reposer``), from ``--checkpoint`` or the
+    4D-Humans cache; else None."""
+    if settings.get("detector") != "hmr2":
         return None
     from detectors.hmr2.reposer import find_reposer  # torch: only a stage that tracks HMR 2.0 pays for it
 
-    reposer = find_reposer(settings.get("checkpoint"))
+    try:
+        reposer = find_reposer(settings.get("checkpoint"))
+        reason = "no HMR 2.0 checkpoint (--checkpoint or the 4D-Humans cache)"
+    except Exception as exc:  # a checkpoint this stage cannot read costs the derived values, never the stage
+        reposer, reason = None, f"cannot read the HMR 2.0 checkpoint: {exc}"
     if reposer is None:
-        log_line(log, logging.WARNING, "smpl_model_missing",
-                 reason="no HMR 2.0 checkpoint (--checkpoint or the 4D-Humans cache): native keypoints and "
-                        "vertices are smoothed apart from the SMPL parameters")
+        log_line(log, logging.WARNING, "smpl_model_missing", job=job,
+                 reason=f"{reason}: native keypoints and vertices are smoothed apart from the SMPL parameters")
     return reposer
 
 
@@ -259,7 +263,7 @@ class TrackStage:
             return False
         settings = {**self.settings, **job.start.get("options", {})}
         job.tracker = make_tracker(settings["tracker"], settings)
-        job.reposer = job_reposer(settings.get("detector", "unknown"), settings, self.log)
+        job.reposer = job_reposer(job.id, settings, self.log)
         job.phase = Phase.PUBLISHING
         self.open(job)
         self.publish(job, public_job_start(job.start, first))
