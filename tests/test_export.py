@@ -440,12 +440,15 @@ else:
     bpy.ops.import_scene.gltf(filepath=path)
 actions = [a for a in bpy.data.actions]
 start, end = min(a.frame_range[0] for a in actions), max(a.frame_range[1] for a in actions)
-heads = {}  # BVH: every 10th frame, each bone's head in Blender's world (Z up)
-if path.endswith(".bvh"):
-    armature = next(o for o in bpy.data.objects if o.type == "ARMATURE")
-    for frame in range(round(start), round(end) + 1, 10):
-        scene.frame_set(frame)
-        heads[frame - round(start)] = {b.name: list(armature.matrix_world @ b.head) for b in armature.pose.bones}
+# Every 10th frame, each joint in Blender's world (Z up): a bone's head, or an empty's origin (a glTF skeleton
+# without a mesh comes in as empties).
+armature = next((o for o in bpy.data.objects if o.type == "ARMATURE"), None)
+heads = {}
+for frame in range(round(start), round(end) + 1, 10):
+    scene.frame_set(frame)
+    heads[frame - round(start)] = (
+        {b.name: list(armature.matrix_world @ b.head) for b in armature.pose.bones} if armature is not None
+        else {o.name: list(o.matrix_world.translation) for o in bpy.data.objects if o.type == "EMPTY"})
 print("POSEBUS" + json.dumps({"frames": round(end - start) + 1, "objects": len(bpy.data.objects), "heads": heads}))
 """
 
@@ -471,11 +474,17 @@ def test_blender_imports_every_frame(run, suffix, request, tmp_path):
     line = next(line for line in result.stdout.splitlines() if line.startswith("POSEBUS"))
     imported = json.loads(line[len("POSEBUS"):])
     assert imported["frames"] == sum(m["type"] == "frame" for m in run.messages), imported["frames"]
-    if suffix == "bvh":  # Blender puts the joints where our reader does (its Z up: BVH's (x, -z, y))
+    # Blender puts the joints where our readers do (its Z up: the file's (x, -z, y)); BVH in cm, glTF in m.
+    if suffix == "bvh":
         names, _, positions = read_bvh(path)
-        for frame, heads in imported["heads"].items():
-            expected = positions[int(frame)][:, [0, 2, 1]] * [1, -1, 1]
-            assert np.abs(np.array([heads[n] for n in names]) - expected).max() < 0.05  # cm
+        tolerance = 0.05
+    else:
+        names, _, positions, _ = read_glb(path)
+        tolerance = 5e-4
+    assert len(imported["heads"]) == len(range(0, imported["frames"], 10))
+    for frame, heads in imported["heads"].items():
+        expected = positions[int(frame)][:, [0, 2, 1]] * [1, -1, 1]
+        assert np.abs(np.array([heads[n] for n in names]) - expected).max() < tolerance, frame
 
 
 def replay_with_exports(run: Run, files: Path, logs: Path, **environment: str) -> None:
