@@ -49,9 +49,9 @@ from detectors.hmr2.boxes import (  # noqa: F401 (BlazePoseBoxes: importable fro
 from detectors.hmr2.checkpoint import load_hmr2
 from detectors.hmr2.model import Hmr2Config
 from detectors.hmr2.preprocess import Crops, crop_people
-from pose.camera import cam_crop_to_full, image_focal, intrinsics, project
+from detectors.hmr2.reposer import camera_keypoints
+from pose.camera import cam_crop_to_full, image_focal, intrinsics
 from pose.detection import Detection
-from pose.skeleton import HMR2_TO_CANONICAL, available, to_canonical
 
 # The weak-perspective scale of a body filling the crop is about 1; under 0.01 it would stand 100 times
 # further than its box says (the released model never gives that for a person), at or below 0 behind the camera.
@@ -175,9 +175,7 @@ class Hmr2Detector:
                 self.skipped[reason] += 1
                 continue
             native = outputs["keypoints_3d"][i]
-            keypoints_3d = to_canonical(native + translation, HMR2_TO_CANONICAL)
-            present = available(keypoints_3d)
-            keypoints_2d = np.concatenate([project(keypoints_3d, K), present[:, None]], axis=1).astype(np.float32)
+            keypoints_3d, keypoints_2d = camera_keypoints(native, translation, K)
             extras = {
                 "smpl": {"global_orient": outputs["global_orient"][i], "body_pose": outputs["body_pose"][i],
                          "betas": outputs["betas"][i]},
