@@ -239,7 +239,7 @@ class Pipeline:
         if problem:
             raise ValueError(problem)
         self.records[job_id] = JobRecord(job_id, source)
-        defaults = {name: values[0] for name, values in self.served().items()}
+        defaults = {name: values[0] for name, values in self.served().items() if values[0] is not None}  # no --fov
         self.unsent.append(messages.job_request(job_id, source, {**defaults, **(options or {})}, source_from))
         self._send_pending()
         return job_id

@@ -14,7 +14,6 @@ TRACKERS = ("phalp", "iou")
 
 DETECTOR = Option("--detector", "which detector the workers run (default %(default)s)", default="blazepose",
                   takers=(LAUNCH, "detect"), job=str)  # its choices: the registered detectors (detectors.table)
-DETECT = Table("detect", (DETECTOR,))
 # Shared by the detectors that find people with BlazePose (BlazePose, HMR 2.0's BlazePose boxes): detectors.second_look.
 SECOND_LOOK = Option("--no-second-look", "keep every pose BlazePose finds, and no second looks (by default poses "
                                          "that are no plausible person are dropped; where the followed person is "
@@ -25,6 +24,14 @@ SECOND_LOOK = Option("--no-second-look", "keep every pose BlazePose finds, and n
 FOV = Option("--fov", "the camera's field of view in degrees across the frame's longer side, for the focal length "
                       "of camera.translation and keypoints_3d (default: HMR 2.0's 5000/256 x the longer side, "
                       "about 2.9 degrees)", float, metavar="DEG", job=Between(float, 1.0, 179.0))
+# HMR 2.0's arithmetic (detectors.hmr2.precision); here because a job may ask for it, as for the ones above.
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+PRECISION = Option("--precision", "HMR 2.0 arithmetic: fp32, bf16, int8 (CPU only), auto: int8 on a CPU, bf16 on "
+                                  "CUDA (error bounds: docs/hmr2.md); default %(default)s",
+                   default="auto", choices=PRECISIONS, job=Enum(PRECISIONS))
+# The detect options a job may name: a worker serves every job with what it loaded, so a job asking for another
+# value than the running workers' is refused (launcher.pipeline.Pipeline.refusal).
+DETECT = Table("detect", (DETECTOR, FOV, PRECISION))
 
 # Which part of the source a job takes (video.sources.trimmed's keywords); part of the decode group.
 TRIM = Table("trim", (

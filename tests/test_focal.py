@@ -87,3 +87,19 @@ def test_job_start_intrinsics_are_the_detectors_focal():
     downscaled = {**start, "downscaled": {"width": 960, "height": 540}}  # the detector saw half the pixels
     intrinsics = public_job_start(downscaled, {"focal_length": 480.0})["intrinsics"]
     assert (intrinsics["fx"], intrinsics["fy"], intrinsics["cx"]) == (960.0, 960.0, 960.0)
+
+
+def test_a_job_may_ask_for_the_fov_and_precision_its_workers_run():
+    """Workers load one model at one precision and place people with one focal: a job gets those or is refused."""
+    import argparse
+
+    from bus.messages import JOB_OPTIONS
+    from bus.schema import check
+    from launcher.pipeline import Pipeline
+
+    check({"fov": 60.0, "precision": "int8"}, JOB_OPTIONS, "job options")
+    pipeline = Pipeline.__new__(Pipeline)  # what refusal reads: the launcher's settings and detector kinds
+    pipeline.args, pipeline.kinds = argparse.Namespace(detector="hmr2", fov=60.0, precision="int8"), ("hmr2",)
+    assert pipeline.refusal({"fov": 60.0, "precision": "int8"}) is None
+    assert "--fov 70" in pipeline.refusal({"fov": 70.0})
+    assert "--precision fp32" in pipeline.refusal({"precision": "fp32"})

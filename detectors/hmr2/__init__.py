@@ -10,10 +10,9 @@
 """
 from __future__ import annotations
 
-from bus.schema import Enum
 from detectors import register
 from options import LAUNCH, Option, pixel_size_text, positive_int
-from options.groups import FOV, SECOND_LOOK
+from options.groups import FOV, PRECISION, SECOND_LOOK
 
 # Also the SMPL model's source for the track stage (detectors.hmr2.reposer: what follows from the SMPL parameters
 # is derived again from the smoothed ones) and for the animation export's command line (outputs.gltf).
@@ -42,9 +41,7 @@ register("hmr2", _detector,
                 float, metavar="S"),
          Option("--min-box", "HMR 2.0: skip boxes narrower or lower than WxH pixels after clipping to the frame "
                              "(default: the preset's, demo 8x8)", pixel_size_text, metavar="WxH"),
-         Option("--precision", "HMR 2.0 arithmetic: fp32, bf16, int8 (CPU only), auto: int8 on a CPU, bf16 on "
-                               "CUDA (error bounds: docs/hmr2.md); default %(default)s",
-                default="auto", choices=("auto", "fp32", "bf16", "int8"), job=Enum(("auto", "fp32", "bf16", "int8"))),
+         PRECISION,
          Option("--crops-per-forward", "HMR 2.0 batch size in person crops (default %(default)s)", positive_int, 16,
                 param="batch_size"),
          FOV,
