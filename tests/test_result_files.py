@@ -10,33 +10,17 @@ import threading
 from pathlib import Path
 
 import av
-import cv2
 import joblib
-import numpy as np
 import pytest
 import zmq
 
 from bus import sockets
 from bus.client import Control, OutputError, follow, replay, result_files
 
-from conftest import VIDEO, free_port, serving
+from clips import BLACK_FRAMES, late_rider_clip as write_clip
+from conftest import free_port, serving
 
-BLACK_FRAMES, RIDER_FRAMES = 20, 40
-SIZE = (960, 544)
-
-
-def write_clip(path: Path, rider_frames: int) -> Path:
-    """``BLACK_FRAMES`` black frames, then the first ``rider_frames`` frames of VIDEO (the runner), as an
-    MJPEG AVI at 30 fps: the person appears only after a while."""
-    capture = cv2.VideoCapture(str(VIDEO))
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, SIZE)
-    for _ in range(BLACK_FRAMES):
-        writer.write(np.zeros((SIZE[1], SIZE[0], 3), np.uint8))
-    for _ in range(rider_frames):
-        writer.write(cv2.resize(capture.read()[1], SIZE, interpolation=cv2.INTER_AREA))
-    writer.release()
-    capture.release()
-    return path
+RIDER_FRAMES = 40
 
 
 def complete(kind: str, path: str) -> object:
