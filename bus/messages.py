@@ -226,10 +226,8 @@ def job_start(job: str, source: str, fps: float, width: int, height: int, frame_
             "height": int(height), "frame_count": frame_count, **extra}
 
 
-def job_end(job: str, frames: int, error: str | None = None, **files: dict) -> dict:
-    """``files``: the published job_end's ``outputs`` and ``output_errors``."""
-    return {**_header("job_end", job), "frames": frames, "status": "error" if error else "ok", "error": error,
-            **files}
+def job_end(job: str, frames: int, error: str | None = None) -> dict:
+    return {**_header("job_end", job), "frames": frames, "status": "error" if error else "ok", "error": error}
 
 
 def image(job: str, index: int, pts_ms: float, pixels: np.ndarray | None = None,

@@ -19,6 +19,7 @@ import pytest
 from bus import messages
 from outputs import app_json, overlay
 from outputs.app_json import app_document, camera_of, write_app_json
+from outputs.atomic import replacing
 from outputs.overlay import STATE_COLOURS, draw_frame, mesh_silhouette, render_overlay
 from outputs.report import read_messages
 from pose.angles import ANGLE_KEYS
@@ -377,3 +378,17 @@ def test_pipeline_overlay_plays_to_its_end_in_chromium(blazepose_run, tmp_path):
     assert (found["duration"], found["size"], found["ended"], found["decoded"]) == (6, [1920, 1088], 6, 180)
     _, last = read_video(path, keep=179)
     assert abs(found["lastMean"] - last.mean()) < 2  # the picture Chromium decoded is the overlay's last frame
+
+
+def test_a_result_file_is_in_place_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "clip.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), replacing(target) as temporary:
+        temporary.write_text("half of the new")
+        assert temporary.parent == tmp_path and temporary.name.startswith(".clip.json.")
+        raise RuntimeError("the writer failed")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["clip.json"]
+    with replacing(target) as temporary:
+        temporary.write_text("new")
+    assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["clip.json"]
+    assert target.stat().st_mode & 0o044  # readable by others as open() would make it, not mkstemp's 0600
