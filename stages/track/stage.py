@@ -156,6 +156,10 @@ class TrackStage:
         self.gate_open = self.gate_open or self.subscriptions >= self.settings["wait_subscribers"]
 
     def on_job_event(self, message: dict) -> None:
+        if any(ending.job.id == message["job"] for ending in self.ending):
+            # Its frames are out, its files being written: a stage that died meanwhile does not end it twice.
+            log_line(self.log, logging.INFO, "late_event_ignored", job=message["job"], event=message["type"])
+            return
         job = self.job(message["job"])
         self.delivery.progressed(job.id)
         self.recording.record(job.id, "events", message)
