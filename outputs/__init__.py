@@ -90,9 +90,9 @@ def write_files(settings: Mapping[str, Any], job: str, start: dict | None, end: 
                 log) -> tuple[dict[str, str | list[str]], dict[str, str]]:
     """The files ``settings`` ask for, for an ended job, made from its published messages ``results``.
 
-    ``start`` and ``end`` are the job_start and job_end decode sent (``start`` None when the stage never had it).
-    Returns ({output: path, or paths for a per-track output} of the files complete, {output: error} of those
-    that failed), keyed by the option's name (``app_json``, ``overlay``, ...).
+    ``start`` is the job_start decode sent (None when the stage never had it), ``end`` the job_end to be
+    published once the files are written. Returns ({output: path, or paths for a per-track output} of the
+    files complete, {output: error} of those that failed), keyed by the option's name (``app_json``, ...).
     """
     written, failed = {}, {}
     for output in FILES:
