@@ -22,6 +22,7 @@ from pathlib import Path
 
 import zmq
 
+import detectors
 import options
 import outputs
 from bus import messages, sockets
@@ -115,7 +116,7 @@ class Pipeline:
         common = ["--log-level", a.log_level, "--metrics-link", e["stage_metrics"]]
         track = ["-m", "stages.track", "--detections", e["detections"], "--events", e["events"],
                  "--results", a.results, "--status", e["status"], "--history", a.history, "--acks", e["acks"],
-                 *options.argv("track", a, TRACK, TRACKER, outputs.table())]
+                 *options.argv("track", a, TRACK, TRACKER, outputs.table(), detectors.table())]
         decode = ["-m", "stages.decode", "--frames", e["frames"], "--events", e["events"], "--jobs", e["jobs"],
                   "--acks", e["acks"], "--max-in-flight", str(MAX_IN_FLIGHT),
                   *options.argv("decode", a, DECODE, outputs.table()),
