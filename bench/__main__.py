@@ -17,8 +17,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 from bench.timing import RESULTS, ROOT
 
-# about 1, 3, 1, 1, 0.5, 6, 12 and 10 min
-BENCHES = ["transport", "pipeline", "latency", "hmr2", "tracking", "blazepose", "recall", "blackout"]
+# about 1, 3, 1, 1, 0.5, 6, 12, 10 and 3.5 min
+BENCHES = ["transport", "pipeline", "latency", "hmr2", "tracking", "blazepose", "recall", "blackout", "upload"]
 PACKAGES = ["pyzmq", "msgpack", "numpy", "opencv-python-headless", "mediapipe", "torch", "flask"]
 
 

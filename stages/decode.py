@@ -19,7 +19,9 @@ import logging
 import time
 import uuid
 from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import cv2
 import zmq
@@ -32,10 +34,10 @@ from bus.log import MessageLog
 from bus.logline import log_line
 from bus.metrics import StageMetrics
 from bus.schema import SchemaError
-from options.groups import DECODE
+from options.groups import DECODE, TRIM
 from stages import runtime
 from stages.track.delivery import ACK_TIMEOUT_S, RESEND_WINDOW_AFTER_S, Sender
-from video.sources import SourceError, fit_within, fitted_size, open_source
+from video.sources import SourceError, fit_within, fitted_size, open_source, trimmed
 
 
 def encode_jpeg(image, quality: int) -> bytes:
@@ -88,12 +90,16 @@ def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality:
             realtime: bool, log, record_dir: Path | None = None, acks: zmq.Socket | None = None,
             max_in_flight: int = 0, *, metrics: StageMetrics, cancelled=lambda job: None,
             max_side: int = DECODE["max_side"].default, shm: bool = False,
-            resend_after_s: float = RESEND_WINDOW_AFTER_S) -> None:
-    """Decode one job; ``shm`` (needs ``max_in_flight``: a slot is reused once its frame is
-    acknowledged) puts its frames in a frame ring, removed when the job is over."""
-    job, options = request["job"], request.get("options", {})
+            resend_after_s: float = RESEND_WINDOW_AFTER_S, trim: Mapping[str, Any] | None = None) -> None:
+    """Decode one job (``trim``: the stage's --start/--end/--max-frames, by name); ``shm`` (needs
+    ``max_in_flight``: a slot is reused once its frame is acknowledged) puts its frames in a frame ring,
+    removed when the job is over."""
+    job = request["job"]
+    # The stage's own --start/--end/--max-frames, unless the job sets them; job_start says what applied.
+    options = {**{name: value for name, value in TRIM.values(trim or {}).items() if value is not None},
+               **request.get("options", {})}
     try:
-        source = open_source(request["source"], fps=options.get("fps"))
+        source = trimmed(open_source(request["source"], fps=options.get("fps")), **TRIM.values(options))
     except SourceError as exc:
         log_line(log, logging.ERROR, "source_failed", job=job, error=exc)
         send_event(events, messages.job_end(job, 0, str(exc)), metrics)
@@ -103,8 +109,10 @@ def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality:
     detected = fitted_size(info.width, info.height, max_side)
     downscaled = {} if detected == (info.width, info.height) else {
         "downscaled": {"width": detected[0], "height": detected[1]}}
+    source_from = request.get("source_from") or info.mapped_from
     send_event(events, messages.job_start(job, info.source, info.fps, info.width, info.height,
-                                          info.frame_count, options=options, **downscaled), metrics)
+                                          info.frame_count, options=options, **downscaled,
+                                          **({"source_from": source_from} if source_from else {})), metrics)
     log_line(log, logging.INFO, "job_started", job=job, source=info.source, width=info.width, height=info.height,
              fps=info.fps, **downscaled)
     ring = open_ring(job, max_in_flight, *detected, log) if shm and max_in_flight > 0 else None
@@ -211,6 +219,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="send a full window of unacknowledged frames again after S seconds without an ack "
                              f"(default {RESEND_WINDOW_AFTER_S:.0f}; the launcher passes its heartbeat timeout)")
     runtime.add_endpoint_flags(parser, "frames", "events", "jobs", "acks")
+    parser.add_argument("--detector-frames", action="append", default=[], metavar="KIND=ENDPOINT",
+                        help="send the frames of jobs whose detector is KIND here, to that kind's worker pool "
+                             "(launch.py --detectors); other jobs' frames go to --frames")
     runtime.add_remote_flag(parser, "frames")
     runtime.add_security_flags(parser)
     runtime.add_metrics_flags(parser)
@@ -225,6 +236,12 @@ def main(argv: list[str] | None = None) -> None:
     ctx = zmq.Context()
     security = runtime.security_from_args(args)
     frames = sockets.bind(ctx, "frames", args.frames, security=security, also=runtime.remote_endpoints(args, "frames"))
+    pools = {kind: sockets.bind(ctx, "frames", endpoint, security=security)
+             for kind, endpoint in (pair.split("=", 1) for pair in args.detector_frames)}
+
+    def frames_for(request: dict) -> zmq.Socket:
+        return pools.get(request.get("options", {}).get("detector"), frames)
+
     events = sockets.connect(ctx, "events", args.events, security=security)
     acks = sockets.connect(ctx, "acks", args.acks, security=security) if args.max_in_flight else None
     bad = sockets.Counter("decode")
@@ -234,7 +251,8 @@ def main(argv: list[str] | None = None) -> None:
             job_options = {"fps": args.fps} if args.fps else {}
             request = messages.job_request(args.job or uuid.uuid4().hex[:12], args.source, job_options)
             run_job(request, frames, events, args.jpeg, args.realtime, log, args.record, acks, args.max_in_flight,
-                    metrics=metrics, max_side=args.max_side, shm=args.shm, resend_after_s=args.resend_after)
+                    metrics=metrics, max_side=args.max_side, shm=args.shm, resend_after_s=args.resend_after,
+                    trim=TRIM.values(args))
             return
         queue = JobQueue(sockets.connect(ctx, "jobs", args.jobs, security=security), events, bad)
         while True:
@@ -243,9 +261,9 @@ def main(argv: list[str] | None = None) -> None:
             if request is None:
                 continue
             metrics.received()
-            run_job(request, frames, events, args.jpeg, args.realtime, log, args.record, acks, args.max_in_flight,
-                    metrics=metrics, cancelled=queue.cancelled, max_side=args.max_side, shm=args.shm,
-                    resend_after_s=args.resend_after)
+            run_job(request, frames_for(request), events, args.jpeg, args.realtime, log, args.record, acks,
+                    args.max_in_flight, metrics=metrics, cancelled=queue.cancelled, max_side=args.max_side,
+                    shm=args.shm, resend_after_s=args.resend_after, trim=TRIM.values(args))
     except KeyboardInterrupt:
         pass
     finally:

@@ -11,6 +11,7 @@ poll loop, or ``--replay`` of a recorded job. What happens to each message is in
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import zmq
@@ -72,6 +73,10 @@ def main(argv: list[str] | None = None) -> None:
     history = sockets.bind(ctx, "history", args.history, security=security)
     acks = sockets.bind(ctx, "acks", args.acks, security=security)
     status = sockets.connect(ctx, "status", args.status, security=security) if args.status else None
+    if sockets.ANY_PORT in (args.results, args.history):  # ports the system picked: say which, here and in job_start
+        settings["endpoints"] = {"results": sockets.bound_endpoint(results), "history": sockets.bound_endpoint(history)}
+        print(f"posebus: results {settings['endpoints']['results']}, history {settings['endpoints']['history']}",
+              file=sys.stderr, flush=True)
     if args.replay:
         stage = TrackStage(results, status, settings, log, clock=None)
         try:

@@ -284,7 +284,9 @@ class TrackStage:
         job.reposer = job_reposer(job.id, settings, self.log)
         job.phase = Phase.PUBLISHING
         self.open(job)
-        self.publish(job, public_job_start(job.start, first))
+        # A one-off run on ports the system picked says which (stages.track.process).
+        endpoints = {"endpoints": self.settings["endpoints"]} if self.settings.get("endpoints") else {}
+        self.publish(job, {**public_job_start(job.start, first), **endpoints})
         return True
 
     def open(self, job: PublishingJob) -> None:

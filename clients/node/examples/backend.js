@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// What the app's upload route does, against `launch.py serve --overlay DIR`: send a clip, follow its job,
+// What the app's upload route does, against `launch.py serve --overlay DIR`: upload a clip, follow its job,
 // store every frame (one document per frame, as the app's Mongo `frames` collection), and fetch the overlay
 // video when job_end lists it. Prints a JSON summary (used by tests/test_node_client.py).
 //   node examples/backend.js CONTROL RESULTS HISTORY CLIP STORE_DIR
@@ -12,11 +12,12 @@ import { Control, appDocument, appFrame, follow, resultFiles } from "../index.js
 const [controlEndpoint, results, history, clip, store] = process.argv.slice(2);
 
 /**
- * The one place a clip goes to posebus. Here: its path, which posebus opens on its own host. A backend on
- * another machine (or on the Windows side of WSL) sends the bytes instead: the control socket's upload.
+ * The one place a clip goes to posebus: its bytes, in chunks over the control socket, so posebus needs no
+ * access to this machine's files (a backend beside posebus could `control.submit(path, { job })` instead).
  */
 async function sendClip(control, path, job) {
-  return control.submit(path, { job });
+  const upload = await control.upload(path);
+  return control.submitUpload(upload, { job });
 }
 
 const control = new Control(controlEndpoint, { timeoutMs: 10_000 });
