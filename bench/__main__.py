@@ -17,9 +17,10 @@ from importlib.metadata import PackageNotFoundError, version
 
 from bench.timing import RESULTS, ROOT
 
-# about 1, 3, 1, 6.5 (on 2 loaded cores), 0.5, 6, 12, 10 and 3.5 min
-BENCHES = ["transport", "pipeline", "latency", "hmr2", "tracking", "blazepose", "recall", "blackout", "upload"]
-PACKAGES = ["pyzmq", "msgpack", "numpy", "opencv-python-headless", "mediapipe", "torch", "flask"]
+# about 1, 3, 1, 4-6.5 (on 2 loaded cores), 0.5, 6, 12, 10, 3.5 and 4 min
+BENCHES = ["transport", "pipeline", "latency", "hmr2", "tracking", "blazepose", "recall", "blackout", "upload",
+           "overlay"]
+PACKAGES = ["pyzmq", "msgpack", "numpy", "opencv-python-headless", "av", "mediapipe", "torch", "flask"]
 
 
 def cpu_model() -> str:
