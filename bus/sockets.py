@@ -11,6 +11,8 @@
     link        binds (type)        connects (type)
     jobs        launcher (PUSH)     decode (PULL)
     frames      decode (PUSH)       detect workers (PULL)
+    lane_frames decode (PULL)       decode's job lanes (PUSH), inproc
+    lane_acks   decode (PUSH)       one job's lane (PULL), inproc
     events      track (PULL)        decode (PUSH)
     detections  track (PULL)        detect workers (PUSH)
     acks        track (PUSH)        decode (PULL)
@@ -84,6 +86,11 @@ LINKS: dict[str, Link] = {
                  carries=("job", "cancel")),
     "frames": Link(zmq.PUSH, zmq.PULL, "decode", "tcp://127.0.0.1:5557", hwm=2, linger_ms=0, carries=("image",),
                    heartbeat_ms=1000),
+    # Inside decode: each job's lane (a thread) hands its frames to the stage's loop, which deals them out
+    # on ``frames`` (stages.decode.FairFrames), and takes the acks of its job from it.
+    "lane_frames": Link(zmq.PULL, zmq.PUSH, "decode", "inproc://lane-frames", hwm=1000, linger_ms=0,
+                        carries=("image",)),
+    "lane_acks": Link(zmq.PUSH, zmq.PULL, "decode", "inproc://lane-acks", hwm=1000, linger_ms=0, carries=("ack",)),
     "events": Link(zmq.PULL, zmq.PUSH, "track", "tcp://127.0.0.1:5559", hwm=1000, linger_ms=2000,
                    carries=("job_start", "job_end")),
     "detections": Link(zmq.PULL, zmq.PUSH, "track", "tcp://127.0.0.1:5558", hwm=100, linger_ms=2000,

@@ -8,6 +8,12 @@ Frames larger than ``--max-side`` (or the job's ``max_side``) are downscaled fir
 Frames go as raw pixels, as JPEG (``--jpeg``: workers on other hosts) or, with
 ``--shm``, in a frame ring in shared memory (bus.frame_ring: workers on this host).
 
+Serving, up to ``--max-jobs`` jobs decode at once, each on a lane of its own (a thread:
+OpenCV's decoding and resizing release the GIL), with its own at-least-once delivery
+(``Sender``); more wait in submission order. The stage's loop deals the lanes' frames out
+to the workers (``FairFrames``): frames of live jobs (a camera, a stream, ``realtime``)
+first, then the other jobs in turn, one frame each.
+
     python -m stages.decode VIDEO            # one job, then exit
     python -m stages.decode                  # serve jobs from the jobs link
 """
@@ -16,9 +22,11 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import threading
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -35,7 +43,7 @@ from bus.schema import SchemaError
 from options.groups import DECODE
 from stages import runtime
 from stages.track.delivery import ACK_TIMEOUT_S, RESEND_WINDOW_AFTER_S, Sender
-from video.sources import SourceError, fit_within, fitted_size, open_source
+from video.sources import SourceError, fit_within, fitted_size, is_live, open_source
 
 
 def encode_jpeg(image, quality: int) -> bytes:
@@ -100,6 +108,7 @@ def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality:
         return
     info = source.info
     max_side = options.get("max_side", max_side)  # a job may set its own limit
+    realtime = options.get("realtime", realtime)
     detected = fitted_size(info.width, info.height, max_side)
     downscaled = {} if detected == (info.width, info.height) else {
         "downscaled": {"width": detected[0], "height": detected[1]}}
@@ -148,23 +157,19 @@ def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality:
 
 
 class JobQueue:
-    """Job requests and cancellations from the launcher, read between frames too."""
+    """Job requests and cancellations from the launcher, read by the stage's loop."""
 
     def __init__(self, jobs: zmq.Socket, events: zmq.Socket, bad: sockets.Counter):
         self.jobs, self.events, self.bad = jobs, events, bad
         self.waiting: deque[dict] = deque()
-        self.cancelled_jobs: dict[str, str] = {}  # job -> the error to end it with
+        # job -> the error to end it with; lanes read it (a dict lookup is atomic), only this loop writes it
+        self.cancelled_jobs: dict[str, str] = {}
 
-    def next(self, timeout_ms: int) -> dict | None:
-        if not self.waiting and self.jobs.poll(timeout_ms):
-            self.read()
+    def next(self) -> dict | None:
         return self.waiting.popleft() if self.waiting else None
 
     def cancelled(self, job: str) -> str | None:
-        """The error to end ``job`` (the one decoding) with if it has been cancelled, else None;
-        reads what has arrived meanwhile."""
-        if self.jobs.poll(0):
-            self.read()
+        """The error to end ``job`` with if it has been cancelled, else None."""
         return self.cancelled_jobs.get(job)
 
     def read(self) -> None:
@@ -186,6 +191,175 @@ class JobQueue:
                 sockets.send(self.events, messages.job_end(request["job"], 0, request.get("error", "cancelled")))
             else:
                 self.cancelled_jobs[request["job"]] = request.get("error", "cancelled")
+
+
+class FairFrames:
+    """Which decoded frame the detect workers get next.
+
+    Two classes: frames of live jobs (a camera, a stream, a job paced in real time) go before any
+    other job's, so a live job keeps its pace while workers are short and file jobs take what is
+    left; within a class the jobs take turns, one frame each (round-robin by job: each job gets
+    the same frame rate, whatever its frames cost). Pure: the stage's loop feeds it and sends.
+    """
+
+    def __init__(self):
+        self._queues: OrderedDict[str, deque[dict]] = OrderedDict()  # jobs with frames waiting, next turn first
+        self._live: set[str] = set()
+
+    def add(self, message: dict, live: bool = False) -> None:
+        job = message["job"]
+        if live:
+            self._live.add(job)
+        self._queues.setdefault(job, deque()).append(message)
+
+    def next(self) -> dict | None:
+        """The next frame to send, or None when none waits."""
+        job = next((j for j in self._queues if j in self._live), next(iter(self._queues), None))
+        if job is None:
+            return None
+        queue = self._queues.pop(job)
+        message = queue.popleft()
+        if queue:
+            self._queues[job] = queue  # to the back of the line
+        return message
+
+    def forget(self, job: str) -> None:
+        """The job is over: it is no longer live (its frames still waiting are sent)."""
+        self._live.discard(job)
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+
+class LaneMetrics:
+    """What a lane reports: the frames of its job still to decode. The stage's loop counts the frames
+    it sends and publishes (the metrics socket is that thread's); a lane never waits on the frames link."""
+
+    def __init__(self):
+        self.queue = 0
+
+    def sent(self, message: dict) -> None:
+        pass
+
+    def publish(self) -> None:
+        pass
+
+    def wait_writable(self, sock: zmq.Socket) -> None:
+        pass
+
+
+@dataclass
+class Lane:
+    thread: threading.Thread
+    acks: zmq.Socket | None  # the stage's end of the lane's acks
+    metrics: LaneMetrics
+
+
+class Lanes:
+    """The jobs decoding now, each on its own thread; their frames come in on ``lane_frames`` and go out on
+    ``frames`` in ``FairFrames``' order, the acks of each job go to its lane."""
+
+    def __init__(self, ctx: zmq.Context, args: argparse.Namespace, frames: zmq.Socket, acks: zmq.Socket | None,
+                 queue: JobQueue, log, metrics: StageMetrics, security):
+        self.ctx, self.args, self.frames, self.acks, self.queue = ctx, args, frames, acks, queue
+        self.log, self.metrics, self.security = log, metrics, security
+        self.intake = sockets.bind(ctx, "lane_frames")
+        self.fair = FairFrames()
+        self.lanes: dict[str, Lane] = {}
+        self.live: set[str] = set()
+        self.stopping: str | None = None
+
+    def cancelled(self, job: str) -> str | None:
+        return self.stopping or self.queue.cancelled(job)
+
+    def start(self, request: dict) -> None:
+        job, a = request["job"], self.args
+        if a.realtime or request.get("options", {}).get("realtime") or is_live(request["source"]):
+            self.live.add(job)
+        acks = sockets.bind(self.ctx, "lane_acks", f"inproc://lane-acks-{job}") if self.acks is not None else None
+        metrics = LaneMetrics()
+
+        def decode() -> None:
+            frames = sockets.connect(self.ctx, "lane_frames")
+            events = sockets.connect(self.ctx, "events", a.events, security=self.security)
+            lane_acks = sockets.connect(self.ctx, "lane_acks", f"inproc://lane-acks-{job}") if acks else None
+            try:
+                run_job(request, frames, events, a.jpeg, a.realtime, self.log, a.record, lane_acks, a.max_in_flight,
+                        metrics=metrics, cancelled=self.cancelled, max_side=a.max_side, shm=a.shm,
+                        resend_after_s=a.resend_after)
+            except Exception as exc:  # a lane's failure ends its job, never the stage or another job
+                log_line(self.log, logging.ERROR, "lane_failed", job=job, error=repr(exc))
+                sockets.send(events, messages.job_end(job, 0, f"decode failed: {exc}"))
+            finally:
+                for sock in (frames, events, lane_acks):
+                    if sock is not None:
+                        sock.close(linger=None)  # the link's linger: job_end still goes out
+
+        self.lanes[job] = Lane(threading.Thread(target=decode, name=f"lane-{job}", daemon=True), acks, metrics)
+        self.lanes[job].thread.start()
+
+    def reap(self) -> None:
+        """Forget the lanes whose job is over."""
+        for job, lane in list(self.lanes.items()):
+            if not lane.thread.is_alive():
+                if lane.acks is not None:
+                    lane.acks.close()
+                self.fair.forget(job)
+                self.live.discard(job)
+                self.queue.cancelled_jobs.pop(job, None)
+                del self.lanes[job]
+
+    def step(self, timeout_ms: int) -> None:
+        """Take what arrived within ``timeout_ms`` (job requests, frames from the lanes, acks) and send
+        the workers as many frames as they take."""
+        poller = zmq.Poller()
+        poller.register(self.queue.jobs, zmq.POLLIN)
+        poller.register(self.intake, zmq.POLLIN)
+        if self.acks is not None:
+            poller.register(self.acks, zmq.POLLIN)
+        if len(self.fair):
+            poller.register(self.frames, zmq.POLLOUT)
+        ready = dict(poller.poll(timeout_ms))
+        if self.queue.jobs in ready:
+            self.queue.read()
+        while self.intake.poll(0):
+            message = codec.decode(self.intake.recv_multipart(copy=False))  # from a lane of this process
+            self.fair.add(message, message["job"] in self.live)
+        if self.acks is not None:
+            self.route_acks()
+        while len(self.fair) and self.frames.poll(0, zmq.POLLOUT):
+            message = self.fair.next()
+            sockets.send(self.frames, message)
+            self.metrics.sent(message)
+        self.metrics.queue = len(self.fair) + sum(lane.metrics.queue for lane in self.lanes.values())
+
+    def route_acks(self) -> None:
+        while self.acks.poll(0):
+            try:
+                ack = sockets.receive(self.acks, "acks")
+            except sockets.MALFORMED as exc:
+                log_line(self.log, logging.WARNING, "bad_ack_dropped", error=exc)
+                continue
+            lane = self.lanes.get(ack["job"])
+            if lane is not None:
+                sockets.send(lane.acks, ack)
+
+    def serve(self) -> None:
+        """Run jobs as they come, up to ``--max-jobs`` at once."""
+        while True:
+            self.metrics.publish()
+            self.reap()
+            while len(self.lanes) < self.args.max_jobs and (request := self.queue.next()) is not None:
+                self.metrics.received()
+                self.start(request)
+            self.step(min(self.metrics.timeout_ms(), 50) if self.lanes else self.metrics.timeout_ms())
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """End the running jobs (their rings removed) before the stage exits."""
+        self.stopping = "decode stopped"
+        deadline = time.monotonic() + timeout_s
+        for lane in self.lanes.values():
+            lane.thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def refuse(events: zmq.Socket, request: dict, error: SchemaError) -> None:
@@ -237,15 +411,11 @@ def main(argv: list[str] | None = None) -> None:
                     metrics=metrics, max_side=args.max_side, shm=args.shm, resend_after_s=args.resend_after)
             return
         queue = JobQueue(sockets.connect(ctx, "jobs", args.jobs, security=security), events, bad)
-        while True:
-            metrics.publish()
-            request = queue.next(metrics.timeout_ms())  # wake up to publish metrics while idle
-            if request is None:
-                continue
-            metrics.received()
-            run_job(request, frames, events, args.jpeg, args.realtime, log, args.record, acks, args.max_in_flight,
-                    metrics=metrics, cancelled=queue.cancelled, max_side=args.max_side, shm=args.shm,
-                    resend_after_s=args.resend_after)
+        lanes = Lanes(ctx, args, frames, acks, queue, log, metrics, security)
+        try:
+            lanes.serve()
+        finally:
+            lanes.stop()
     except KeyboardInterrupt:
         pass
     finally:
