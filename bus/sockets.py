@@ -11,7 +11,7 @@
     link        binds (type)        connects (type)
     jobs        launcher (PUSH)     decode (PULL)
     frames      decode (PUSH)       detect workers (PULL)
-    lane_frames decode (PULL)       decode's job lanes (PUSH), inproc
+    lanes       decode (PULL)       decode's job lanes (PUSH), inproc
     lane_acks   decode (PUSH)       one job's lane (PULL), inproc
     events      track (PULL)        decode (PUSH)
     detections  track (PULL)        detect workers (PUSH)
@@ -86,10 +86,11 @@ LINKS: dict[str, Link] = {
                  carries=("job", "cancel")),
     "frames": Link(zmq.PUSH, zmq.PULL, "decode", "tcp://127.0.0.1:5557", hwm=2, linger_ms=0, carries=("image",),
                    heartbeat_ms=1000),
-    # Inside decode: each job's lane (a thread) hands its frames to the stage's loop, which deals them out
-    # on ``frames`` (stages.decode.FairFrames), and takes the acks of its job from it.
-    "lane_frames": Link(zmq.PULL, zmq.PUSH, "decode", "inproc://lane-frames", hwm=1000, linger_ms=0,
-                        carries=("image",)),
+    # Inside decode: each job's lane (a thread) hands the stage's loop its frames, which it deals out on
+    # ``frames`` (stages.decode.FairFrames), and its job events, which it sends on ``events`` (a link that
+    # outlives the lane: the track stage may not be up yet); the lane takes its job's acks from the loop.
+    "lanes": Link(zmq.PULL, zmq.PUSH, "decode", "inproc://lanes", hwm=1000, linger_ms=0,
+                  carries=("image", "job_start", "job_end")),
     "lane_acks": Link(zmq.PUSH, zmq.PULL, "decode", "inproc://lane-acks", hwm=1000, linger_ms=0, carries=("ack",)),
     "events": Link(zmq.PULL, zmq.PUSH, "track", "tcp://127.0.0.1:5559", hwm=1000, linger_ms=2000,
                    carries=("job_start", "job_end")),

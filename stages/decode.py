@@ -205,12 +205,21 @@ class FairFrames:
     def __init__(self):
         self._queues: OrderedDict[str, deque[dict]] = OrderedDict()  # jobs with frames waiting, next turn first
         self._live: set[str] = set()
+        self._sent_upto: dict[str, int] = {}  # job -> 1 + the highest frame index it sent
 
     def add(self, message: dict, live: bool = False) -> None:
-        job = message["job"]
+        """Queue a frame; one sent before (asked for again: a worker died holding it) goes first among its
+        job's, and one still waiting is not queued twice."""
+        job, index = message["job"], message["index"]
         if live:
             self._live.add(job)
-        self._queues.setdefault(job, deque()).append(message)
+        queue = self._queues.setdefault(job, deque())
+        if any(m["index"] == index for m in queue):
+            return
+        if index < self._sent_upto.get(job, 0):
+            queue.appendleft(message)
+        else:
+            queue.append(message)
 
     def next(self) -> dict | None:
         """The next frame to send, or None when none waits."""
@@ -221,11 +230,16 @@ class FairFrames:
         message = queue.popleft()
         if queue:
             self._queues[job] = queue  # to the back of the line
+        self._sent_upto[job] = max(self._sent_upto.get(job, 0), message["index"] + 1)
         return message
 
+    def waiting(self, job: str) -> int:
+        return len(self._queues.get(job, ()))
+
     def forget(self, job: str) -> None:
-        """The job is over: it is no longer live (its frames still waiting are sent)."""
+        """The job is over (its frames still waiting are sent)."""
         self._live.discard(job)
+        self._sent_upto.pop(job, None)
 
     def __len__(self) -> int:
         return sum(len(q) for q in self._queues.values())
@@ -256,17 +270,21 @@ class Lane:
 
 
 class Lanes:
-    """The jobs decoding now, each on its own thread; their frames come in on ``lane_frames`` and go out on
-    ``frames`` in ``FairFrames``' order, the acks of each job go to its lane."""
+    """The jobs decoding now, each on its own thread; their frames and job events come in on ``lanes``,
+    the frames go out on ``frames`` in ``FairFrames``' order, the events on ``events``; the acks of each
+    job go to its lane."""
 
-    def __init__(self, ctx: zmq.Context, args: argparse.Namespace, frames: zmq.Socket, acks: zmq.Socket | None,
-                 queue: JobQueue, log, metrics: StageMetrics, security):
-        self.ctx, self.args, self.frames, self.acks, self.queue = ctx, args, frames, acks, queue
-        self.log, self.metrics, self.security = log, metrics, security
-        self.intake = sockets.bind(ctx, "lane_frames")
+    def __init__(self, ctx: zmq.Context, args: argparse.Namespace, frames: zmq.Socket, events: zmq.Socket,
+                 acks: zmq.Socket | None, queue: JobQueue, log, metrics: StageMetrics):
+        self.ctx, self.args, self.frames, self.events, self.acks, self.queue = ctx, args, frames, events, acks, queue
+        self.log, self.metrics = log, metrics
+        self.intake = sockets.bind(ctx, "lanes")
         self.fair = FairFrames()
         self.lanes: dict[str, Lane] = {}
         self.live: set[str] = set()
+        # job -> its job_end, held until its last frame has gone to a worker: as when decode sent frames
+        # itself, the track stage expects no frame, and asks for none again, before a worker could have it.
+        self.ends: dict[str, dict] = {}
         self.stopping: str | None = None
 
     def cancelled(self, job: str) -> str | None:
@@ -280,20 +298,19 @@ class Lanes:
         metrics = LaneMetrics()
 
         def decode() -> None:
-            frames = sockets.connect(self.ctx, "lane_frames")
-            events = sockets.connect(self.ctx, "events", a.events, security=self.security)
+            out = sockets.connect(self.ctx, "lanes")  # frames and job events
             lane_acks = sockets.connect(self.ctx, "lane_acks", f"inproc://lane-acks-{job}") if acks else None
             try:
-                run_job(request, frames, events, a.jpeg, a.realtime, self.log, a.record, lane_acks, a.max_in_flight,
+                run_job(request, out, out, a.jpeg, a.realtime, self.log, a.record, lane_acks, a.max_in_flight,
                         metrics=metrics, cancelled=self.cancelled, max_side=a.max_side, shm=a.shm,
                         resend_after_s=a.resend_after)
             except Exception as exc:  # a lane's failure ends its job, never the stage or another job
                 log_line(self.log, logging.ERROR, "lane_failed", job=job, error=repr(exc))
-                sockets.send(events, messages.job_end(job, 0, f"decode failed: {exc}"))
+                sockets.send(out, messages.job_end(job, 0, f"decode failed: {exc}"))
             finally:
-                for sock in (frames, events, lane_acks):
+                for sock in (out, lane_acks):
                     if sock is not None:
-                        sock.close(linger=None)  # the link's linger: job_end still goes out
+                        sock.close(linger=-1)  # inproc: what it holds reaches the loop at once
 
         self.lanes[job] = Lane(threading.Thread(target=decode, name=f"lane-{job}", daemon=True), acks, metrics)
         self.lanes[job].thread.start()
@@ -324,13 +341,20 @@ class Lanes:
             self.queue.read()
         while self.intake.poll(0):
             message = codec.decode(self.intake.recv_multipart(copy=False))  # from a lane of this process
-            self.fair.add(message, message["job"] in self.live)
+            if message["type"] == "image":
+                self.fair.add(message, message["job"] in self.live)
+            elif message["type"] == "job_end":
+                self.ends[message["job"]] = message
+            else:
+                send_event(self.events, message, self.metrics)
         if self.acks is not None:
             self.route_acks()
         while len(self.fair) and self.frames.poll(0, zmq.POLLOUT):
             message = self.fair.next()
             sockets.send(self.frames, message)
             self.metrics.sent(message)
+        for job in [job for job in self.ends if not self.fair.waiting(job)]:
+            send_event(self.events, self.ends.pop(job), self.metrics)
         self.metrics.queue = len(self.fair) + sum(lane.metrics.queue for lane in self.lanes.values())
 
     def route_acks(self) -> None:
@@ -411,7 +435,7 @@ def main(argv: list[str] | None = None) -> None:
                     metrics=metrics, max_side=args.max_side, shm=args.shm, resend_after_s=args.resend_after)
             return
         queue = JobQueue(sockets.connect(ctx, "jobs", args.jobs, security=security), events, bad)
-        lanes = Lanes(ctx, args, frames, acks, queue, log, metrics, security)
+        lanes = Lanes(ctx, args, frames, events, acks, queue, log, metrics)
         try:
             lanes.serve()
         finally:

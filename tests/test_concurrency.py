@@ -67,6 +67,16 @@ def test_fair_frames_serves_live_jobs_first_then_jobs_in_turn():
     assert len(fair) == 0
 
 
+def test_fair_frames_sends_a_frame_asked_for_again_first_and_never_queues_one_twice():
+    fair = FairFrames()
+    for index in range(3):
+        fair.add({"job": "a", "index": index})
+    assert fair.next()["index"] == 0
+    fair.add({"job": "a", "index": 2})  # still waiting: not twice
+    fair.add({"job": "a", "index": 0})  # sent before, lost with a worker: ahead of the job's new frames
+    assert [m["index"] for m in iter(fair.next, None)] == [0, 1, 2] and fair.waiting("a") == 0
+
+
 @pytest.mark.parametrize("jobs", [2, 4])
 def test_concurrent_jobs_each_publish_every_frame_in_order(jobs):
     with serving("--workers", "2", "--max-jobs", str(jobs), "--wait-subscribers", "1") as (_, endpoint, results, _):
@@ -172,3 +182,44 @@ def test_a_live_job_runs_beside_a_file_job_paced_and_served_first(tmp_path):
     # Side by side: the live job published while the file job was publishing.
     assert position(published, "file", "job_start") < position(published, "live", "job_end") < position(
         published, "file", "job_end")
+
+
+def test_an_hmr2_worker_puts_the_crops_of_several_jobs_frames_through_one_forward():
+    pytest.importorskip("torch")
+    import logging
+
+    import numpy as np
+
+    from bus import messages
+    from detectors.hmr2.detector import Hmr2Detector, PersonBoxes
+    from stages.detect import detect_batch
+
+    checkpoint = VIDEO.parents[1] / "fixtures" / "hmr2" / "small_checkpoint.ckpt"
+    if not checkpoint.exists():
+        pytest.skip(f"{checkpoint} not found (the shared fixtures folder)")
+
+    class TwoPeople:
+        """Two boxes in every frame, the box step called once per worker batch."""
+
+        calls: list[int] = []
+
+        def __call__(self, frames):
+            self.calls.append(len(frames))
+            return [PersonBoxes(np.float32([[600, 200, 800, 700], [100, 100, 300, 600]]), np.ones(2, np.float32))
+                    for _ in frames]
+
+        def close(self):
+            pass
+
+    detector = Hmr2Detector(checkpoint, box_source=TwoPeople(), batch_size=16)
+    forwards = []
+    forward = detector.model.forward
+    detector.model.forward = lambda crops: forwards.append(len(crops)) or forward(crops)
+    capture = cv2.VideoCapture(str(VIDEO))
+    images = [capture.read()[1] for _ in range(2)]
+    capture.release()
+    batch = [messages.image(job, index, index * 33.3, images[index]) for index in range(2) for job in ("a", "b")]
+    replies = detect_batch(detector, batch, "worker", logging.getLogger("posebus.test"))
+    assert forwards == [8] and TwoPeople.calls == [4]  # 4 frames of 2 jobs: one box call, one forward of 8 crops
+    assert [(r["job"], r["index"], len(r["people"])) for r in replies] == [("a", 0, 2), ("b", 0, 2), ("a", 1, 2),
+                                                                           ("b", 1, 2)]
