@@ -205,21 +205,17 @@ class FairFrames:
     def __init__(self):
         self._queues: OrderedDict[str, deque[dict]] = OrderedDict()  # jobs with frames waiting, next turn first
         self._live: set[str] = set()
-        self._sent_upto: dict[str, int] = {}  # job -> 1 + the highest frame index it sent
 
     def add(self, message: dict, live: bool = False) -> None:
-        """Queue a frame; one sent before (asked for again: a worker died holding it) goes first among its
-        job's, and one still waiting is not queued twice."""
+        """Queue a frame. A job's frames go in index order, so one sent before and asked for again (a
+        worker died holding it) goes ahead of its job's new ones; one still waiting is not queued twice."""
         job, index = message["job"], message["index"]
         if live:
             self._live.add(job)
         queue = self._queues.setdefault(job, deque())
         if any(m["index"] == index for m in queue):
             return
-        if index < self._sent_upto.get(job, 0):
-            queue.appendleft(message)
-        else:
-            queue.append(message)
+        queue.insert(next((i for i, m in enumerate(queue) if m["index"] > index), len(queue)), message)
 
     def next(self) -> dict | None:
         """The next frame to send, or None when none waits."""
@@ -230,7 +226,6 @@ class FairFrames:
         message = queue.popleft()
         if queue:
             self._queues[job] = queue  # to the back of the line
-        self._sent_upto[job] = max(self._sent_upto.get(job, 0), message["index"] + 1)
         return message
 
     def waiting(self, job: str) -> int:
@@ -239,7 +234,6 @@ class FairFrames:
     def forget(self, job: str) -> None:
         """The job is over (its frames still waiting are sent)."""
         self._live.discard(job)
-        self._sent_upto.pop(job, None)
 
     def __len__(self) -> int:
         return sum(len(q) for q in self._queues.values())

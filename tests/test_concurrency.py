@@ -75,6 +75,9 @@ def test_fair_frames_sends_a_frame_asked_for_again_first_and_never_queues_one_tw
     fair.add({"job": "a", "index": 2})  # still waiting: not twice
     fair.add({"job": "a", "index": 0})  # sent before, lost with a worker: ahead of the job's new frames
     assert [m["index"] for m in iter(fair.next, None)] == [0, 1, 2] and fair.waiting("a") == 0
+    for index in (3, 4, 2, 0):
+        fair.add({"job": "a", "index": index})
+    assert [m["index"] for m in iter(fair.next, None)] == [0, 2, 3, 4]
 
 
 @pytest.mark.parametrize("jobs", [2, 4])
