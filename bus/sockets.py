@@ -40,11 +40,14 @@ never leave the machine and go without it (the launcher's ipc folder is 0700).
 A binding end may bind several endpoints: the launcher's decode binds
 ``frames`` on ipc for its own workers and on tcp for workers on other hosts
 (``launch.py --worker-links``), track and the launcher likewise ``detections``
-and ``stage_metrics``. The frames link sends heartbeats: a worker whose network
-goes away loses its pipe after three missed ones, so decode stops dealing it
+and ``stage_metrics``. The frames link sends heartbeats over tcp: a worker whose
+network goes away loses its pipe after three missed ones, so decode stops dealing it
 frames (the ones it held are sent again on the track stage's request) rather
 than filling that pipe and the kernel's send buffer (megabytes: many JPEG frames)
-again with every resend.
+again with every resend. Not over ipc: the kernel reports a local worker's death
+at once, and a worker busy for longer than the heartbeat timeout with its pipe full
+(it reads no ping then) would lose its connection, and libzmq 4.3.5 then aborts the
+worker (``Assertion failed: _input_stopped``) when it reads on after reconnecting.
 """
 from __future__ import annotations
 
@@ -133,10 +136,14 @@ def _tune(sock: zmq.Socket, link: Link) -> zmq.Socket:
     sock.setsockopt(zmq.SNDHWM, link.hwm)
     sock.setsockopt(zmq.RCVHWM, link.hwm)
     sock.setsockopt(zmq.LINGER, link.linger_ms)
+    return sock
+
+
+def _heartbeats(sock: zmq.Socket, link: Link) -> None:
+    """ZMTP heartbeats for the connections made from now on (tcp only, module docstring)."""
     if link.heartbeat_ms:
         sock.setsockopt(zmq.HEARTBEAT_IVL, link.heartbeat_ms)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_MISSES * link.heartbeat_ms)
-    return sock
 
 
 def is_tcp(endpoint: str) -> bool:
@@ -161,11 +168,13 @@ def bind(ctx: zmq.Context, name: str, endpoint: str | None = None,
     def curve(endpoint: str) -> bool:
         return security is not None and is_tcp(endpoint)
 
-    # CURVE options hold for the binds made after they are set: plain endpoints first.
-    for endpoint in sorted([endpoint or link.default, *also], key=curve):
+    # CURVE and heartbeat options hold for the binds made after they are set: ipc first, then plain tcp.
+    for endpoint in sorted([endpoint or link.default, *also], key=lambda e: (is_tcp(e), curve(e))):
         if not is_loopback(endpoint) and not curve(endpoint):
             print(f"posebus: warning: {name} binds {endpoint}, reachable from other machines "
                   "without encryption", file=sys.stderr)
+        if is_tcp(endpoint):
+            _heartbeats(sock, link)
         if curve(endpoint) and not sock.curve_server:
             security.as_server(sock)
         sock.bind(endpoint)
@@ -181,6 +190,8 @@ def connect(ctx: zmq.Context, name: str, endpoint: str | None = None,
     sock = _tune(ctx.socket(link.connect_type), link)
     if security is not None and is_tcp(endpoint):
         security.as_client(sock)
+    if is_tcp(endpoint):
+        _heartbeats(sock, link)
     if link.connect_type == zmq.SUB:
         for t in topics:
             sock.setsockopt(zmq.SUBSCRIBE, t)
