@@ -20,11 +20,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 
-from bench.timing import ROOT, VIDEO, free_port, interleaved, median, publish, spread, table
+from bench.timing import ROOT, VIDEO, free_port, interleaved, median, process_tree_cpu_seconds, publish, spread, table
 from bus.client import Control, subscribe
 
 FRAMES = 180  # vid.mp4
@@ -33,6 +34,14 @@ SHORT_DELAY_S = 0.5
 WORKERS = 2
 MAX_JOBS = 4
 TIMEOUT_MS = 600_000
+
+
+@dataclass
+class Run:
+    """One trial: each job's (submitted, ended) times, and the CPU seconds every pipeline process used."""
+
+    times: dict[str, tuple[float, float]]
+    cpu_s: float
 
 
 class Server:
@@ -54,10 +63,11 @@ class Server:
         while not all(p["since_heartbeat_s"] is not None for p in self.control.health()["processes"].values()):
             time.sleep(0.2)
 
-    def run(self, sources: list[tuple[str, float]]) -> dict[str, tuple[float, float]]:
-        """Submit each (source, delay after the previous submission); job -> (submitted, ended) times,
+    def run(self, sources: list[tuple[str, float]]) -> Run:
+        """Submit each (source, delay after the previous submission); when each job was submitted and ended,
         after checking every job published all its frames in order."""
         submitted, frames = {}, {}
+        cpu_before = process_tree_cpu_seconds(self.process.pid)
         for source, delay in sources:
             time.sleep(delay)
             self.count += 1
@@ -78,7 +88,8 @@ class Server:
                 ended[job] = time.monotonic()
                 if len(ended) == len(submitted):
                     break
-        return {job: (submitted[job], ended[job]) for job in submitted}
+        return Run({job: (submitted[job], ended[job]) for job in submitted},
+                   process_tree_cpu_seconds(self.process.pid) - cpu_before)
 
     def close(self) -> None:
         self.stream.close()
@@ -113,8 +124,8 @@ def measure(rounds: int, copies: tuple[int, ...], max_wait_s: float | None = 10.
     return results, quiet
 
 
-def completion(run: dict[str, tuple[float, float]]) -> list[float]:
-    return [end - start for start, end in run.values()]
+def completion(run: Run) -> list[float]:
+    return [end - start for start, end in run.times.values()]
 
 
 def report(results: dict, quiet: str, rounds: int, frames: int = FRAMES) -> str:
@@ -125,14 +136,15 @@ def report(results: dict, quiet: str, rounds: int, frames: int = FRAMES) -> str:
     for trial, runs in results.items():
         if not trial.endswith(("job", "jobs")):
             continue
-        n = len(runs[0])
-        throughput = [n * frames / (max(end for _, end in run.values()) - min(s for s, _ in run.values()))
-                      for run in runs]
+        n = len(runs[0].times)
+        throughput = [n * frames / (max(end for _, end in run.times.values()) -
+                                    min(s for s, _ in run.times.values())) for run in runs]
         slowest = [max(completion(run)) for run in runs]
         fastest = [min(completion(run)) for run in runs]
+        cpu_ms = [1000 * run.cpu_s / (n * frames) for run in runs]
         rows.append([n, spread(throughput), f"{median(throughput) / solo_fps:.2f}",
                      spread(fastest), spread(slowest), f"{n * solo_s:.1f}",
-                     f"{median(slowest) / (n * solo_s):.2f}"])
+                     f"{median(slowest) / (n * solo_s):.2f}", spread(cpu_ms)])
     short_solo = median(completion(run)[0] for run in results["short alone"])
     behind = [completion(run)[1] for run in results["short behind long"]]
     long_behind = [completion(run)[0] for run in results["short behind long"]]
@@ -141,9 +153,10 @@ def report(results: dict, quiet: str, rounds: int, frames: int = FRAMES) -> str:
         f"BlazePose (video mode, the default), copies of vid.mp4 ({frames} frames) submitted together to one warm "
         f"`serve`; median (min–max) over {rounds} interleaved rounds. A job's time runs from its submission to its "
         f"job_end received. Frames are dealt out live jobs first, then round-robin by job, one frame each "
-        f"(`stages.decode.FairFrames`). {quiet}",
+        f"(`stages.decode.FairFrames`). CPU: user + system seconds of every pipeline process over the trial, per "
+        f"frame: what the work costs whatever the other tenants take of the 2 cores. {quiet}",
         table(["jobs", "total fps", "÷ 1 job", "first job done s", "last job done s", "N × solo s",
-               "last ÷ (N × solo)"], rows),
+               "last ÷ (N × solo)", "pipeline CPU ms/frame"], rows),
         f"A short job ({SHORT_FRAMES} frames) submitted {SHORT_DELAY_S} s behind vid.mp4: done in "
         f"{spread(behind)} s, alone {short_solo:.1f} s: {median(behind) / short_solo:.2f}× its solo time "
         f"(the long job beside it: {spread(long_behind)} s, alone {solo_s:.1f} s). "
@@ -154,7 +167,7 @@ def report(results: dict, quiet: str, rounds: int, frames: int = FRAMES) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.concurrency", description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     results, quiet = measure(args.rounds, (1, 2, 4))
     publish("concurrency", report(results, quiet, args.rounds))

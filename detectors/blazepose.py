@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import cv2
@@ -153,7 +154,8 @@ def largest_first(detections: list[Detection]) -> list[Detection]:
     return sorted(detections, key=lambda d: -float(d.bbox[2] * d.bbox[3]))
 
 
-MAX_JOBS_FOLLOWED = 16  # jobs whose VIDEO landmarker a worker keeps (a landmarker holds its model)
+MAX_JOBS_FOLLOWED = 8  # jobs whose VIDEO landmarker a worker keeps (each holds ~100 MB)
+FOLLOW_IDLE_S = 30.0  # a job with no frame here for this long has ended (or another worker has it)
 
 
 @dataclass
@@ -166,6 +168,7 @@ class Following:
     fewer: int = 0  # censuses in a row that wanted fewer than it follows
     last: tuple[int, int] | None = None  # (index, timestamp ms) of the job's previous frame here
     census_index: int = 0
+    used: float = field(default_factory=time.monotonic)
 
     def close(self) -> None:
         if self.landmarker is not None:
@@ -219,9 +222,12 @@ class BlazePoseDetector:
     def _following(self, job: str) -> Following:
         """``job``'s VIDEO-mode state (a new one for a job not seen lately)."""
         following = self._jobs.pop(job, None) or Following()
+        following.used = time.monotonic()
         self._jobs[job] = following
-        while len(self._jobs) > MAX_JOBS_FOLLOWED:
+        oldest = next(iter(self._jobs.values()))
+        while len(self._jobs) > MAX_JOBS_FOLLOWED or following.used - oldest.used > FOLLOW_IDLE_S:
             self._jobs.popitem(last=False)[1].close()
+            oldest = next(iter(self._jobs.values()))
         return following
 
     def _continues(self, following: Following, frame: FrameImage) -> bool:
