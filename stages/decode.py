@@ -198,13 +198,17 @@ class FairFrames:
 
     Two classes: frames of live jobs (a camera, a stream, a job paced in real time) go before any
     other job's, so a live job keeps its pace while workers are short and file jobs take what is
-    left; within a class the jobs take turns, one frame each (round-robin by job: each job gets
-    the same frame rate, whatever its frames cost). Pure: the stage's loop feeds it and sends.
+    left. Within a class, least attained service: the frame goes to the job that has been sent the
+    fewest frames so far, ties in turn. Jobs submitted together thus take turns, one frame each
+    (round-robin by job: the same frame rate each, whatever their frames cost), and a job submitted
+    later first catches up with those that ran before it, then shares with them: a short job is not
+    held up by long ones. Pure: the stage's loop feeds it and sends.
     """
 
     def __init__(self):
         self._queues: OrderedDict[str, deque[dict]] = OrderedDict()  # jobs with frames waiting, next turn first
         self._live: set[str] = set()
+        self._sent: dict[str, int] = {}  # job -> frames sent so far
 
     def add(self, message: dict, live: bool = False) -> None:
         """Queue a frame. A job's frames go in index order, so one sent before and asked for again (a
@@ -219,13 +223,15 @@ class FairFrames:
 
     def next(self) -> dict | None:
         """The next frame to send, or None when none waits."""
-        job = next((j for j in self._queues if j in self._live), next(iter(self._queues), None))
-        if job is None:
+        if not self._queues:
             return None
+        live = [j for j in self._queues if j in self._live]
+        job = min(live or self._queues, key=lambda j: self._sent.get(j, 0))  # the first of the least served
         queue = self._queues.pop(job)
         message = queue.popleft()
         if queue:
             self._queues[job] = queue  # to the back of the line
+        self._sent[job] = self._sent.get(job, 0) + 1
         return message
 
     def waiting(self, job: str) -> int:
@@ -234,6 +240,7 @@ class FairFrames:
     def forget(self, job: str) -> None:
         """The job is over (its frames still waiting are sent)."""
         self._live.discard(job)
+        self._sent.pop(job, None)
 
     def __len__(self) -> int:
         return sum(len(q) for q in self._queues.values())

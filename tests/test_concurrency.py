@@ -62,9 +62,20 @@ def test_fair_frames_serves_live_jobs_first_then_jobs_in_turn():
     assert order == [("live", 0), ("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2)]
     fair.add({"job": "a", "index": 3})
     fair.add({"job": "live", "index": 1}, live=True)
-    fair.forget("live")  # ended: its last frame still goes, in turn
-    assert [(m["job"], m["index"]) for m in iter(fair.next, None)] == [("a", 3), ("live", 1)]
+    fair.forget("live")  # ended: its last frame still goes, as a file job's (the least served)
+    assert [(m["job"], m["index"]) for m in iter(fair.next, None)] == [("live", 1), ("a", 3)]
     assert len(fair) == 0
+
+
+def test_fair_frames_lets_a_job_submitted_later_catch_up_before_sharing():
+    fair = FairFrames()
+    for index in range(4):
+        fair.add({"job": "long", "index": index})
+    assert [m["index"] for m in (fair.next(), fair.next())] == [0, 1]
+    for index in range(3):
+        fair.add({"job": "short", "index": index})
+    order = [(m["job"], m["index"]) for m in iter(fair.next, None)]
+    assert order == [("short", 0), ("short", 1), ("long", 2), ("short", 2), ("long", 3)]
 
 
 def test_fair_frames_sends_a_frame_asked_for_again_first_and_never_queues_one_twice():
