@@ -152,9 +152,10 @@ def report(results: dict, quiet: str, rounds: int, frames: int = FRAMES) -> str:
         "## Several jobs at once (`launch.py serve --max-jobs 4 --workers 2`)",
         f"BlazePose (video mode, the default), copies of vid.mp4 ({frames} frames) submitted together to one warm "
         f"`serve`; median (min–max) over {rounds} interleaved rounds. A job's time runs from its submission to its "
-        f"job_end received. Frames are dealt out live jobs first, then round-robin by job, one frame each "
-        f"(`stages.decode.FairFrames`). CPU: user + system seconds of every pipeline process over the trial, per "
-        f"frame: what the work costs whatever the other tenants take of the 2 cores. {quiet}",
+        f"job_end received. Frames are dealt out live jobs first, then the least served job first (in turn, one "
+        f"frame each, for jobs submitted together; `stages.decode.FairFrames`). CPU: user + system seconds of "
+        f"every pipeline process over the trial, per frame: what the work costs whatever the other tenants take "
+        f"of the 2 cores. {quiet}",
         table(["jobs", "total fps", "÷ 1 job", "first job done s", "last job done s", "N × solo s",
                "last ÷ (N × solo)", "pipeline CPU ms/frame"], rows),
         f"A short job ({SHORT_FRAMES} frames) submitted {SHORT_DELAY_S} s behind vid.mp4: done in "

@@ -12,7 +12,8 @@ Serving, up to ``--max-jobs`` jobs decode at once, each on a lane of its own (a 
 OpenCV's decoding and resizing release the GIL), with its own at-least-once delivery
 (``Sender``); more wait in submission order. The stage's loop deals the lanes' frames out
 to the workers (``FairFrames``): frames of live jobs (a camera, a stream, ``realtime``)
-first, then the other jobs in turn, one frame each.
+first, then the other jobs, the least served first (in turn, one frame each, for jobs
+submitted together).
 
     python -m stages.decode VIDEO            # one job, then exit
     python -m stages.decode                  # serve jobs from the jobs link
