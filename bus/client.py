@@ -7,7 +7,9 @@
         ...  # the same from frame 90, whenever you join: logged messages first, then live
 
     control = Control("tcp://127.0.0.1:5556")
+    control.wait_until_ready(timeout_s=300)  # every worker has loaded its model
     job = control.submit("clip.mp4")
+    job = control.submit_upload(control.upload(clip_bytes, name="clip.mp4"))  # a clip posebus cannot open
 
 Across machines, with CURVE (see docs/security.md)::
 
@@ -17,6 +19,8 @@ Across machines, with CURVE (see docs/security.md)::
 """
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Iterator
 
 import zmq
@@ -47,6 +51,7 @@ def subscribe(endpoint: str, job: str | None = None, timeout_ms: int | None = No
         sock.close(linger=0)
 
 
+UPLOAD_CHUNK_BYTES = 2**20  # per upload_chunk request: the server takes up to its reply's chunk_bytes
 REPLAY_CHUNK = 500  # frames asked for per replay request
 CATCH_UP_WAIT_MS = 100
 IDLE_REPLAY_MS = 1000  # a quiet live stream may have lost its last messages: check the log this often
@@ -166,6 +171,31 @@ class Control:
             raise RuntimeError(reply["error"])
         return reply["job"]
 
+    def upload(self, data: bytes | str | Path, name: str | None = None, chunk_bytes: int = UPLOAD_CHUNK_BYTES) -> str:
+        """Send a file's bytes (``data``, or the file at a path) in chunks; returns the upload id for
+        ``submit_upload``. Raises RuntimeError when the server refuses it (too large, a chunk refused)."""
+        if isinstance(data, (str, Path)):
+            name = name or Path(data).name
+            data = Path(data).read_bytes()
+        view = memoryview(data)
+        reply = self.request(cmd="upload", name=name or "upload", size=len(view))
+        if not reply["ok"]:
+            raise RuntimeError(reply["error"])
+        upload, step = reply["upload"], min(chunk_bytes, reply["chunk_bytes"])
+        for offset in range(0, len(view), step):
+            chunk = bytes(view[offset:offset + step])
+            sent = self.request(cmd="upload_chunk", upload=upload, offset=offset, data=chunk)
+            if not sent["ok"]:
+                raise RuntimeError(sent["error"])
+        return upload
+
+    def submit_upload(self, upload: str, job: str | None = None, **options) -> str:
+        """Submit a complete upload as a job's source (removed on the server when the job has ended); the job id."""
+        reply = self.request(cmd="submit_upload", upload=upload, options=options, **({"job": job} if job else {}))
+        if not reply["ok"]:
+            raise RuntimeError(reply["error"])
+        return reply["job"]
+
     def status(self, job: str) -> dict:
         return self.request(cmd="status", job=job)
 
@@ -177,6 +207,20 @@ class Control:
 
     def health(self) -> dict:
         return self.request(cmd="health")
+
+    def wait_until_ready(self, timeout_s: float = 300.0, poll_s: float = 0.25) -> dict:
+        """Wait until ``health`` says ``ready`` (every worker has loaded its model); returns that health
+        reply. Raises TimeoutError after ``timeout_s``, saying which detectors were still loading."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            health = self.health()
+            if health.get("ready"):
+                return health
+            if time.monotonic() >= deadline:
+                loading = ", ".join(f"{kind} {n['ready']} of {n['workers']} workers"
+                                    for kind, n in health.get("detectors", {}).items())
+                raise TimeoutError(f"{self.endpoint} not ready within {timeout_s:g} s ({loading or 'no health'})")
+            time.sleep(poll_s)
 
     def close(self) -> None:
         self._sock.close(linger=0)

@@ -80,7 +80,7 @@ JOB_OPTIONS = job_spec(DETECT, DECODE, TRACK, TRACKER)
 _TIMESTAMPS = {"timestamps": MapOf(float, 8)}
 
 SPECS: dict[str, Struct] = {
-    "job": Struct({**_HEADER, "source": str}, {"options": JOB_OPTIONS}),
+    "job": Struct({**_HEADER, "source": str}, {"options": JOB_OPTIONS, "source_from": str}),
     "cancel": Struct(_HEADER, {"error": str}),
     "job_start": Struct(
         {
@@ -92,6 +92,9 @@ SPECS: dict[str, Struct] = {
             "frame_count": Optional(int),
         },
         {
+            # The source as the backend gave it, when posebus reads it elsewhere: a Windows path mapped to
+            # WSL's (video.sources.local_path), or an upload spooled to a file (launcher.uploads).
+            "source_from": str,
             # Present when decode downscaled the frames (video.sources.fit_within): the size
             # the detectors saw. Every pixel value in the results is mapped back to width × height.
             "downscaled": Struct({"width": int, "height": int}),
@@ -101,6 +104,8 @@ SPECS: dict[str, Struct] = {
             "intrinsics": Struct({"fx": float, "fy": float, "cx": float, "cy": float}),
             "options": JOB_OPTIONS,
             "mesh_faces": _FACES,
+            # A one-off run (launch.py VIDEO without --results/--history): the ports the system picked.
+            "endpoints": Struct({"results": str, "history": str}),
         },
     ),
     "image": Struct(
@@ -146,7 +151,12 @@ CONTROL_REQUESTS: dict[str, Struct] = {
     "list": Struct({"cmd": str}),
     "health": Struct({"cmd": str}),
     "cancel": Struct({"cmd": str, "job": str}),
+    # A file's bytes over this socket (launcher.uploads): announce it, send its chunks in order, submit it.
+    "upload": Struct({"cmd": str, "name": str, "size": Between(int, 1, 2**50)}),
+    "upload_chunk": Struct({"cmd": str, "upload": str, "offset": Between(int, 0, 2**50), "data": bytes}),
+    "submit_upload": Struct({"cmd": str, "upload": str}, {"job": str, "options": JOB_OPTIONS}),
 }
+UPLOAD_ID = re.compile(r"^[0-9a-f]{16}$")
 # Requests on the replay socket (DEALER -> ROUTER): a job's messages from frame ``from``.
 REPLAY_REQUEST = Struct({"cmd": str, "job": str, "from": int, "count": int})
 
@@ -190,6 +200,8 @@ def validate_request(request: dict) -> dict:
     check(request, CONTROL_REQUESTS[command], command)
     if "job" in request and not JOB_ID.match(request["job"]):
         raise SchemaError(f"{command}.job {request['job']!r} is not a valid job id")
+    if "upload" in request and not UPLOAD_ID.match(request["upload"]):
+        raise SchemaError(f"{command}.upload {request['upload']!r} is not an upload id")
     return request
 
 
@@ -212,8 +224,9 @@ def cancel(job: str, error: str = "cancelled") -> dict:
     return {**_header("cancel", job), "error": error}
 
 
-def job_request(job: str, source: str, options: dict | None = None) -> dict:
-    return {**_header("job", job), "source": source, "options": options or {}}
+def job_request(job: str, source: str, options: dict | None = None, source_from: str | None = None) -> dict:
+    return {**_header("job", job), "source": source, "options": options or {},
+            **({"source_from": source_from} if source_from else {})}
 
 
 def job_start(job: str, source: str, fps: float, width: int, height: int, frame_count: int | None,

@@ -181,6 +181,15 @@ def bind(ctx: zmq.Context, name: str, endpoint: str | None = None,
     return sock
 
 
+# A tcp port on loopback that the system picks, free by construction: a one-off run's backend endpoints.
+ANY_PORT = "tcp://127.0.0.1:*"
+
+
+def bound_endpoint(sock: zmq.Socket) -> str:
+    """The endpoint ``sock`` last bound, with the port the system picked for a ``*``."""
+    return sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+
+
 def connect(ctx: zmq.Context, name: str, endpoint: str | None = None,
             topics: tuple[bytes, ...] = (b"",), security: Curve | None = None) -> zmq.Socket:
     """Create and connect the connecting end of link ``name`` (``topics`` for SUB;

@@ -31,11 +31,12 @@ from pathlib import Path
 
 import zmq
 
+import detectors
 import options
 import outputs
 from bus import sockets
 from bus.metrics import DEFAULT_INTERVAL_S
-from launcher import monitor
+from launcher import monitor, uploads
 from launcher.control import serve
 from launcher.pipeline import Pipeline
 from launcher.progress import ProgressBar
@@ -72,6 +73,8 @@ def run_one(args: argparse.Namespace) -> int:
         except SourceError:
             pass
     pipeline = Pipeline(args)
+    if sockets.ANY_PORT in (args.results, args.history):  # the track stage prints the ports it got
+        print(f"posebus: metrics {args.metrics}", file=sys.stderr, flush=True)
     bar = ProgressBar(total)
     try:
         job = pipeline.submit(args.source, args.job)
@@ -156,6 +159,16 @@ def beside(results: str, offset: int, link: str) -> str:
     return f"tcp://{match.group(1)}:{int(match.group(2)) + offset}" if match else sockets.LINKS[link].default
 
 
+def default_endpoints(args: argparse.Namespace) -> None:
+    """The results, history and metrics endpoints not given. A one-off run without --results takes ports
+    that no other run holds (so any number run side by side); the others take the well-known ports."""
+    if args.results is None and args.command == "run":
+        args.history, args.metrics = args.history or sockets.ANY_PORT, args.metrics or sockets.ANY_PORT
+    args.results = args.results or (sockets.ANY_PORT if args.command == "run" else sockets.LINKS["results"].default)
+    args.history = args.history or beside(args.results, 7, "history")
+    args.metrics = args.metrics or beside(args.results, 8, "metrics")
+
+
 COMMANDS = {
     "run": "run one job end to end (the default: posebus VIDEO runs VIDEO)",
     "serve": "keep running and take jobs on the control socket",
@@ -183,8 +196,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if name == "status":
             command.add_argument("--once", action="store_true", help="print one table and exit")
     args = parser.parse_args(argv)
+    known = detectors.registered()
+    unknown = [kind for kind in args.detectors or () if kind not in known]
+    if unknown:
+        parser.error(f"--detectors: unknown detector {', '.join(unknown)} (choose from {', '.join(sorted(known))})")
+    if args.detectors and args.detector not in args.detectors:
+        args.detector = args.detectors[0]  # the kind a job that names none gets
+    args.detectors = list(dict.fromkeys(args.detectors or [args.detector]))
     if args.heartbeat_timeout is None:
-        args.heartbeat_timeout = default_heartbeat_timeout(args.detector, args.device)
+        args.heartbeat_timeout = default_heartbeat_timeout(args.detectors, args.device)
     elif args.heartbeat_timeout != 0 and args.heartbeat_timeout <= DEFAULT_INTERVAL_S:
         parser.error(f"--heartbeat-timeout must be more than the {DEFAULT_INTERVAL_S:g} s between heartbeats (0: off)")
     return args
@@ -192,21 +212,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """Every command's flags: the pipeline's options, its endpoints, CURVE, the HMR 2.0 model files."""
-    import detectors
     from detectors.hmr2.weights import DEFAULT_URL
 
-    parser.add_argument("--workers", type=int, default=1, help="detect worker processes (default 1)")
+    parser.add_argument("--workers", type=int, default=1, help="detect worker processes (default 1; per kind with "
+                                                               "--detectors)")
+    parser.add_argument("--detectors", type=lambda text: [kind.strip() for kind in text.split(",") if kind.strip()],
+                        metavar="KIND,KIND",
+                        help="a pool of --workers detect workers per detector kind, each job's frames going to the "
+                             "pool of the detector it asks for (e.g. blazepose,hmr2); a job that names none gets "
+                             "--detector if listed, else the first")
     options.add_flags(parser, options.LAUNCH, detectors.table(), DECODE, TRACK, TRACKER, outputs.table())
     parser.add_argument("--cache-dir", help="4D-Humans cache folder to look in for the HMR 2.0 checkpoint")
     parser.add_argument("--url", default=DEFAULT_URL, help="where download-models fetches the HMR 2.0 archive")
-    parser.add_argument("--results", default=sockets.LINKS["results"].default, metavar="ENDPOINT")
+    parser.add_argument("--results", metavar="ENDPOINT",
+                        help=f"where results are published (default {sockets.LINKS['results'].default}; a one-off "
+                             "run: a free port on loopback, printed and given in job_start's endpoints)")
     parser.add_argument("--control", default=sockets.LINKS["control"].default, metavar="ENDPOINT")
+    parser.add_argument("--max-upload-mb", type=options.positive_int, default=uploads.DEFAULT_MAX_MB, metavar="MB",
+                        help="serve: the largest file a backend may upload over the control socket, in MiB "
+                             "(default %(default)s)")
     parser.add_argument("--history", metavar="ENDPOINT",
                         help="where backends ask for a job's results from any frame (replay); "
-                             "default: the results endpoint's port + 7 (tcp://127.0.0.1:5562)")
+                             "default: the results endpoint's port + 7 (tcp://127.0.0.1:5562; a one-off run "
+                             "without --results: a free port)")
     parser.add_argument("--metrics", metavar="ENDPOINT",
                         help="where the stages' metrics are published (status reads them here); "
-                             "default: the results endpoint's port + 8 (tcp://127.0.0.1:5563)")
+                             "default: the results endpoint's port + 8 (tcp://127.0.0.1:5563; a one-off run "
+                             "without --results: a free port, printed)")
     parser.add_argument("--prometheus", type=int, metavar="PORT",
                         help="serve the metrics to Prometheus on 127.0.0.1:PORT (needs prometheus-client)")
     parser.add_argument("--worker-links", metavar="tcp://ADDR:PORT",
@@ -222,14 +254,13 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     runtime.log_level_flag(parser, "warning")
 
 
-def default_heartbeat_timeout(detector: str, device: str) -> float:
-    return HEARTBEAT_TIMEOUT_HMR2_CPU_S if detector == "hmr2" and device == "cpu" else HEARTBEAT_TIMEOUT_S
+def default_heartbeat_timeout(kinds: list[str], device: str) -> float:
+    return HEARTBEAT_TIMEOUT_HMR2_CPU_S if "hmr2" in kinds and device == "cpu" else HEARTBEAT_TIMEOUT_S
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    args.history = args.history or beside(args.results, 7, "history")
-    args.metrics = args.metrics or beside(args.results, 8, "metrics")
+    default_endpoints(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s launch %(levelname)s %(message)s")
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     runtime.dump_stacks_on_sigusr1()
@@ -246,11 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"posebus: error: {problem}", file=sys.stderr)
         return 1
-    if args.detector == "hmr2":
+    if "hmr2" in args.detectors:
         args.checkpoint = resolve_checkpoint(args)
         if args.checkpoint is None:
             return 1
-    if (args.detector == "blazepose" or args.boxes != "fasterrcnn") and not ensure_blazepose_model(args):
+    if ("blazepose" in args.detectors or args.boxes != "fasterrcnn") and not ensure_blazepose_model(args):
         return 1
     if args.command == "worker":
         return worker(args)

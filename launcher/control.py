@@ -1,9 +1,10 @@
 """``launch.py serve``: the pipeline kept running, taking jobs on the control socket (REP).
 
-Requests (submit, status, cancel, list, health) are validated by ``bus.messages`` and
-answered from the pipeline's job records (a queued job's ``queue_position``: 1 runs next);
-up to ``--max-jobs`` jobs run at once. A detect worker that dies costs no job anything; a
-decode or track stage that dies fails the jobs running, is restarted, and the queued jobs go on.
+Requests (submit, status, cancel, list, health, and the uploads of ``launcher.uploads``) are
+validated by ``bus.messages`` and answered from the pipeline's job records (a queued job's
+``queue_position``: 1 runs next); up to ``--max-jobs`` jobs run at once. A detect worker that
+dies costs no job anything; a decode or track stage that dies fails the jobs running, is
+restarted, and the queued jobs go on.
 """
 from __future__ import annotations
 
@@ -12,11 +13,37 @@ import sys
 
 from bus import codec, messages, sockets
 from launcher.pipeline import Pipeline
+from launcher.uploads import CHUNK_BYTES, Uploads
 
 
-def handle_request(pipeline: Pipeline, request: dict) -> dict:
-    """Answer one control request (already validated)."""
+def submit_upload(pipeline: Pipeline, uploads: Uploads, request: dict) -> dict:
+    """The complete upload becomes the job's source; it is removed when the job has ended."""
+    from video.sources import SourceError, open_source
+
+    problem = pipeline.refusal(request.get("options") or {})  # before the upload is taken: it stays to resend
+    if problem:
+        return {"ok": False, "error": problem}
+    upload = uploads.take(request["upload"])
+    try:
+        open_source(str(upload.path))
+        job = pipeline.submit(str(upload.path), request.get("job"), request.get("options"), f"upload:{upload.name}")
+    except (SourceError, ValueError) as exc:
+        uploads.remove(upload)
+        return {"ok": False, "error": f"upload {upload.id} ({upload.name}): {exc}"}
+    uploads.hold(job, upload)
+    return {"ok": True, "job": job}
+
+
+def handle_request(pipeline: Pipeline, request: dict, uploads: Uploads) -> dict:
+    """Answer one control request (already validated); an ``UploadError`` (a ValueError) is the caller's to reply."""
     command = request["cmd"]
+    if command == "upload":
+        upload = uploads.start(request["name"], request["size"])
+        return {"ok": True, "upload": upload.id, "chunk_bytes": CHUNK_BYTES}
+    if command == "upload_chunk":
+        return {"ok": True, "received": uploads.add(request["upload"], request["offset"], request["data"])}
+    if command == "submit_upload":
+        return submit_upload(pipeline, uploads, request)
     if command == "submit":
         from video.sources import SourceError, is_live, open_source
 
@@ -43,11 +70,12 @@ def handle_request(pipeline: Pipeline, request: dict) -> dict:
     health = pipeline.health()
     return {"ok": True, "stages": {name: stage["alive"] for name, stage in health.items()}, "processes": health,
             "heartbeat_timeout_s": pipeline.args.heartbeat_timeout, "restarts": pipeline.restarts,
-            "detector": pipeline.args.detector}
+            "detector": pipeline.args.detector, "ready": pipeline.ready(), "detectors": pipeline.readiness()}
 
 
 def serve(args: argparse.Namespace) -> int:
     pipeline = Pipeline(args)
+    uploads = Uploads(pipeline.folder / "uploads", args.max_upload_mb * 2**20)
     control = sockets.bind(pipeline.ctx, "control", args.control, security=pipeline.security)
     print(f"posebus: serving; control {args.control}, results {args.results}, metrics {args.metrics}",
           file=sys.stderr)
@@ -59,12 +87,13 @@ def serve(args: argparse.Namespace) -> int:
                 print(f"posebus: error: stage stopped: {', '.join(dead)}; restarting it", file=sys.stderr)
                 pipeline.fail_running_jobs(f"stage stopped: {', '.join(dead)}")
                 pipeline.restart_dead()
+            uploads.tidy({job for job, record in pipeline.records.items() if record.state in ("done", "failed")})
             if not control.poll(100):
                 continue
             try:
                 request = messages.validate_request(codec.decode(control.recv_multipart(copy=False)))
                 pipeline.poll(0)  # answer with the latest job states
-                reply = handle_request(pipeline, request)
+                reply = handle_request(pipeline, request, uploads)
             except ValueError as exc:
                 reply = {"ok": False, "error": str(exc)}
             control.send_multipart(codec.encode(reply))

@@ -26,12 +26,13 @@ from pathlib import Path
 
 import zmq
 
+import detectors
 import options
 import outputs
 from bus import messages, sockets
 from launcher import monitor
 from launcher.workers import detector_argv, worker_links
-from options.groups import DECODE, TRACK, TRACKER
+from options.groups import DECODE, DETECT, DETECTOR, TRACK, TRACKER
 from stages import runtime
 
 ROOT = Path(__file__).resolve().parents[1]  # where ``python -m stages.*`` finds the stages
@@ -86,9 +87,13 @@ class Pipeline:
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
+        # A pool of --workers detect workers per detector kind (launch.py --detectors), the default kind first:
+        # decode sends each job's frames to its kind's pool only, on that pool's own frames link.
+        self.kinds = tuple(dict.fromkeys((args.detector, *(getattr(args, "detectors", None) or ()))))
         self.folder = Path(tempfile.mkdtemp(prefix="posebus-"))
         self.endpoints = {name: f"ipc://{self.folder / name}" for name in
-                          ("jobs", "frames", "events", "detections", "status", "acks", "stage_metrics")}
+                          ("jobs", "frames", "events", "detections", "status", "acks", "stage_metrics",
+                           *(f"frames-{kind}" for kind in self.kinds[1:]))}
         self.remote = worker_links(args.worker_links) if args.worker_links else {}
         self.ctx = zmq.Context()
         self.security = runtime.security_from_args(args)
@@ -100,12 +105,13 @@ class Pipeline:
             self.ctx.destroy(linger=0)
             shutil.rmtree(self.folder, ignore_errors=True)
             raise
+        args.metrics = sockets.bound_endpoint(self.metrics_relay.outbox)  # the port picked for a one-off run's *
         self.metrics_relay.start()
         self.jobs_out = sockets.bind(self.ctx, "jobs", self.endpoints["jobs"])
         self.status_in = sockets.bind(self.ctx, "status", self.endpoints["status"])
         self.records: dict[str, JobRecord] = {}
         self.bad = sockets.Counter("launcher")
-        self.queued: list[str] = []  # jobs waiting for a free lane, in submission order
+        self.queued: list[dict] = []  # job requests waiting for a free lane, in submission order
         self.unsent: list[dict] = []  # job requests and cancellations decode has not taken yet
         self.processes: dict[str, subprocess.Popen] = {}
         self.started: dict[str, float] = {}  # name -> time.monotonic() its current process started
@@ -124,7 +130,7 @@ class Pipeline:
         common = ["--log-level", a.log_level, "--metrics-link", e["stage_metrics"]]
         track = ["-m", "stages.track", "--detections", e["detections"], "--events", e["events"],
                  "--results", a.results, "--status", e["status"], "--history", a.history, "--acks", e["acks"],
-                 *options.argv("track", a, TRACK, TRACKER, outputs.table())]
+                 *options.argv("track", a, TRACK, TRACKER, outputs.table(), detectors.table())]
         decode = ["-m", "stages.decode", "--frames", e["frames"], "--events", e["events"], "--jobs", e["jobs"],
                   "--acks", e["acks"], "--max-in-flight", str(MAX_IN_FLIGHT),
                   *options.argv("decode", a, DECODE, outputs.table()),
@@ -132,16 +138,23 @@ class Pipeline:
                   *(["--resend-after", str(a.heartbeat_timeout)] if a.heartbeat_timeout else []),
                   # Workers all on this host: frames go through shared memory (bus.frame_ring).
                   *([] if a.jpeg or self.remote else ["--shm"])]
-        detect = ["-m", "stages.detect", "--frames", e["frames"], "--detections", e["detections"], *detector_argv(a)]
+        decode += [word for kind in self.kinds[1:] for word in ("--detector-frames", f"{kind}={e[f'frames-{kind}']}")]
         # The links are ipc in a 0700 folder; only results (track) and, with --worker-links, frames (decode)
         # and detections (track) are also on tcp, with CURVE. Local workers stay on ipc.
         if self.remote:
             track += ["--remote-detections", self.remote["detections"]]
             decode += ["--remote-frames", self.remote["frames"], *runtime.security_argv(self.security)]
         commands = {"track": track + runtime.security_argv(self.security) + common, "decode": decode + common}
-        for i in range(a.workers):
-            commands[f"detect-{i}"] = detect + common
+        for name, kind in self.workers().items():
+            frames = e["frames" if kind == a.detector else f"frames-{kind}"]
+            commands[name] = ["-m", "stages.detect", "--frames", frames, "--detections", e["detections"],
+                              *detector_argv(a, kind)] + common
         return {name: command + ["--worker-id", name] for name, command in commands.items()}
+
+    def workers(self) -> dict[str, str]:
+        """Detect worker name -> its detector kind: ``detect-<i>`` with one kind, ``detect-<kind>-<i>`` with pools."""
+        return {(f"detect-{i}" if len(self.kinds) == 1 else f"detect-{kind}-{i}"): kind
+                for kind in self.kinds for i in range(self.args.workers)}
 
     def _start_stages(self) -> None:
         for name in self._stage_commands():
@@ -195,12 +208,49 @@ class Pipeline:
                        "since_heartbeat_s": round(now - heard[name], 3) if name in heard else None}
                 for name, p in self.processes.items()}
 
-    def submit(self, source: str, job_id: str | None = None, options: dict | None = None) -> str:
+    def served(self) -> dict[str, tuple]:
+        """The detect options a job may set, each with the values the running workers serve (a job's default
+        first): a worker serves every job with what it loaded, so a job may ask for these values only."""
+        return {option.name: self.kinds if option is DETECTOR else (getattr(self.args, option.name),)
+                for option in DETECT.options if option.job is not None}
+
+    def refusal(self, options: dict) -> str | None:
+        """Why the running workers cannot serve a job with ``options``, or None."""
+        for name, values in self.served().items():
+            if name in options and options[name] not in values:
+                flag = DETECT[name].flag
+                return (f"job asks for {name} {options[name]!r}, but this pipeline's workers run "
+                        f"{', '.join(map(repr, values))} (start one with {flag} {options[name]} to serve it)")
+        return None
+
+    def readiness(self) -> dict[str, dict[str, int]]:
+        """Detector kind -> ``workers`` (how many this pipeline runs) and ``ready`` (how many of them have
+        loaded their model: a worker's first heartbeat comes only after its detector is built)."""
+        heard = self.last_heard()
+        workers = self.workers()
+        return {kind: {"workers": sum(of == kind for of in workers.values()),
+                       "ready": sum(of == kind and self.processes[name].poll() is None and name in heard
+                                    for name, of in workers.items())} for kind in self.kinds}
+
+    def ready(self) -> bool:
+        """Every stage runs and has sent a heartbeat, every detect worker with its model loaded."""
+        heard = self.last_heard()
+        return all(process.poll() is None and name in heard for name, process in self.processes.items())
+
+    def submit(self, source: str, job_id: str | None = None, options: dict | None = None,
+               source_from: str | None = None) -> str:
+        """Queue a job (``source_from``: what the backend gave, when ``source`` is a file posebus made of it);
+        raises ValueError for a job id in use or options the workers cannot serve."""
         job_id = job_id or uuid.uuid4().hex[:12]
         if job_id in self.records:
             raise ValueError(f"job id {job_id} is already in use")
-        self.records[job_id] = JobRecord(job_id, source, options={"detector": self.args.detector, **(options or {})})
-        self.queued.append(job_id)
+        problem = self.refusal(options or {})
+        if problem:
+            raise ValueError(problem)
+        defaults = {name: values[0] for name, values in self.served().items()}
+        request = messages.job_request(job_id, source, {**defaults, **(options or {})}, source_from)
+        self.records[job_id] = JobRecord(job_id, source, options=request["options"])
+        self.queued.append(request)
         self._start_queued()
         return job_id
 
@@ -210,11 +260,12 @@ class Pipeline:
     def _start_queued(self) -> None:
         """Hand decode the queued jobs that have a free lane; number the rest."""
         while self.queued and len(self.running()) < self.args.max_jobs:
-            record = self.records[self.queued.pop(0)]
+            request = self.queued.pop(0)
+            record = self.records[request["job"]]
             record.state, record.queue_position = "running", None
-            self.unsent.append(messages.job_request(record.id, record.source, record.options))
-        for position, job_id in enumerate(self.queued, 1):
-            self.records[job_id].queue_position = position
+            self.unsent.append(request)
+        for position, request in enumerate(self.queued, 1):
+            self.records[request["job"]].queue_position = position
         self._send_pending()
 
     def _send_pending(self) -> None:
@@ -249,8 +300,8 @@ class Pipeline:
     def cancel(self, job_id: str, error: str = "cancelled") -> None:
         """Stop a job: decode ends it (job_end with ``error``) whether it waits or runs."""
         record = self.records[job_id]
-        if job_id in self.queued or any(m["job"] == job_id for m in self.unsent):  # decode never had it
-            self.queued = [j for j in self.queued if j != job_id]
+        if any(m["job"] == job_id for m in self.queued + self.unsent):  # decode never had it
+            self.queued = [m for m in self.queued if m["job"] != job_id]
             self.unsent = [m for m in self.unsent if m["job"] != job_id]
             record.state, record.error, record.queue_position = "failed", error, None
             self._start_queued()

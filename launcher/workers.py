@@ -16,9 +16,9 @@ from bus import sockets
 WORKER_LINKS = ("frames", "detections", "stage_metrics")  # on --worker-links PORT, PORT+1, PORT+2
 
 
-def detector_argv(args: argparse.Namespace) -> list[str]:
-    """The detector flags of a detect worker, as the launcher was given them."""
-    return options.argv("detect", args, detectors.table())
+def detector_argv(args: argparse.Namespace, kind: str | None = None) -> list[str]:
+    """The detector flags of a detect worker, as the launcher was given them (running ``kind``: a pool's)."""
+    return options.argv("detect", {**vars(args), "detector": kind or args.detector}, detectors.table())
 
 
 def worker_links(endpoint: str) -> dict[str, str]:

@@ -22,6 +22,17 @@ SECOND_LOOK = Option("--no-second-look", "keep every pose BlazePose finds, and n
                                          "for inverted bodies; where nobody is found, tiles are searched)",
                      bool, True, dest="second_look", job=bool)
 
+# Which part of the source a job takes (video.sources.trimmed's keywords); part of the decode group.
+TRIM = Table("trim", (
+    Option("--start", "decode from S seconds into the source (the frames before are skipped; results are "
+                      "numbered from 0 and keep the source's pts_ms)", float, takers=(LAUNCH, "decode"),
+           metavar="S", job=Between(float, 0.0, 1e7)),
+    Option("--end", "stop decoding at S seconds into the source", float, takers=(LAUNCH, "decode"), metavar="S",
+           job=Between(float, 0.0, 1e7)),
+    Option("--max-frames", "decode at most N frames", positive_int, takers=(LAUNCH, "decode"), metavar="N",
+           job=Between(int, 1, 10**9)),
+))
+
 DECODE = Table("decode", (
     # 3840: 8K frames would be 100 MB each on the bus (and ×32 held by decode for resending), while the
     # detectors look at ≤ 256-px crops anyway.
@@ -37,6 +48,7 @@ DECODE = Table("decode", (
                          "(default %(default)s)", positive_int, 4, (LAUNCH, "decode"), metavar="N"),
     Option("--fps", "frame rate for image folders and streams", float, takers=("decode",),
            job=Between(float, 0.01, 1000)),
+    *TRIM.options,
 ))
 
 # What each job's tracker is built with (tracking.tracker.Tracker's keywords).

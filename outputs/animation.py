@@ -25,13 +25,17 @@ Two ways to get there:
   rest frame is already +Y up, facing +Z.
 - ``keypoint_animation`` (BlazePose, or any detector without SMPL): a tree of
   the canonical joints (plus three joints of zero or derived length, below)
-  whose bone lengths are the track's median measured lengths, and whose
+  whose rest bone lengths are the track's median measured lengths, and whose
   rotations are solved from ``keypoints_3d``: a joint with one bone takes the
   shortest rotation from its parent's orientation onto the measured bone
   direction (so limbs inherit their twist from the trunk), and the trunk,
   head and feet take their twist from a second measured direction: the hip
   line (pelvis), the shoulder line (spine and neck), the ear line (head) and
-  the heel (ankle). See ``KEYPOINT_TREE``.
+  the heel (ankle). See ``KEYPOINT_TREE``. A detector's bone lengths vary
+  from frame to frame (BlazePose's forearm: 11–29 cm on vid.mp4), so every
+  joint's offset from its parent is also animated (``Motion.offsets``): a
+  bone its parent aims at changes only its length, and the skeleton puts
+  every joint on its keypoint.
 
 Filled frames (interpolated, predicted, held) are keyframes like the others;
 ``Motion.states`` says which is which.
@@ -115,6 +119,9 @@ class Motion:
     states: tuple[str, ...]  # (F,) observed, interpolated, predicted, held
     root_positions: np.ndarray  # (F, 3) root joint's world position, metres
     rotations: np.ndarray  # (F, J, 3, 3) each joint's rotation relative to its parent (the root's to the world)
+    # (F, J, 3) each joint's offset from its parent per frame, metres, in the parent's frame (the root's row is
+    # unused: root_positions); None: the skeleton's rest offsets on every frame (fixed bone lengths).
+    offsets: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -147,11 +154,12 @@ class SmplModel:
 
 # --- maths ---------------------------------------------------------------------------------------------------------
 
-def forward_kinematics(skeleton: Skeleton, root_positions: np.ndarray,
-                       rotations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def forward_kinematics(skeleton: Skeleton, root_positions: np.ndarray, rotations: np.ndarray,
+                       offsets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Joint world positions (F, J, 3) and world rotations (F, J, 3, 3).
 
-    root_positions: (F, 3); rotations: (F, J, 3, 3) local (root: world).
+    root_positions: (F, 3); rotations: (F, J, 3, 3) local (root: world); offsets: (F, J, 3) per-frame
+    offsets from the parent (``Motion.offsets``), default the skeleton's.
     """
     positions = np.empty(rotations.shape[:-1])
     world = np.empty_like(rotations)
@@ -159,7 +167,8 @@ def forward_kinematics(skeleton: Skeleton, root_positions: np.ndarray,
         if parent < 0:
             positions[:, joint], world[:, joint] = root_positions, rotations[:, joint]
         else:
-            positions[:, joint] = positions[:, parent] + world[:, parent] @ skeleton.offsets[joint]
+            offset = np.broadcast_to(skeleton.offsets[joint] if offsets is None else offsets[:, joint], (len(world), 3))
+            positions[:, joint] = positions[:, parent] + np.einsum("fij,fj->fi", world[:, parent], offset)
             world[:, joint] = world[:, parent] @ rotations[:, joint]
     return positions, world
 
@@ -310,32 +319,23 @@ def keypoint_positions(keypoints_3d: np.ndarray) -> np.ndarray:
                     axis=1)
 
 
-def solve_keypoint_rotations(positions: np.ndarray, offsets: np.ndarray | None = None) -> np.ndarray:
-    """World rotations (F, J, 3, 3) of ``KEYPOINT_TREE``'s joints from their measured world positions (F, J, 3).
-
-    Without ``offsets`` each bone points along its measured direction. With a skeleton's ``offsets`` (J, 3),
-    a limb's bone starts where the skeleton put its joint (forward kinematics so far) and points at the
-    measured child, so an error in one bone's length is not carried down the limb; a joint solved from two
-    directions ("frame") keeps the measured ones, which place all its children.
-    """
+def solve_keypoint_rotations(positions: np.ndarray) -> np.ndarray:
+    """World rotations (F, J, 3, 3) of ``KEYPOINT_TREE``'s joints from their measured world positions (F, J, 3):
+    each bone a joint aims at points along its measured direction."""
     index = {name: i for i, name in enumerate(KEYPOINT_JOINTS)}
     world = np.empty(positions.shape[:2] + (3, 3))
-    placed = positions.copy()
     for joint, (name, (parent, solve, _)) in enumerate(KEYPOINT_TREE.items()):
         parent_rotation = world[:, index[parent]] if parent else np.broadcast_to(np.eye(3), world[:, 0].shape)
-        if offsets is not None and parent:
-            placed[:, joint] = placed[:, index[parent]] + parent_rotation @ offsets[joint]
         if solve is None:
             world[:, joint] = parent_rotation
             continue
         child = solve[1]
         rest_bone = np.asarray(KEYPOINT_TREE[child][2], dtype=float)
+        bone = positions[:, index[child]] - positions[:, joint]
         if solve[0] == "aim":
-            bone = positions[:, index[child]] - placed[:, joint]
             world[:, joint] = shortest_rotation(parent_rotation @ rest_bone, bone) @ parent_rotation
-        else:  # a frame carries several children: its measured axes serve them all best
+        else:
             a, b = solve[2]
-            bone = positions[:, index[child]] - positions[:, joint]
             world[:, joint] = rotation_between_frames(bone, positions[:, index[b]] - positions[:, index[a]],
                                                       rest_bone, FRAME_REFERENCE[name])
     return world
@@ -383,12 +383,17 @@ def keypoint_animation(track: TrackFrames, start: dict) -> Animation:
     fill = np.where(fill < 0, np.argmax(usable), fill)
     positions = positions[fill]
     observed = usable & np.array([s == "observed" for s in track.states])
-    skeleton = keypoint_skeleton(positions, solve_keypoint_rotations(positions), observed if observed.any() else usable)
-    world = solve_keypoint_rotations(positions, skeleton.offsets)
+    world = solve_keypoint_rotations(positions)
+    skeleton = keypoint_skeleton(positions, world, observed if observed.any() else usable)
     parent_world = np.stack([world[:, p] if p >= 0 else np.broadcast_to(np.eye(3), world[:, 0].shape)
                              for p in skeleton.parents], axis=1)
     rotations = np.swapaxes(parent_world, -1, -2) @ world
-    motion = Motion(np.array(track.times), np.array(track.frames), tuple(track.states), positions[:, 0], rotations)
+    # Each bone as measured, in its parent's frame: a bone the parent aims at lies along its rest direction,
+    # so only its length moves; the others (right hip and shoulder, face, heel) move within the parent's frame.
+    parent_positions = positions[:, [max(p, 0) for p in skeleton.parents]]
+    offsets = np.einsum("fjik,fji->fjk", parent_world, positions - parent_positions)
+    motion = Motion(np.array(track.times), np.array(track.frames), tuple(track.states), positions[:, 0], rotations,
+                    offsets)
     return Animation(track.track_id, start.get("detector", "unknown"), float(start["fps"]), skeleton, motion)
 
 

@@ -8,7 +8,10 @@ Conventions: +Y up, the person facing the camera faces +Z (the world of ``output
 ``Xposition Yposition Zposition Zrotation Xrotation Yrotation`` and OFFSET 0 0 0, so its position
 channels are its world position (readers differ on whether they add the root's OFFSET); every other
 joint has ``Zrotation Xrotation Yrotation``: its rotation relative to its parent is
-``Rz(z) · Rx(x) · Ry(y)`` in degrees. A leaf ends in an ``End Site`` a third of its bone further on.
+``Rz(z) · Rx(x) · Ry(y)`` in degrees. A keypoint skeleton's bone lengths change from frame to frame, so
+there every joint has the root's six channels, its position channels being its offset from its parent on
+that frame, in place of its OFFSET (the rest pose: the median lengths), as Blender reads
+them. A leaf ends in an ``End Site`` a third of its bone further on.
 BVH has no place for per-frame metadata: the glTF file's extras say which frames were filled.
 """
 from __future__ import annotations
@@ -48,7 +51,8 @@ def hierarchy_lines(animation: Animation) -> list[str]:
         lines.append(f"{pad}{'ROOT' if depth == 0 else 'JOINT'} {skeleton.names[joint]}")
         lines.append(f"{pad}{{")
         lines.append(f"{pad}  OFFSET {_numbers(offset)}")
-        channels = ["Xposition", "Yposition", "Zposition"] if depth == 0 else []
+        positions = depth == 0 or animation.motion.offsets is not None
+        channels = ["Xposition", "Yposition", "Zposition"] if positions else []
         channels += [f"{axis}rotation" for axis in ROTATION_ORDER]
         lines.append(f"{pad}  CHANNELS {len(channels)} {' '.join(channels)}")
         for child in children.get(joint, []):
@@ -68,7 +72,12 @@ def motion_lines(animation: Animation) -> list[str]:
     skeleton, motion = animation.skeleton, animation.motion
     order = _depth_first(skeleton.parents)
     angles = euler_degrees(motion.rotations[:, order])  # (F, J, 3)
-    values = np.concatenate([motion.root_positions * CENTIMETRES, angles.reshape(len(angles), -1)], axis=1)
+    if motion.offsets is None:
+        values = np.concatenate([motion.root_positions * CENTIMETRES, angles.reshape(len(angles), -1)], axis=1)
+    else:  # every joint: its offset from its parent on this frame (the root's: its world position), then angles
+        offsets = motion.offsets.copy()
+        offsets[:, 0] = motion.root_positions
+        values = np.concatenate([offsets[:, order] * CENTIMETRES, angles], axis=2).reshape(len(angles), -1)
     lines = ["MOTION", f"Frames: {len(values)}", f"Frame Time: {1.0 / animation.fps:.8f}"]
     lines += [_numbers(row) for row in values]
     return lines

@@ -5,7 +5,8 @@ skeleton (BlazePose), animated with one keyframe per frame (``outputs.animation`
 
 The file's nodes are the skeleton's joints (named as in ``outputs.animation``), the root at the scene's
 top; with a mesh, a node carrying it and its skin. One animation per file: a rotation channel per joint
-and the root's translation, LINEAR, keyed at ``pts_ms / 1000`` seconds. The animation's ``extras`` list
+and the root's translation (and, for a keypoint skeleton, every joint's translation: its bone as measured
+on that frame), LINEAR, keyed at ``pts_ms / 1000`` seconds. The animation's ``extras`` list
 every keyframe's frame index and tracking state, so filled frames (interpolated, predicted, held) are
 marked; the root node's ``extras`` say which track and detector.
 """
@@ -123,6 +124,10 @@ def gltf_document(animation: Animation, job: str) -> tuple[dict, bytes]:
         samplers.append({"input": time_accessor, "output": buffer.add(quaternions(motion.rotations[:, joint]), FLOAT),
                          "interpolation": "LINEAR"})
         channels.append({"sampler": len(samplers) - 1, "target": {"node": joint, "path": "rotation"}})
+        if motion.offsets is not None and joint > 0:  # bone lengths that change along the clip
+            samplers.append({"input": time_accessor, "output": buffer.add(motion.offsets[:, joint], FLOAT),
+                             "interpolation": "LINEAR"})
+            channels.append({"sampler": len(samplers) - 1, "target": {"node": joint, "path": "translation"}})
     animation_json = {
         "name": f"{job} track {animation.track_id}", "samplers": samplers, "channels": channels,
         "extras": {"fps": animation.fps, "frames": motion.frames.tolist(), "states": list(motion.states)},

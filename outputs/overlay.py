@@ -17,11 +17,12 @@ import cv2
 import numpy as np
 
 from bus.messages import STATES
+from options.groups import TRIM
 from outputs.report.plots import STATE_COLOURS as REPORT_STATE_COLOURS
 from outputs.report.summary import split_job
 from pose.skeleton import BONES, JOINT_INDEX
 from video.native import quiet_native_stderr
-from video.sources import SourceError, open_source
+from video.sources import SourceError, open_source, trimmed
 
 # H.264 first: browsers play it; MPEG-4 Part 2 is the fallback every OpenCV build can write.
 CODECS = ("avc1", "mp4v")
@@ -94,7 +95,8 @@ def render_overlay(video_path: str | Path, messages: list[dict], out_path: str |
     """
     job = split_job(messages)
     start = job.start or {}
-    source = open_source(str(video_path), start.get("fps"))
+    # The part of the source the job took (its --start/--end/--max-frames), numbered as the job's frames.
+    source = trimmed(open_source(str(video_path), start.get("fps")), **TRIM.values(start.get("options", {})))
     by_index = {frame["index"]: frame for frame in job.frames}
     with OverlayWriter(out_path, start.get("fps", source.info.fps), source.info.width, source.info.height,
                        start.get("mesh_faces")) as writer:

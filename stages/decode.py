@@ -27,8 +27,10 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import zmq
@@ -41,10 +43,10 @@ from bus.log import MessageLog
 from bus.logline import log_line
 from bus.metrics import StageMetrics
 from bus.schema import SchemaError
-from options.groups import DECODE
+from options.groups import DECODE, TRIM
 from stages import runtime
 from stages.track.delivery import ACK_TIMEOUT_S, RESEND_WINDOW_AFTER_S, Sender
-from video.sources import SourceError, fit_within, fitted_size, is_live, open_source
+from video.sources import SourceError, fit_within, fitted_size, is_live, open_source, trimmed
 
 
 def encode_jpeg(image, quality: int) -> bytes:
@@ -97,12 +99,16 @@ def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality:
             realtime: bool, log, record_dir: Path | None = None, acks: zmq.Socket | None = None,
             max_in_flight: int = 0, *, metrics: StageMetrics, cancelled=lambda job: None,
             max_side: int = DECODE["max_side"].default, shm: bool = False,
-            resend_after_s: float = RESEND_WINDOW_AFTER_S) -> None:
-    """Decode one job; ``shm`` (needs ``max_in_flight``: a slot is reused once its frame is
-    acknowledged) puts its frames in a frame ring, removed when the job is over."""
-    job, options = request["job"], request.get("options", {})
+            resend_after_s: float = RESEND_WINDOW_AFTER_S, trim: Mapping[str, Any] | None = None) -> None:
+    """Decode one job (``trim``: the stage's --start/--end/--max-frames, by name); ``shm`` (needs
+    ``max_in_flight``: a slot is reused once its frame is acknowledged) puts its frames in a frame ring,
+    removed when the job is over."""
+    job = request["job"]
+    # The stage's own --start/--end/--max-frames, unless the job sets them; job_start says what applied.
+    options = {**{name: value for name, value in TRIM.values(trim or {}).items() if value is not None},
+               **request.get("options", {})}
     try:
-        source = open_source(request["source"], fps=options.get("fps"))
+        source = trimmed(open_source(request["source"], fps=options.get("fps")), **TRIM.values(options))
     except SourceError as exc:
         log_line(log, logging.ERROR, "source_failed", job=job, error=exc)
         send_event(events, messages.job_end(job, 0, str(exc)), metrics)
@@ -113,8 +119,10 @@ def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality:
     detected = fitted_size(info.width, info.height, max_side)
     downscaled = {} if detected == (info.width, info.height) else {
         "downscaled": {"width": detected[0], "height": detected[1]}}
+    source_from = request.get("source_from") or info.mapped_from
     send_event(events, messages.job_start(job, info.source, info.fps, info.width, info.height,
-                                          info.frame_count, options=options, **downscaled), metrics)
+                                          info.frame_count, options=options, **downscaled,
+                                          **({"source_from": source_from} if source_from else {})), metrics)
     log_line(log, logging.INFO, "job_started", job=job, source=info.source, width=info.width, height=info.height,
              fps=info.fps, **downscaled)
     ring = open_ring(job, max_in_flight, *detected, log) if shm and max_in_flight > 0 else None
@@ -276,17 +284,20 @@ class Lanes:
     the frames go out on ``frames`` in ``FairFrames``' order, the events on ``events``; the acks of each
     job go to its lane."""
 
-    def __init__(self, ctx: zmq.Context, args: argparse.Namespace, frames: zmq.Socket, events: zmq.Socket,
+    def __init__(self, ctx: zmq.Context, args: argparse.Namespace, frames_for, events: zmq.Socket,
                  acks: zmq.Socket | None, queue: JobQueue, log, metrics: StageMetrics):
-        self.ctx, self.args, self.frames, self.events, self.acks, self.queue = ctx, args, frames, events, acks, queue
-        self.log, self.metrics = log, metrics
+        """``frames_for(request)``: the frames link of the worker pool that serves the job."""
+        self.ctx, self.args, self.frames_for, self.events, self.acks = ctx, args, frames_for, events, acks
+        self.queue, self.log, self.metrics = queue, log, metrics
         self.intake = sockets.bind(ctx, "lanes")
-        self.fair = FairFrames()
+        self.pools: dict[zmq.Socket, FairFrames] = {}  # a worker pool's frames link -> its jobs' frames waiting
+        self.pool_of: dict[str, FairFrames] = {}  # job -> its pool's
         self.lanes: dict[str, Lane] = {}
         self.live: set[str] = set()
         # job -> its job_end, held until its last frame has gone to a worker: as when decode sent frames
         # itself, the track stage expects no frame, and asks for none again, before a worker could have it.
         self.ends: dict[str, dict] = {}
+        self.ended: set[str] = set()  # jobs whose job_end has gone, lane still draining
         self.stopping: str | None = None
 
     def cancelled(self, job: str) -> str | None:
@@ -296,6 +307,7 @@ class Lanes:
         job, a = request["job"], self.args
         if a.realtime or request.get("options", {}).get("realtime") or is_live(request["source"]):
             self.live.add(job)
+        self.pool_of[job] = self.pools.setdefault(self.frames_for(request), FairFrames())
         acks = sockets.bind(self.ctx, "lane_acks", f"inproc://lane-acks-{job}") if self.acks is not None else None
         metrics = LaneMetrics()
 
@@ -305,7 +317,7 @@ class Lanes:
             try:
                 run_job(request, out, out, a.jpeg, a.realtime, self.log, a.record, lane_acks, a.max_in_flight,
                         metrics=metrics, cancelled=self.cancelled, max_side=a.max_side, shm=a.shm,
-                        resend_after_s=a.resend_after)
+                        resend_after_s=a.resend_after, trim=TRIM.values(a))
             except Exception as exc:  # a lane's failure ends its job, never the stage or another job
                 log_line(self.log, logging.ERROR, "lane_failed", job=job, error=repr(exc))
                 sockets.send(out, messages.job_end(job, 0, f"decode failed: {exc}"))
@@ -323,7 +335,9 @@ class Lanes:
             if not lane.thread.is_alive():
                 if lane.acks is not None:
                     lane.acks.close()
-                self.fair.forget(job)
+                if job in self.ended:  # else its job_end (every lane sends one) is still to come or to go
+                    self.ended.discard(job)
+                    self.pool_of.pop(job).forget(job)
                 self.live.discard(job)
                 self.queue.cancelled_jobs.pop(job, None)
                 del self.lanes[job]
@@ -336,28 +350,35 @@ class Lanes:
         poller.register(self.intake, zmq.POLLIN)
         if self.acks is not None:
             poller.register(self.acks, zmq.POLLIN)
-        if len(self.fair):
-            poller.register(self.frames, zmq.POLLOUT)
+        for frames, fair in self.pools.items():
+            if len(fair):
+                poller.register(frames, zmq.POLLOUT)
         ready = dict(poller.poll(timeout_ms))
         if self.queue.jobs in ready:
             self.queue.read()
         while self.intake.poll(0):
             message = codec.decode(self.intake.recv_multipart(copy=False))  # from a lane of this process
             if message["type"] == "image":
-                self.fair.add(message, message["job"] in self.live)
+                self.pool_of[message["job"]].add(message, message["job"] in self.live)
             elif message["type"] == "job_end":
                 self.ends[message["job"]] = message
             else:
                 send_event(self.events, message, self.metrics)
         if self.acks is not None:
             self.route_acks()
-        while len(self.fair) and self.frames.poll(0, zmq.POLLOUT):
-            message = self.fair.next()
-            sockets.send(self.frames, message)
-            self.metrics.sent(message)
-        for job in [job for job in self.ends if not self.fair.waiting(job)]:
+        for frames, fair in self.pools.items():
+            while len(fair) and frames.poll(0, zmq.POLLOUT):
+                message = fair.next()
+                sockets.send(frames, message)
+                self.metrics.sent(message)
+        for job in [job for job in self.ends if not self.pool_of[job].waiting(job)]:
             send_event(self.events, self.ends.pop(job), self.metrics)
-        self.metrics.queue = len(self.fair) + sum(lane.metrics.queue for lane in self.lanes.values())
+            if job in self.lanes:
+                self.ended.add(job)
+            else:
+                self.pool_of.pop(job).forget(job)
+        self.metrics.queue = (sum(len(fair) for fair in self.pools.values())
+                              + sum(lane.metrics.queue for lane in self.lanes.values()))
 
     def route_acks(self) -> None:
         while self.acks.poll(0):
@@ -411,6 +432,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="send a full window of unacknowledged frames again after S seconds without an ack "
                              f"(default {RESEND_WINDOW_AFTER_S:.0f}; the launcher passes its heartbeat timeout)")
     runtime.add_endpoint_flags(parser, "frames", "events", "jobs", "acks")
+    parser.add_argument("--detector-frames", action="append", default=[], metavar="KIND=ENDPOINT",
+                        help="send the frames of jobs whose detector is KIND here, to that kind's worker pool "
+                             "(launch.py --detectors); other jobs' frames go to --frames")
     runtime.add_remote_flag(parser, "frames")
     runtime.add_security_flags(parser)
     runtime.add_metrics_flags(parser)
@@ -425,6 +449,12 @@ def main(argv: list[str] | None = None) -> None:
     ctx = zmq.Context()
     security = runtime.security_from_args(args)
     frames = sockets.bind(ctx, "frames", args.frames, security=security, also=runtime.remote_endpoints(args, "frames"))
+    pools = {kind: sockets.bind(ctx, "frames", endpoint, security=security)
+             for kind, endpoint in (pair.split("=", 1) for pair in args.detector_frames)}
+
+    def frames_for(request: dict) -> zmq.Socket:
+        return pools.get(request.get("options", {}).get("detector"), frames)
+
     events = sockets.connect(ctx, "events", args.events, security=security)
     acks = sockets.connect(ctx, "acks", args.acks, security=security) if args.max_in_flight else None
     bad = sockets.Counter("decode")
@@ -434,10 +464,11 @@ def main(argv: list[str] | None = None) -> None:
             job_options = {"fps": args.fps} if args.fps else {}
             request = messages.job_request(args.job or uuid.uuid4().hex[:12], args.source, job_options)
             run_job(request, frames, events, args.jpeg, args.realtime, log, args.record, acks, args.max_in_flight,
-                    metrics=metrics, max_side=args.max_side, shm=args.shm, resend_after_s=args.resend_after)
+                    metrics=metrics, max_side=args.max_side, shm=args.shm, resend_after_s=args.resend_after,
+                    trim=TRIM.values(args))
             return
         queue = JobQueue(sockets.connect(ctx, "jobs", args.jobs, security=security), events, bad)
-        lanes = Lanes(ctx, args, frames, events, acks, queue, log, metrics)
+        lanes = Lanes(ctx, args, frames_for, events, acks, queue, log, metrics)
         try:
             lanes.serve()
         finally:

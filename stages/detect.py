@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     log = runtime.start("detect", args.log_level)
 
+    # Before any socket: the worker's first heartbeat then says its model is loaded (launch.py's health ``ready``).
     detector = detectors.create(args.detector, vars(args))
     if args.replay:
         replay(detector, args.replay, args.replay_out, args.batch, log)

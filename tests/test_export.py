@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
-import cv2
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
@@ -34,7 +33,6 @@ from conftest import ROOT, SHARED, VIDEO, free_port, launch
 
 HMR2_CHECKPOINT = SHARED / "fixtures" / "hmr2" / "small_checkpoint.ckpt"
 JS = ROOT / "tests" / "js"
-HMR2_FRAMES = 20
 
 
 # --- independent readers ----------------------------------------------------------------------------------------
@@ -85,7 +83,8 @@ def read_glb(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, dict]:
 def read_bvh(path: Path) -> tuple[list[str], float, np.ndarray]:
     """(joint names, frame time, joint world positions (F, J, 3) in the file's units): a plain BVH parser.
 
-    A joint's transform is its OFFSET plus its position channels, then its rotation channels applied in
+    A joint's translation from its parent is its position channels where it has them (they replace its
+    OFFSET, as Blender reads them), else its OFFSET; then its rotation channels apply in
     the order listed (intrinsic: the first channel's axis outermost)."""
     tokens = path.read_text().split()
     cursor = 0
@@ -129,7 +128,7 @@ def read_bvh(path: Path) -> tuple[list[str], float, np.ndarray]:
         for channel in entry["channels"]:
             axis = channel[0].lower()
             if channel.endswith("position"):
-                local_position[:, "xyz".index(axis)] += values[:, column]
+                local_position[:, "xyz".index(axis)] = values[:, column]
             else:
                 local_rotation = local_rotation * Rotation.from_euler(axis, values[:, column, None], degrees=True)
             column += 1
@@ -201,9 +200,33 @@ def test_a_body_of_fixed_bone_lengths_is_reproduced():
     job = synthetic_keypoint_job()
     start, (track,) = track_frames(job)
     result = keypoint_animation(track, start)
-    positions, _ = forward_kinematics(result.skeleton, result.motion.root_positions, result.motion.rotations)
-    keypoints = np.array([p["keypoints_3d"] for p in track.people])
-    assert np.abs(positions - keypoint_positions(keypoints)).max() < 1e-6
+    keypoints = keypoint_positions(np.array([p["keypoints_3d"] for p in track.people]))
+    for offsets in (None, result.motion.offsets):  # the rest skeleton alone carries a rigid body
+        positions, _ = forward_kinematics(result.skeleton, result.motion.root_positions, result.motion.rotations,
+                                          offsets)
+        assert np.abs(positions - keypoints).max() < 1e-6
+
+
+def test_bone_lengths_that_change_are_animated_around_their_median():
+    job = synthetic_keypoint_job(31)
+    stretch = np.linspace(0.6, 1.4, 31)  # the left forearm, 60% to 140% of its length
+    for message, factor in zip(job[1:-1], stretch):
+        keypoints = message["people"][0]["keypoints_3d"]
+        elbow, wrist = JOINT_INDEX["left_elbow"], JOINT_INDEX["left_wrist"]
+        keypoints[wrist] = keypoints[elbow] + factor * (keypoints[wrist] - keypoints[elbow])
+    start, (track,) = track_frames(job)
+    result = keypoint_animation(track, start)
+    keypoints = keypoint_positions(np.array([p["keypoints_3d"] for p in track.people]))
+    positions, _ = forward_kinematics(result.skeleton, result.motion.root_positions, result.motion.rotations,
+                                      result.motion.offsets)
+    assert np.abs(positions - keypoints).max() < 1e-6
+    wrist = animation.KEYPOINT_JOINTS.index("left_wrist")
+    lengths = np.linalg.norm(result.motion.offsets[:, wrist], axis=-1)
+    observed = [s == "observed" for s in result.motion.states]
+    assert np.linalg.norm(result.skeleton.offsets[wrist]) == pytest.approx(np.median(lengths[observed]))
+    # the bone its parent aims at keeps its rest direction: only its length moves
+    directions = result.motion.offsets[:, wrist] / lengths[:, None]
+    assert np.allclose(directions, result.skeleton.offsets[wrist] / np.linalg.norm(result.skeleton.offsets[wrist]))
 
 
 def test_filled_frames_are_keyframes_marked_in_extras(tmp_path):
@@ -280,18 +303,12 @@ def blazepose_run(tmp_path_factory) -> Run:
 
 @pytest.fixture(scope="module")
 def hmr2_run(tmp_path_factory) -> Run:
-    """HMR 2.0 (the fixture checkpoint and its synthetic SMPL) on the clip's first frames, without smoothing:
-    the tracker smooths keypoints_3d_native apart from the SMPL parameters, so only unsmoothed they agree."""
-    folder = tmp_path_factory.mktemp("frames")
-    capture = cv2.VideoCapture(str(VIDEO))
-    for index in range(HMR2_FRAMES):
-        ok, image = capture.read()
-        assert ok
-        cv2.imwrite(str(folder / f"{index:04d}.jpg"), image)
-    capture.release()
+    """HMR 2.0 (the fixture checkpoint and its synthetic SMPL) on every frame of vid.mp4, smoothed (the
+    default): the track stage, given the launcher's --checkpoint, derives the native keypoints from the
+    smoothed SMPL parameters (detectors.hmr2.reposer)."""
     out = tmp_path_factory.mktemp("hmr2")
-    result = launch(folder, "--out", out, "--job", "vid", "--results", f"tcp://127.0.0.1:{free_port()}",
-                    "--detector", "hmr2", "--checkpoint", HMR2_CHECKPOINT, "--no-smoothing", "--mesh")
+    result = launch(VIDEO, "--out", out, "--job", "vid", "--results", f"tcp://127.0.0.1:{free_port()}",
+                    "--detector", "hmr2", "--checkpoint", HMR2_CHECKPOINT, "--mesh", timeout=900)
     assert result.returncode == 0, result.stderr
     return export(out / "vid.jsonl", "--checkpoint", str(HMR2_CHECKPOINT))
 
@@ -317,7 +334,7 @@ def smpl_joint_errors(run: Run, names: list[str], world: np.ndarray) -> np.ndarr
 
 def test_hmr2_gltf_and_bvh_reproduce_the_smpl_joints_within_1cm(hmr2_run):
     names, times, world, extras = read_glb(hmr2_run.glb)
-    assert len(times) == HMR2_FRAMES and extras["frames"] == list(range(HMR2_FRAMES))
+    assert len(times) == 180 and extras["frames"] == list(range(180))
     errors = smpl_joint_errors(hmr2_run, names, world)
     print(f"HMR 2.0 glTF: max {errors.max() * 100:.3f} cm, mean {errors.mean() * 100:.3f} cm over 14 joints")
     assert errors.max() < 0.01
@@ -343,40 +360,28 @@ def test_hmr2_mesh_is_the_track_shape_skinned_to_24_joints(hmr2_run):
     assert positions.max == pytest.approx(rest.max(axis=0).tolist(), abs=1e-6)
 
 
-def keypoint_errors(run: Run, names: list[str], world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(F, J) distances, metres, from the file's joints to the published keypoints_3d, and (F, J) how far the
-    track's measured bone lengths on the way from the root to each joint stray from the skeleton's."""
-    people = primary(run.messages)
-    measured = keypoint_positions(np.array([p["keypoints_3d"] for p in people], dtype=np.float64))
-    measured_camera = back_to_camera(measured)
-    order = [names.index(n) for n in animation.KEYPOINT_JOINTS]
-    errors = np.linalg.norm(back_to_camera(world[:, order]) - measured_camera, axis=-1)
-    start, (track, *_) = track_frames(run.messages)
-    skeleton = keypoint_animation(track, start).skeleton
-    stray = np.zeros_like(errors)
-    for joint, parent in enumerate(skeleton.parents):
-        if parent >= 0:
-            length = np.linalg.norm(measured[:, joint] - measured[:, parent], axis=-1)
-            stray[:, joint] = stray[:, parent] + np.abs(length - np.linalg.norm(skeleton.offsets[joint]))
-    canonical = [j for j, n in enumerate(animation.KEYPOINT_JOINTS) if n in JOINT_INDEX]
-    return errors[:, canonical], stray[:, canonical]
+def keypoint_errors(run: Run, names: list[str], world: np.ndarray) -> np.ndarray:
+    """(F, J) distances, metres, from the file's joints to the published keypoints_3d (the canonical joints)."""
+    measured = np.array([p["keypoints_3d"] for p in primary(run.messages)], dtype=np.float64)
+    canonical = [n for n in animation.KEYPOINT_JOINTS if n in JOINT_INDEX]
+    assert not np.isnan(measured[:, [JOINT_INDEX[n] for n in canonical]]).any()
+    camera = back_to_camera(world[:, [names.index(n) for n in canonical]])
+    return np.linalg.norm(camera - measured[:, [JOINT_INDEX[n] for n in canonical]], axis=-1)
 
 
-def test_blazepose_gltf_and_bvh_reproduce_the_keypoints(blazepose_run):
-    """Bone lengths are fixed (the track's medians) while BlazePose's measured ones vary by up to ±9 cm
-    (forearm 11-29 cm on vid.mp4): no fixed skeleton reaches those keypoints within 3 cm. What the rotations
-    answer for: every joint within 3 cm beyond the length changes on its way from the root."""
+def test_blazepose_gltf_and_bvh_reproduce_the_keypoints_within_3cm(blazepose_run):
+    """Every joint on every frame: the rest skeleton has the track's median bone lengths, and each joint's
+    translation channel carries its bone as measured on that frame (BlazePose's forearm: 11-29 cm)."""
     names, times, world, extras = read_glb(blazepose_run.glb)
     assert len(times) == 180 and extras["frames"] == list(range(180))
-    errors, stray = keypoint_errors(blazepose_run, names, world)
-    print(f"BlazePose glTF: max {errors.max() * 100:.2f} cm, mean {errors.mean() * 100:.2f} cm, "
-          f"{(errors < 0.03).mean():.1%} of joint-frames within 3 cm; beyond the bone lengths' change: "
-          f"max {(errors - stray).max() * 100:.2f} cm")
-    assert (errors - stray).max() < 0.03
+    errors = keypoint_errors(blazepose_run, names, world)
+    print(f"BlazePose glTF: max {errors.max() * 1000:.4f} mm, mean {errors.mean() * 1000:.4f} mm")
+    assert errors.shape == (180, 23) and errors.max() < 0.03
     bvh_names, frame_time, bvh_world = read_bvh(blazepose_run.bvh)
     assert sorted(bvh_names) == sorted(animation.KEYPOINT_JOINTS) and frame_time == pytest.approx(1 / 30)
-    order = [bvh_names.index(n) for n in names]
-    assert np.abs(bvh_world[:, order] / 100 - world).max() < 1e-5  # the same motion as the glTF file
+    errors = keypoint_errors(blazepose_run, bvh_names, bvh_world / 100)
+    print(f"BlazePose BVH: max {errors.max() * 1000:.4f} mm")
+    assert errors.max() < 0.03
 
 
 # --- real consumers ---------------------------------------------------------------------------------------------
@@ -435,7 +440,16 @@ else:
     bpy.ops.import_scene.gltf(filepath=path)
 actions = [a for a in bpy.data.actions]
 start, end = min(a.frame_range[0] for a in actions), max(a.frame_range[1] for a in actions)
-print("POSEBUS" + json.dumps({"frames": round(end - start) + 1, "objects": len(bpy.data.objects)}))
+# Every 10th frame, each joint in Blender's world (Z up): a bone's head, or an empty's origin (a glTF skeleton
+# without a mesh comes in as empties).
+armature = next((o for o in bpy.data.objects if o.type == "ARMATURE"), None)
+heads = {}
+for frame in range(round(start), round(end) + 1, 10):
+    scene.frame_set(frame)
+    heads[frame - round(start)] = (
+        {b.name: list(armature.matrix_world @ b.head) for b in armature.pose.bones} if armature is not None
+        else {o.name: list(o.matrix_world.translation) for o in bpy.data.objects if o.type == "EMPTY"})
+print("POSEBUS" + json.dumps({"frames": round(end - start) + 1, "objects": len(bpy.data.objects), "heads": heads}))
 """
 
 
@@ -459,7 +473,18 @@ def test_blender_imports_every_frame(run, suffix, request, tmp_path):
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     line = next(line for line in result.stdout.splitlines() if line.startswith("POSEBUS"))
     imported = json.loads(line[len("POSEBUS"):])
-    assert imported["frames"] == sum(m["type"] == "frame" for m in run.messages), imported
+    assert imported["frames"] == sum(m["type"] == "frame" for m in run.messages), imported["frames"]
+    # Blender puts the joints where our readers do (its Z up: the file's (x, -z, y)); BVH in cm, glTF in m.
+    if suffix == "bvh":
+        names, _, positions = read_bvh(path)
+        tolerance = 0.05
+    else:
+        names, _, positions, _ = read_glb(path)
+        tolerance = 5e-4
+    assert len(imported["heads"]) == len(range(0, imported["frames"], 10))
+    for frame, heads in imported["heads"].items():
+        expected = positions[int(frame)][:, [0, 2, 1]] * [1, -1, 1]
+        assert np.abs(np.array([heads[n] for n in names]) - expected).max() < tolerance, frame
 
 
 def replay_with_exports(run: Run, files: Path, logs: Path, **environment: str) -> None:

@@ -25,6 +25,7 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from bus import codec, messages, sockets
 from bus.client import Control
@@ -287,13 +288,26 @@ def standalone_track(folder: Path):
     detections = ctx.socket(zmq.PUSH)
     detections.connect(f"ipc://{folder}/detections")
     subscriber = sockets.connect(ctx, "results", results)
-    time.sleep(1.0)  # the subscription reaches the XPUB
+    subscribed(subscriber)
     try:
         yield stage, events, detections, subscriber
     finally:
         stage.terminate()
         stage.communicate(timeout=10)
         ctx.destroy(linger=0)
+
+
+def subscribed(subscriber: zmq.Socket, timeout_s: float = 60.0) -> None:
+    """Wait until the SUB socket has met the stage's XPUB (a stage starting under load takes seconds to bind):
+    a fixed sleep lost the first job's messages to the slow joiner."""
+    monitor = subscriber.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+    try:
+        assert monitor.poll(int(timeout_s * 1000)), "the track stage's results socket never answered"
+        recv_monitor_message(monitor)
+    finally:
+        subscriber.disable_monitor()
+        monitor.close(linger=0)
+    time.sleep(0.2)  # the subscription, sent on the handshake, reaches the XPUB
 
 
 def send_tiny_job(events: zmq.Socket, detections: zmq.Socket, job: str, **options) -> None:

@@ -142,3 +142,60 @@ def test_stream_that_drops_mid_job_gives_its_frames_then_an_error(short_stream_t
 def test_cameras_and_urls_are_live_and_not_opened_ahead_of_the_job():
     assert is_live("0") and is_live("rtsp://127.0.0.1:8554/cam") and is_live("http://host/x.mjpg")
     assert not is_live("clip.mp4") and not is_live("frames/") and not is_live("10.mp4")
+
+
+@pytest.mark.parametrize("windows, linux", [
+    ("C:\\clips\\run.mp4", "/mnt/c/clips/run.mp4"),
+    ("d:\\Users\\Me\\Videos\\my run.MP4", "/mnt/d/Users/Me/Videos/my run.MP4"),
+    ("C:/clips//run.mp4", "/mnt/c/clips/run.mp4"),
+    ("\\\\wsl$\\Ubuntu\\home\\me\\run.mp4", "/home/me/run.mp4"),
+    ("\\\\wsl.localhost\\Ubuntu\\home\\me\\clips\\", "/home/me/clips"),
+    ("//wsl.localhost/Ubuntu/home/me/run.mp4", "/home/me/run.mp4"),
+    ("\\\\WSL.LOCALHOST\\Ubuntu", "/"),
+])
+def test_windows_paths_map_to_the_path_wsl_gives_them(windows, linux):
+    assert sources.linux_path(windows) == linux
+
+
+@pytest.mark.parametrize("other", ["/home/me/run.mp4", "clip.mp4", "0", "rtsp://cam/1", "C:", "CD:\\x",
+                                   "\\\\server\\share\\run.mp4", "C:clip.mp4"])
+def test_other_sources_are_not_windows_paths(other):
+    assert sources.linux_path(other) is None
+
+
+def test_drives_follow_the_automount_root_and_shares_their_distribution(tmp_path):
+    assert sources.linux_path("E:\\a.mp4", mount_root="/win/") == "/win/e/a.mp4"
+    assert sources.linux_path("\\\\wsl$\\ubuntu\\a.mp4", distribution="Ubuntu") == "/a.mp4"
+    with pytest.raises(SourceError, match="is in WSL distribution Debian, but posebus runs in Ubuntu"):
+        sources.linux_path("\\\\wsl$\\Debian\\home\\a.mp4", distribution="Ubuntu")
+    conf = tmp_path / "wsl.conf"
+    conf.write_text("[automount]\nroot = /windows/\n")
+    assert sources.wsl_mount_root(conf) == "/windows/"
+    assert sources.wsl_mount_root(tmp_path / "none") == "/mnt"
+
+
+def test_a_mapped_windows_path_is_opened_and_remembered(monkeypatch):
+    monkeypatch.delenv("WSL_DISTRO_NAME", raising=False)
+    windows = "\\\\wsl.localhost\\Any" + str(VIDEO.resolve()).replace("/", "\\")
+    source = open_source(windows)
+    assert (source.info.source, source.info.mapped_from) == (str(VIDEO.resolve()), windows)
+    with pytest.raises(SourceError, match=r"^C:\\x\.mp4 is /mnt/c/x\.mp4 as WSL maps Windows paths, and "
+                                          r"/mnt/c/x\.mp4 does not exist$"):
+        open_source("C:\\x.mp4")
+
+
+def test_trimmed_takes_a_time_range_or_a_frame_count_numbered_from_zero():
+    part = sources.trimmed(open_source(str(VIDEO)), start=2.0, end=3.0)
+    frames = [(index, pts) for index, pts, _ in part]
+    assert part.info.frame_count is None
+    assert [index for index, _ in frames] == list(range(30))
+    assert 2000 <= frames[0][1] < 2000 + 1000 / 30 and frames[-1][1] < 3000
+    whole = [pts for _, pts, _ in open_source(str(VIDEO))]
+    first = sources.trimmed(open_source(str(VIDEO)), max_frames=5)
+    assert first.info.frame_count == 5 and [pts for _, pts, _ in first] == whole[:5]
+    assert sources.trimmed(open_source(str(VIDEO)), start=5.5, max_frames=3).info.frame_count is None
+    assert len(list(sources.trimmed(open_source(str(VIDEO)), start=5.5))) == sum(pts >= 5500 for pts in whole)
+    with pytest.raises(SourceError, match="no frame between 7 s and the end of the source"):
+        list(sources.trimmed(open_source(str(VIDEO)), start=7.0))
+    with pytest.raises(SourceError, match="end 1 s is not after start 2 s"):
+        sources.trimmed(open_source(str(VIDEO)), start=2.0, end=1.0)

@@ -9,9 +9,10 @@ decode applies to them before they go on the bus (docs/protocol.md, "Frame size"
 """
 from __future__ import annotations
 
+import configparser
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -24,8 +25,55 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 STREAM_TIMEOUT_MS = 10_000
 
 
+# Windows paths as a backend on the Windows side of WSL holds them: a drive (C:\clips\run.mp4, C:/clips/run.mp4)
+# or a distribution's files shared to Windows (\\wsl$\Ubuntu\home\..., \\wsl.localhost\Ubuntu\home\...).
+WINDOWS_DRIVE = re.compile(r"^([A-Za-z]):[\\/](.*)$", re.DOTALL)
+WSL_SHARE = re.compile(r"^[\\/]{2}(?:wsl\$|wsl\.localhost)[\\/]([^\\/]+)(?:[\\/](.*))?$", re.IGNORECASE | re.DOTALL)
+WSL_CONF = Path("/etc/wsl.conf")
+
+
 class SourceError(Exception):
     pass
+
+
+def linux_path(spec: str, mount_root: str = "/mnt", distribution: str | None = None) -> str | None:
+    """The path WSL gives a Windows path, or None when ``spec`` is none.
+
+    ``C:\\clips\\run.mp4`` -> ``/mnt/c/clips/run.mp4`` (drives are under ``mount_root``, WSL's automount
+    root); ``\\\\wsl$\\Ubuntu\\home\\me\\run.mp4`` (or ``\\\\wsl.localhost\\...``) -> ``/home/me/run.mp4``.
+    ``distribution``: the WSL distribution posebus runs in (None: not known, any is taken); a share
+    of another one is not on this file system (SourceError).
+    """
+    drive = WINDOWS_DRIVE.match(spec)
+    if drive:
+        rest = "/".join(part for part in re.split(r"[\\/]", drive.group(2)) if part)
+        return f"{mount_root.rstrip('/')}/{drive.group(1).lower()}/{rest}".rstrip("/")
+    share = WSL_SHARE.match(spec)
+    if share is None:
+        return None
+    if distribution is not None and share.group(1).lower() != distribution.lower():
+        raise SourceError(f"{spec} is in WSL distribution {share.group(1)}, but posebus runs in {distribution}")
+    return "/" + "/".join(part for part in re.split(r"[\\/]", share.group(2) or "") if part)
+
+
+def wsl_mount_root(conf: Path = WSL_CONF) -> str:
+    """WSL's drive mount root: ``[automount] root`` of /etc/wsl.conf, else /mnt."""
+    parser = configparser.ConfigParser()
+    try:
+        parser.read(conf)
+    except configparser.Error:
+        return "/mnt"
+    return parser.get("automount", "root", fallback="/mnt").strip().strip('"') or "/mnt"
+
+
+def local_path(spec: str) -> tuple[str, str | None]:
+    """(the path to open, the Windows path it was mapped from or None): ``linux_path`` for this host."""
+    mapped = linux_path(spec, wsl_mount_root(), os.environ.get("WSL_DISTRO_NAME"))
+    if mapped is None:
+        return spec, None
+    if not Path(mapped).exists():
+        raise SourceError(f"{spec} is {mapped} as WSL maps Windows paths, and {mapped} does not exist")
+    return mapped, spec
 
 
 @dataclass
@@ -36,6 +84,7 @@ class SourceInfo:
     width: int
     height: int
     frame_count: int | None
+    mapped_from: str | None = None  # the Windows path that ``source`` was mapped from (``local_path``)
 
 
 def to_bgr8(image: np.ndarray) -> np.ndarray:
@@ -96,16 +145,20 @@ def open_source(spec: str, fps: float | None = None) -> Source:
         capture = cv2.VideoCapture(spec, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS,
                                                           cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS])
         return _open_capture(capture, spec, "stream", fps)
+    spec, mapped_from = local_path(spec)
     path = Path(spec)
     if not path.exists():
         raise SourceError(f"no such file or folder: {spec}")
     if path.is_dir():
-        return _open_folder(path, fps or 30.0)
-    if not os.access(path, os.R_OK):
+        source = _open_folder(path, fps or 30.0)
+    elif not os.access(path, os.R_OK):
         raise SourceError(f"cannot read {spec}: permission denied")
-    if path.stat().st_size == 0:
+    elif path.stat().st_size == 0:
         raise SourceError(f"{spec} is empty (0 bytes)")
-    return _open_capture(cv2.VideoCapture(str(path), cv2.CAP_FFMPEG), spec, "file", fps)
+    else:
+        source = _open_capture(cv2.VideoCapture(str(path), cv2.CAP_FFMPEG), spec, "file", fps)
+    source.info.mapped_from = mapped_from
+    return source
 
 
 def _open_capture(capture: cv2.VideoCapture, spec: str, kind: str, fps: float | None) -> Source:
@@ -150,6 +203,38 @@ def _capture_frames(capture: cv2.VideoCapture, first: np.ndarray, info: SourceIn
     if info.kind == "stream" and info.frame_count is None:  # live: it has no end, so this is a drop
         raise SourceError(f"stream {info.source} stopped after {decoded} frames "
                           f"(connection closed, or no frame for {STREAM_TIMEOUT_MS / 1000:g} s)")
+
+
+def trimmed(source: Source, start: float | None = None, end: float | None = None,
+            max_frames: int | None = None) -> Source:
+    """The frames of ``source`` whose time is in [``start``, ``end``) seconds, at most ``max_frames`` of them,
+    renumbered from 0; each keeps its presentation time in the source (``pts_ms``). The frames before
+    ``start`` are decoded and skipped (exact, unlike seeking to a key frame). ``frame_count`` stays known
+    only when ``max_frames`` alone trims a source that announces one."""
+    if start is None and end is None and max_frames is None:
+        return source
+    if start is not None and end is not None and end <= start:
+        raise SourceError(f"end {end:g} s is not after start {start:g} s")
+    count = source.info.frame_count
+    count = None if start is not None or end is not None or count is None else min(count, max_frames)
+    info = replace(source.info, frame_count=count)
+    return Source(info, _trimmed_frames(iter(source), start, end, max_frames))
+
+
+def _trimmed_frames(frames, start: float | None, end: float | None, max_frames: int | None):
+    index = 0
+    try:
+        for _source_index, pts_ms, image in frames:
+            if max_frames is not None and index >= max_frames or end is not None and pts_ms >= end * 1000.0:
+                break
+            if start is None or pts_ms >= start * 1000.0:
+                yield index, pts_ms, image
+                index += 1
+    finally:
+        frames.close()  # releases the capture now, and skips its truncation check: the rest was not wanted
+    if index == 0:
+        raise SourceError(f"no frame between {start or 0:g} s and the end of the source" if end is None else
+                          f"no frame between {start or 0:g} s and {end:g} s")
 
 
 def _open_folder(folder: Path, fps: float) -> Source:

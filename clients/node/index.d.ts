@@ -67,6 +67,10 @@ export interface JobStartMessage extends Header {
   /** HMR 2.0: the mesh's 13776×3 vertex indices, the same for every frame. */
   mesh_faces?: NDArray;
   options?: unknown;
+  /** The source as the backend gave it when posebus read it elsewhere: a Windows path (then `source` is its WSL path) or `upload:<name>`. */
+  source_from?: string;
+  /** A one-off run (`launch.py VIDEO` without `--results`): the ports the system picked. */
+  endpoints?: { results: string; history: string };
 }
 
 export interface FrameMessage extends Header {
@@ -112,6 +116,18 @@ export class TimeoutError extends Error {}
  */
 export function decode(parts: ArrayLike<Uint8Array | ArrayBuffer>): Record<string, unknown>;
 
+/** CURVE keys of a backend on another machine (docs/security.md): Z85 strings, 40 characters each. */
+export interface CurveKeys {
+  /** The server's public key (`python -m bus.keys show server`). */
+  serverKey: string;
+  /** This backend's own key pair. */
+  publicKey: string;
+  secretKey: string;
+}
+
+/** `CurveKeys` from a posebus key store: `<ownName>.key_secret` and the server's `<serverName>.key` (default "server"). */
+export function curveFromKeyStore(folder: string, ownName: string, serverName?: string): CurveKeys;
+
 export interface SubscribeOptions {
   /** Only this job's messages; iteration ends after its job_end. */
   job?: string;
@@ -121,6 +137,8 @@ export interface SubscribeOptions {
   signal?: AbortSignal;
   /** Throw `TimeoutError` when nothing arrives for this long (default: wait forever). */
   timeoutMs?: number;
+  /** Connect over CURVE (a server started with `--curve-name`). */
+  curve?: CurveKeys;
 }
 
 /** Result messages as an async iterable; connected and subscribed from construction. */
@@ -154,7 +172,7 @@ export const REPLAY_CHUNK: 500;
  * when the request is refused, with `TimeoutError` after `timeoutMs`.
  */
 export function replay(history: string, job: string, from: number, count?: number,
-  options?: { timeoutMs?: number }): Promise<{ messages: ResultMessage[]; end: ReplayEndMessage }>;
+  options?: { timeoutMs?: number; curve?: CurveKeys }): Promise<{ messages: ResultMessage[]; end: ReplayEndMessage }>;
 
 export interface FollowOptions {
   /** The first frame index wanted (default 0): the last index handled + 1 resumes a stopped follower. */
@@ -163,6 +181,8 @@ export interface FollowOptions {
   signal?: AbortSignal;
   /** Throw `TimeoutError` when nothing new arrives (and the history link does not answer) for this long. */
   timeoutMs?: number;
+  /** Connect both sockets over CURVE (a server started with `--curve-name`). */
+  curve?: CurveKeys;
 }
 
 /**
@@ -279,11 +299,17 @@ export type HealthReply = ControlReply & {
   /** Detect worker name -> times restarted. */
   restarts?: Record<string, number>;
   detector?: string;
+  /** Every stage runs and has sent a heartbeat, every detect worker after loading its model. */
+  ready?: boolean;
+  /** Detector kind -> its worker processes and how many of them have loaded their model. */
+  detectors?: Record<string, { workers: number; ready: number }>;
 };
+
+export const UPLOAD_CHUNK_BYTES: number;
 
 /** Requests to a `launch.py serve` control socket: REQ with a timeout, a fresh socket after each timeout. */
 export class Control {
-  constructor(endpoint: string, options?: { timeoutMs?: number });
+  constructor(endpoint: string, options?: { timeoutMs?: number; curve?: CurveKeys });
   readonly endpoint: string;
   readonly timeoutMs: number;
   /** Send one request map (`{cmd, ...}`); calls made together are sent one after another. */
@@ -293,5 +319,13 @@ export class Control {
   status(job: string): Promise<StatusReply>;
   list(): Promise<ListReply>;
   health(): Promise<HealthReply>;
+  /** Cancel a queued or running job (it ends with job_end status "error", error "cancelled"); the reply map. */
+  cancel(job: string): Promise<ControlReply & { job?: string }>;
+  /** Resolves to the health reply once `ready` (every worker has loaded its model); `TimeoutError` after `timeoutMs` (default 300000). */
+  waitUntilReady(options?: { timeoutMs?: number; pollMs?: number }): Promise<HealthReply>;
+  /** Send a clip (bytes, or a file's path) in chunks; resolves to the upload id. Rejects when refused (too large: `--max-upload-mb`). */
+  upload(data: Uint8Array | ArrayBuffer | string, options?: { name?: string; chunkBytes?: number }): Promise<string>;
+  /** Submit a complete upload as a job's source; resolves to the job id. An incomplete upload is discarded and rejected. */
+  submitUpload(upload: string, options?: { job?: string; [option: string]: unknown }): Promise<string>;
   close(): void;
 }

@@ -1,5 +1,8 @@
 // Node.js client for posebus: decode result messages, subscribe to the results
 // socket, and send requests to the control socket. Mirrors bus/client.py.
+import { readFileSync } from "node:fs";
+import { basename, join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { decode as unpack, encode as pack } from "@msgpack/msgpack";
 import * as zmq from "zeromq";
 
@@ -133,6 +136,38 @@ function checkHeader(message, topic, types = PUBLIC_TYPES) {
 }
 
 /**
+ * CURVE for a backend on another machine (docs/security.md): `curve` is `{serverKey, publicKey, secretKey}`,
+ * Z85 strings (the server's public key, this backend's key pair), or undefined for none. The socket options
+ * that make a socket a CURVE client; they must be set before connect (constructors take them).
+ */
+function curveOptions(curve) {
+  if (curve === undefined) return {};
+  for (const key of ["serverKey", "publicKey", "secretKey"]) {
+    if (typeof curve[key] !== "string" || curve[key].length !== 40) {
+      throw new Error(`curve.${key} must be a 40-character Z85 key`);
+    }
+  }
+  return { curveServerKey: curve.serverKey, curvePublicKey: curve.publicKey, curveSecretKey: curve.secretKey };
+}
+
+/** The Z85 key named `name` ("public-key" or "secret-key") in a certificate file of a posebus key store. */
+function certificateKey(file, name) {
+  const found = readFileSync(file, "utf8").match(new RegExp(`^\\s*${name}\\s*=\\s*"([^"]{40})"`, "m"));
+  if (found === null) throw new Error(`${file} holds no ${name}`);
+  return found[1];
+}
+
+/**
+ * `{serverKey, publicKey, secretKey}` from a posebus key store (`python -m bus.keys`, bus/security.py):
+ * this backend's pair `<ownName>.key_secret` and the server's public `<serverName>.key`.
+ */
+export function curveFromKeyStore(folder, ownName, serverName = "server") {
+  const own = join(folder, `${ownName}.key_secret`);
+  return { serverKey: certificateKey(join(folder, `${serverName}.key`), "public-key"),
+           publicKey: certificateKey(own, "public-key"), secretKey: certificateKey(own, "secret-key") };
+}
+
+/**
  * Result messages from a results endpoint, as an async iterable. The socket
  * connects and subscribes at construction, so create it before submitting a job
  * (and await `connected`): the results socket does not replay what was missed.
@@ -147,13 +182,14 @@ export class Subscription {
   #signal;
   #onAbort = () => this.close(); // a pending receive() then rejects and the iterator reports the abort
 
-  constructor(endpoint, { job, topics, signal, timeoutMs } = {}) {
+  constructor(endpoint, { job, topics, signal, timeoutMs, curve } = {}) {
     signal?.throwIfAborted();
     this.#endpoint = endpoint;
     this.#job = job;
     this.#timeoutMs = timeoutMs;
     this.#signal = signal;
-    this.#socket = new zmq.Subscriber({ linger: 0, receiveHighWaterMark: 1000, receiveTimeout: timeoutMs ?? -1 });
+    this.#socket = new zmq.Subscriber({ linger: 0, receiveHighWaterMark: 1000, receiveTimeout: timeoutMs ?? -1,
+                                        ...curveOptions(curve) });
     this.connected = new Promise((resolve) => this.#socket.events.on("handshake", () => resolve()));
     this.#socket.connect(endpoint);
     // Topics are `<job>/<type>` and job ids hold no "/": one prefix follows exactly one job.
@@ -196,6 +232,7 @@ export function subscribe(endpoint, options = {}) {
 }
 
 export const REPLAY_CHUNK = 500; // frames asked for per replay request
+export const UPLOAD_CHUNK_BYTES = 1 << 20; // per upload_chunk request: the server takes up to its reply's chunk_bytes
 const CATCH_UP_WAIT_MS = 100;
 const IDLE_REPLAY_MS = 1000; // a quiet live stream may have lost its last messages: check the log this often
 const REPLAY_TYPES = [...PUBLIC_TYPES, "replay_end"];
@@ -223,8 +260,8 @@ async function requestReplay(socket, job, from, count) {
   }
 }
 
-function historySocket(history, timeoutMs) {
-  const socket = new zmq.Dealer({ linger: 0, receiveTimeout: timeoutMs ?? -1 });
+function historySocket(history, timeoutMs, curve) {
+  const socket = new zmq.Dealer({ linger: 0, receiveTimeout: timeoutMs ?? -1, ...curveOptions(curve) });
   socket.connect(history);
   return socket;
 }
@@ -235,8 +272,8 @@ function historySocket(history, timeoutMs) {
  * events among them, job_end once reached) and the closing replay_end
  * `{next, done}`. Throws when the request is refused, `TimeoutError` after `timeoutMs`.
  */
-export async function replay(history, job, from, count = REPLAY_CHUNK, { timeoutMs } = {}) {
-  const socket = historySocket(history, timeoutMs);
+export async function replay(history, job, from, count = REPLAY_CHUNK, { timeoutMs, curve } = {}) {
+  const socket = historySocket(history, timeoutMs, curve);
   try {
     return await requestReplay(socket, job, from, count);
   } finally {
@@ -293,16 +330,17 @@ export class Follower {
   #signal;
   #onAbort = () => this.close();
 
-  constructor(results, history, job, { start = 0, timeoutMs, signal } = {}) {
+  constructor(results, history, job, { start = 0, timeoutMs, signal, curve } = {}) {
     signal?.throwIfAborted();
     this.#job = job;
     this.#start = start;
     this.#timeoutMs = timeoutMs;
     this.#signal = signal;
-    this.#live = new zmq.Subscriber({ linger: 0, receiveHighWaterMark: 1000, receiveTimeout: CATCH_UP_WAIT_MS });
+    this.#live = new zmq.Subscriber({ linger: 0, receiveHighWaterMark: 1000, receiveTimeout: CATCH_UP_WAIT_MS,
+                                      ...curveOptions(curve) });
     this.#live.connect(results);
     this.#live.subscribe(`${job}/`);
-    this.#log = historySocket(history, timeoutMs);
+    this.#log = historySocket(history, timeoutMs, curve);
     signal?.addEventListener("abort", this.#onAbort, { once: true });
   }
 
@@ -393,11 +431,11 @@ export function appFrames(endpoint, job, { includeMesh = true, ...options } = {}
   });
 }
 
-function frameStream(endpoint, job, { history, start = 0, signal, timeoutMs }, convert) {
+function frameStream(endpoint, job, { history, start = 0, signal, timeoutMs, curve }, convert) {
   if (history === undefined && start !== 0) throw new Error("frames from a start index need the history endpoint");
   const source = history === undefined
-    ? subscribe(endpoint, { job, signal, timeoutMs })
-    : follow(endpoint, history, job, { start, signal, timeoutMs });
+    ? subscribe(endpoint, { job, signal, timeoutMs, curve })
+    : follow(endpoint, history, job, { start, signal, timeoutMs, curve });
   return {
     connected: source.connected ?? Promise.resolve(), // a follower catches up from the log: nothing to wait for
     [Symbol.asyncIterator]: () => contiguousFrames(source, job, start, convert),
@@ -524,14 +562,18 @@ export class Control {
   #socket;
   #queue = Promise.resolve(); // REQ allows one request in flight: later calls wait their turn
 
-  constructor(endpoint, { timeoutMs = 10_000 } = {}) {
+  #curve;
+
+  constructor(endpoint, { timeoutMs = 10_000, curve } = {}) {
     this.endpoint = endpoint;
     this.timeoutMs = timeoutMs;
+    this.#curve = curveOptions(curve);
     this.#socket = this.#connect();
   }
 
   #connect() {
-    const socket = new zmq.Request({ linger: 0, sendTimeout: this.timeoutMs, receiveTimeout: this.timeoutMs });
+    const socket = new zmq.Request({ linger: 0, sendTimeout: this.timeoutMs, receiveTimeout: this.timeoutMs,
+                                     ...this.#curve });
     socket.connect(this.endpoint);
     return socket;
   }
@@ -572,6 +614,57 @@ export class Control {
 
   health() {
     return this.request({ cmd: "health" });
+  }
+
+  /** Cancel a queued or running job: it then ends with job_end status "error", error "cancelled". The reply map. */
+  cancel(job) {
+    return this.request({ cmd: "cancel", job });
+  }
+
+  /**
+   * Wait until `health` says `ready` (every worker has loaded its model); resolves to that health reply.
+   * Rejects with `TimeoutError` after `timeoutMs`, naming the detectors still loading.
+   */
+  async waitUntilReady({ timeoutMs = 300_000, pollMs = 250 } = {}) {
+    const deadline = Date.now() + timeoutMs;
+    while (true) {
+      const health = await this.health();
+      if (health.ready) return health;
+      if (Date.now() >= deadline) {
+        const loading = Object.entries(health.detectors ?? {}).map(([kind, n]) => `${kind} ${n.ready} of ${n.workers} workers`);
+        throw new TimeoutError(`${this.endpoint} not ready within ${timeoutMs} ms (${loading.join(", ") || "no health"})`);
+      }
+      await sleep(pollMs);
+    }
+  }
+
+  /**
+   * Send a clip's bytes (a Buffer or Uint8Array, or the path of a file) in chunks over the control socket
+   * (launcher/uploads.py); resolves to the upload id for `submitUpload`. Rejects when the server refuses it
+   * (larger than its --max-upload-mb, a chunk refused: the upload is then discarded).
+   */
+  async upload(data, { name, chunkBytes = UPLOAD_CHUNK_BYTES } = {}) {
+    if (typeof data === "string") {
+      name ??= basename(data);
+      data = readFileSync(data);
+    }
+    const bytes = data instanceof Uint8Array ? data : new Uint8Array(data);
+    const started = await this.request({ cmd: "upload", name: name ?? "upload", size: bytes.byteLength });
+    if (!started.ok) throw new Error(started.error);
+    const step = Math.min(chunkBytes, started.chunk_bytes);
+    for (let offset = 0; offset < bytes.byteLength; offset += step) {
+      const sent = await this.request({ cmd: "upload_chunk", upload: started.upload, offset,
+                                        data: bytes.subarray(offset, offset + step) });
+      if (!sent.ok) throw new Error(sent.error);
+    }
+    return started.upload;
+  }
+
+  /** Submit a complete upload as a job's source (removed on the server once the job has ended); the job id. */
+  async submitUpload(upload, { job, ...options } = {}) {
+    const reply = await this.request({ cmd: "submit_upload", upload, options, ...(job ? { job } : {}) });
+    if (!reply.ok) throw new Error(reply.error);
+    return reply.job;
   }
 
   close() {

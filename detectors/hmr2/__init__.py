@@ -9,11 +9,13 @@
 from __future__ import annotations
 
 from detectors import register
-from options import Option
+from options import LAUNCH, Option
 from options.groups import SECOND_LOOK
 
-# Also the SMPL model's source for the animation export's command line (outputs.gltf).
-CHECKPOINT = Option("--checkpoint", "HMR 2.0 checkpoint (default: the 4D-Humans cache)")
+# Also the SMPL model's source for the track stage (detectors.hmr2.reposer: what follows from the SMPL parameters
+# is derived again from the smoothed ones) and for the animation export's command line (outputs.gltf).
+CHECKPOINT = Option("--checkpoint", "HMR 2.0 checkpoint (default: the 4D-Humans cache)",
+                    takers=(LAUNCH, "detect", "track"))
 
 
 def _detector(**options):

@@ -135,6 +135,26 @@ def smpl_state_from_files(model_path: Path, j19_path: Path) -> dict[str, torch.T
     return {SMPL_PREFIX + key: value for key, value in smpl.buffers_from_files(model_path, j19_path).items()}
 
 
+def smpl_state(checkpoint_path: Path, state: dict[str, torch.Tensor], smpl_model_path: str | Path | None = None,
+               j19_regressor_path: str | Path | None = None) -> dict[str, torch.Tensor]:
+    """The checkpoint's ``smpl.*`` buffers, or, when it has none, those of the SMPL files (see ``load_hmr2``)."""
+    found = {key: value for key, value in state.items() if key.startswith(SMPL_PREFIX)}
+    if found:
+        return found
+    data_dir = (weights.cache_dir_of(checkpoint_path) or checkpoint_path.parent) / "data"
+    return smpl_state_from_files(Path(smpl_model_path or data_dir / "smpl" / "SMPL_NEUTRAL.pkl"),
+                                 Path(j19_regressor_path or data_dir / "SMPL_to_J19.pkl"))
+
+
+def load_smpl(checkpoint_path: str | Path) -> smpl.SMPL:
+    """The SMPL layer of a checkpoint alone, float32 on the CPU (the track stage poses it, ``reposer``)."""
+    checkpoint_path = Path(checkpoint_path)
+    state = smpl_state(checkpoint_path, read_checkpoint(checkpoint_path)["state_dict"])
+    layer = smpl.SMPL()
+    layer.load_state_dict({key[len(SMPL_PREFIX):]: value for key, value in state.items()})
+    return layer.requires_grad_(False).eval()
+
+
 def load_hmr2(checkpoint_path: str | Path, device: str | torch.device = "cpu",
               config: Hmr2Config | str | Path | None = None,
               smpl_model_path: str | Path | None = None, j19_regressor_path: str | Path | None = None) -> HMR2:
@@ -154,10 +174,7 @@ def load_hmr2(checkpoint_path: str | Path, device: str | torch.device = "cpu",
         config = Hmr2Config() if cfg is None else config_from_cfg(cfg)
 
     state = {key: value for key, value in checkpoint["state_dict"].items() if not key.startswith(IGNORED_PREFIXES)}
-    if not any(key.startswith(SMPL_PREFIX) for key in state):
-        data_dir = (weights.cache_dir_of(checkpoint_path) or checkpoint_path.parent) / "data"
-        state |= smpl_state_from_files(Path(smpl_model_path or data_dir / "smpl" / "SMPL_NEUTRAL.pkl"),
-                                       Path(j19_regressor_path or data_dir / "SMPL_to_J19.pkl"))
+    state |= smpl_state(checkpoint_path, state, smpl_model_path, j19_regressor_path)
 
     # Built without memory, then the checkpoint's tensors are adopted as they are: no second copy.
     with torch.device("meta"):

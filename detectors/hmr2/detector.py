@@ -32,9 +32,9 @@ from detectors.base import FrameImage
 from detectors.hmr2.checkpoint import load_hmr2
 from detectors.hmr2.model import Hmr2Config
 from detectors.hmr2.preprocess import Crops, crop_people
-from pose.camera import cam_crop_to_full, default_focal, intrinsics, project
+from detectors.hmr2.reposer import camera_keypoints
+from pose.camera import cam_crop_to_full, default_focal, intrinsics
 from pose.detection import Detection
-from pose.skeleton import HMR2_TO_CANONICAL, available, to_canonical
 
 
 @dataclass
@@ -200,9 +200,7 @@ class Hmr2Detector:
         detections = []
         for i, (box, score, translation) in enumerate(zip(people.boxes, people.scores, translations)):
             native = outputs["keypoints_3d"][i]
-            keypoints_3d = to_canonical(native + translation, HMR2_TO_CANONICAL)
-            present = available(keypoints_3d)
-            keypoints_2d = np.concatenate([project(keypoints_3d, K), present[:, None]], axis=1).astype(np.float32)
+            keypoints_3d, keypoints_2d = camera_keypoints(native, translation, K)
             extras = {
                 "smpl": {"global_orient": outputs["global_orient"][i], "body_pose": outputs["body_pose"][i],
                          "betas": outputs["betas"][i]},

@@ -11,10 +11,12 @@ poll loop, or ``--replay`` of a recorded job. What happens to each message is in
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import zmq
 
+import detectors
 import options
 import outputs
 from bus import sockets
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.track", description=__doc__.split("\n")[0])
     parser.add_argument("--status", metavar="ENDPOINT", help="send progress to the launcher here")
     runtime.add_replay_flag(parser, "track the detections of")
-    options.add_flags(parser, "track", TRACK, TRACKER, outputs.table())
+    options.add_flags(parser, "track", TRACK, TRACKER, outputs.table(), detectors.table())
     runtime.add_endpoint_flags(parser, "detections", "events", "results", "history", "acks")
     runtime.add_remote_flag(parser, "detections")
     runtime.add_security_flags(parser)
@@ -59,7 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     runtime.log_level_flag(parser)
     args = parser.parse_args(argv)
     log = runtime.start("track", args.log_level, graceful=True)
-    settings = {**TRACK.values(args), **TRACKER.values(args), **outputs.table().values(args)}
+    settings = {**TRACK.values(args), **TRACKER.values(args), **outputs.table().values(args),
+                **{option.name: getattr(args, option.name) for option in detectors.table().taken_by("track")}}
 
     ctx = zmq.Context()
     security = runtime.security_from_args(args)
@@ -70,6 +73,10 @@ def main(argv: list[str] | None = None) -> None:
     history = sockets.bind(ctx, "history", args.history, security=security)
     acks = sockets.bind(ctx, "acks", args.acks, security=security)
     status = sockets.connect(ctx, "status", args.status, security=security) if args.status else None
+    if sockets.ANY_PORT in (args.results, args.history):  # ports the system picked: say which, here and in job_start
+        settings["endpoints"] = {"results": sockets.bound_endpoint(results), "history": sockets.bound_endpoint(history)}
+        print(f"posebus: results {settings['endpoints']['results']}, history {settings['endpoints']['history']}",
+              file=sys.stderr, flush=True)
     if args.replay:
         stage = TrackStage(results, status, settings, log, clock=None)
         try:

@@ -15,7 +15,7 @@ import enum
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -28,14 +28,14 @@ from bus.metrics import StageMetrics
 from options.groups import TRACKER
 from pose import camera
 from pose.angles import ANGLE_KEYS
-from pose.detection import FrameDetections, in_source_pixels
+from pose.detection import Detection, FrameDetections, in_source_pixels
 from pose.skeleton import CANONICAL_JOINTS, HMR2_JOINTS
 from stages.track.delivery import Receiver
 from stages.track.reorder import ReorderBuffer, ReorderOverflow
 from stages.track.sinks import FilesSink, JobLogSink, JsonLinesSink, Recording, ResultsSink, Sink, StatusSink
 from tracking.iou import IouTracker
 from tracking.tracker import Tracker
-from tracking.types import TrackedFrame
+from tracking.types import TrackedFrame, TrackedPerson
 
 MAX_EARLY_JOBS = 8
 NATIVE_JOINTS = {"hmr2": HMR2_JOINTS}  # names of each detector's keypoints_3d_native
@@ -63,6 +63,7 @@ class PublishingJob:
     start: dict | None = None  # job_start from decode, once it arrived
     end: dict | None = None  # job_end from decode: how many frames to expect
     tracker: object = None  # made when the job starts publishing
+    reposer: Callable[[list[Detection]], list[Detection]] | None = None  # reposed_people
     published: int = 0
     with_person: int = 0
 
@@ -82,6 +83,34 @@ def public_job_start(start: dict, first_detections: dict | None) -> dict:
     if first_detections is not None and "mesh_faces" in first_detections:
         message["mesh_faces"] = first_detections["mesh_faces"]
     return message
+
+
+def job_reposer(job: str, settings: Mapping[str, Any], log) -> Callable[[list[Detection]], list[Detection]] | None:
+    """For an HMR 2.0 job (``settings``: the stage's and the job's options), what derives its SMPL-dependent
+    values from the tracked SMPL parameters (``detectors.hmr2.reposer``), from ``--checkpoint`` or the
+    4D-Humans cache; else None."""
+    if settings.get("detector") != "hmr2":
+        return None
+    from detectors.hmr2.reposer import find_reposer  # torch: only a stage that tracks HMR 2.0 pays for it
+
+    try:
+        reposer = find_reposer(settings.get("checkpoint"))
+        reason = "no HMR 2.0 checkpoint (--checkpoint or the 4D-Humans cache)"
+    except Exception as exc:  # a checkpoint this stage cannot read costs the derived values, never the stage
+        reposer, reason = None, f"cannot read the HMR 2.0 checkpoint: {exc}"
+    if reposer is None:
+        log_line(log, logging.WARNING, "smpl_model_missing", job=job,
+                 reason=f"{reason}: native keypoints and vertices are smoothed apart from the SMPL parameters")
+    return reposer
+
+
+def reposed_people(reposer: Callable[[list[Detection]], list[Detection]],
+                   people: list[TrackedPerson]) -> list[TrackedPerson]:
+    """``people`` with every detection the tracker smoothed or filled passed through ``reposer``; an
+    observation published as it came (``raw``) already holds together."""
+    derived = iter(reposer([person.detection for person in people if person.detection is not person.raw]))
+    return [person if person.detection is person.raw else replace(person, detection=next(derived))
+            for person in people]
 
 
 def in_source_frame(start: dict, frame: FrameDetections) -> FrameDetections:
@@ -233,9 +262,12 @@ class TrackStage:
             return False
         settings = {**self.settings, **job.start.get("options", {})}
         job.tracker = make_tracker(settings["tracker"], settings)
+        job.reposer = job_reposer(job.id, settings, self.log)
         job.phase = Phase.PUBLISHING
         self.open(job)
-        self.publish(job, public_job_start(job.start, first))
+        # A one-off run on ports the system picked says which (stages.track.process).
+        endpoints = {"endpoints": self.settings["endpoints"]} if self.settings.get("endpoints") else {}
+        self.publish(job, {**public_job_start(job.start, first), **endpoints})
         return True
 
     def open(self, job: PublishingJob) -> None:
@@ -247,8 +279,9 @@ class TrackStage:
             self.publish(job, messages.track_event(job.id, change.index, change.kind, change.track_id))
         job.tracker.changes.clear()
         for tracked in frames:
+            tracked_people = reposed_people(job.reposer, tracked.people) if job.reposer else tracked.people
             people = [messages.person(p.track_id, p.state, p.confidence, p.frames_since_seen, p.detection, p.raw)
-                      for p in tracked.people]
+                      for p in tracked_people]
             message = messages.frame(job.id, tracked.index, tracked.pts_ms, people)
             message["detection_failed"] = tracked.meta.get("detection_failed", False)
             message["timestamps"] = {**tracked.meta.get("timestamps", {}),
