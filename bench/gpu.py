@@ -161,7 +161,7 @@ def run_trial(model: HMR2, device: torch.device, box_sources: list, streams: int
         while time.monotonic() < end:
             while not decoded.empty():  # live frames, dealt out to the box threads in turn, one per stream
                 pending = decoded.get()
-                fair.add({"job": pending.frame.job, "pending": pending}, live=True)
+                fair.add({"job": pending.frame.job, "index": pending.frame.index, "pending": pending}, live=True)
             while (message := fair.next()) is not None:
                 pending = message["pending"]
                 work[int(pending.frame.job.split("-")[1]) % len(work)].put(pending)
