@@ -17,11 +17,11 @@ from importlib.metadata import PackageNotFoundError, version
 
 from bench.timing import RESULTS, ROOT
 
-# about 1, 3, 1, 1, 0.5, 6, 12, 10, 3.5 and 7 min
+# about 1, 3, 1, 1, 0.5, 6, 12, 10, 3.5, 4 and 5 min
 BENCHES = ["transport", "pipeline", "latency", "hmr2", "tracking", "blazepose", "recall", "blackout", "upload",
-           "concurrency"]
+           "overlay", "concurrency"]
 ON_REQUEST = ["gpu"]  # run only when named: on a machine without a GPU it measures a tiny model
-PACKAGES = ["pyzmq", "msgpack", "numpy", "opencv-python-headless", "mediapipe", "torch", "flask"]
+PACKAGES = ["pyzmq", "msgpack", "numpy", "opencv-python-headless", "av", "mediapipe", "torch", "flask"]
 
 
 def cpu_model() -> str:

@@ -5,6 +5,7 @@
 
     for message in follow("tcp://127.0.0.1:5555", "tcp://127.0.0.1:5562", job="abc", start=90):
         ...  # the same from frame 90, whenever you join: logged messages first, then live
+    files = result_files(message)  # at the job_end: {"app_json": "/abs/abc.json", ...}, complete on disk
 
     control = Control("tcp://127.0.0.1:5556")
     control.wait_until_ready(timeout_s=300)  # every worker has loaded its model
@@ -138,6 +139,24 @@ def follow(results: str, history: str, job: str, start: int = 0, timeout_ms: int
     finally:
         live.close(linger=0)
         log.close(linger=0)
+
+
+class OutputError(RuntimeError):
+    """Result files of a job failed; ``outputs``: those complete, ``errors``: {output: why} of the others."""
+
+    def __init__(self, job: str, outputs: dict, errors: dict):
+        super().__init__(f"job {job}: " + "; ".join(f"{name}: {error}" for name, error in errors.items()))
+        self.outputs, self.errors = outputs, errors
+
+
+def result_files(end: dict) -> dict:
+    """The result files a ``job_end`` lists, each complete on disk when it was published: {output (the option's
+    name: ``app_json``, ``overlay``, ``phalp_pkl``, ``report``, ``out``, ...): absolute path, or the list of
+    paths of a per-track output (``gltf``, ``bvh``)}. Raises ``OutputError`` if any asked-for file failed."""
+    outputs, errors = end.get("outputs", {}), end.get("output_errors", {})
+    if errors:
+        raise OutputError(end["job"], outputs, errors)
+    return outputs
 
 
 class Control:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from bus.schema import Array, Between, Enum, ListOf, MapOf, Optional, SchemaError, Struct, check
+from bus.schema import AnyOf, Array, Between, Enum, ListOf, MapOf, Optional, SchemaError, Struct, check
 from options import job_spec
 from options.groups import DECODE, DETECT, TRACK, TRACKER
 from pose.angles import ANGLE_KEYS, joint_angles
@@ -125,7 +125,11 @@ SPECS: dict[str, Struct] = {
         {"detection_failed": bool, **_TIMESTAMPS},
     ),
     "track_event": Struct({**_HEADER, "index": int, "event": Enum(TRACK_EVENTS), "track_id": int}),
-    "job_end": Struct({**_HEADER, "frames": int, "status": Enum(("ok", "error"))}, {"error": Optional(str)}),
+    # The track stage adds the job's result files: those complete (option name -> absolute path, or the paths of
+    # a per-track output) and those that failed (option name -> error); decode's job_end has neither.
+    "job_end": Struct({**_HEADER, "frames": int, "status": Enum(("ok", "error"))},
+                      {"error": Optional(str), "outputs": MapOf(AnyOf((str, ListOf(str, 10_000))), 64),
+                       "output_errors": MapOf(str, 64)}),
     "progress": Struct({**_HEADER, "frames": int, "with_person": int}),
     # Track -> decode: frames below ``upto`` are done; send the ``resend`` ones again.
     "ack": Struct({**_HEADER, "upto": int, "resend": ListOf(int, 10_000)}),

@@ -58,6 +58,13 @@ class MapOf:
 
 
 @dataclass(frozen=True)
+class AnyOf:
+    """A value that passes one of ``specs``."""
+
+    specs: tuple
+
+
+@dataclass(frozen=True)
 class Struct:
     required: dict
     optional: dict = field(default_factory=dict)
@@ -78,6 +85,14 @@ def check(value: Any, spec: Any, path: str = "message") -> None:
     elif spec in (str, bool, bytes):
         if not isinstance(value, spec):
             raise SchemaError(f"{path} must be {spec.__name__}, got {type(value).__name__}")
+    elif isinstance(spec, AnyOf):
+        errors = []
+        for option in spec.specs:
+            try:
+                return check(value, option, path)
+            except SchemaError as exc:
+                errors.append(str(exc))
+        raise SchemaError(" or ".join(errors))
     elif isinstance(spec, Between):
         check(value, spec.spec, path)
         if not spec.low <= value <= spec.high:

@@ -2,7 +2,10 @@
 
 Every file output is one line of ``FILES``: the flag that asks for it, the file's suffix,
 when it is written and the function that writes it (``module:function``, imported only
-when a file is written: matplotlib and friends are paid for only when asked).
+when a file is written: matplotlib and friends are paid for only when asked). Every file is
+written under a temporary name and renamed into place when complete (``outputs.atomic``);
+``write_files`` says which are complete and which failed, for the job's ``job_end``
+(``outputs`` and ``output_errors``, keyed by the option's name).
 
 ``outputs.app_json``: the JSON document SnowboardingExplained stores per video.
 ``outputs.overlay``: the overlay video (skeleton, box, track state, mesh silhouette).
@@ -22,6 +25,7 @@ from typing import Any
 from bus.logline import log_line
 from options import LAUNCH, Option, Table, merged
 from options.groups import OUTPUTS
+from outputs.atomic import replacing
 
 ALWAYS, STARTED, SUCCEEDED = "always", "started", "succeeded"  # when a file is written: see FileOutput.wanted
 
@@ -34,6 +38,7 @@ class FileOutput:
     suffix: str
     writer: str  # "module:function", called with (the job's published messages, the path)
     when: str = SUCCEEDED  # ALWAYS (even a job that never started: the report says why), STARTED, SUCCEEDED
+    per_track: bool = False  # the writer names its files (one per track), writes each atomically, returns them
 
     def path(self, where: Path, job: str) -> Path:
         return where if where.suffix == f".{self.suffix}" else where / f"{job}.{self.suffix}"
@@ -41,9 +46,15 @@ class FileOutput:
     def wanted(self, start: dict | None, end: dict) -> bool:
         return self.when == ALWAYS or start is not None and (self.when == STARTED or not end.get("error"))
 
-    def write(self, results: list[dict], path: Path) -> None:
+    def write(self, results: list[dict], path: Path) -> str | list[str]:
+        """Write the file(s); returns the absolute path, or the paths of a per-track output."""
         module, function = self.writer.split(":")
-        getattr(importlib.import_module(module), function)(results, path)
+        write = getattr(importlib.import_module(module), function)
+        if self.per_track:
+            return [str(Path(written).absolute()) for written in write(results, path)]
+        with replacing(path) as temporary:
+            write(results, temporary)
+        return str(path.absolute())
 
 
 def _asks(flag: str, what: str) -> Option:
@@ -60,9 +71,9 @@ FILES = (
     FileOutput(_asks("--phalp-pkl", "also write PHALP-format results to DIR/<job>.pkl (or to PATH.pkl)"), "pkl",
                "outputs.phalp:write_phalp", STARTED),
     FileOutput(_asks("--gltf", "write each tracked person's animation to DIR/<job>.track<id>.glb (glTF 2.0)"), "glb",
-               "outputs.gltf:write"),
+               "outputs.gltf:write", per_track=True),
     FileOutput(_asks("--bvh", "write each tracked person's animation to DIR/<job>.track<id>.bvh"), "bvh",
-               "outputs.bvh:write"),
+               "outputs.bvh:write", per_track=True),
 )
 
 
@@ -76,18 +87,23 @@ def asked_for(settings: Mapping[str, Any]) -> bool:
 
 
 def write_files(settings: Mapping[str, Any], job: str, start: dict | None, end: dict, results: list[dict],
-                log) -> None:
+                log) -> tuple[dict[str, str | list[str]], dict[str, str]]:
     """The files ``settings`` ask for, for an ended job, made from its published messages ``results``.
 
-    ``start`` and ``end`` are the job_start and job_end decode sent (``start`` None when the stage never had it).
+    ``start`` is the job_start decode sent (None when the stage never had it), ``end`` the job_end to be
+    published once the files are written. Returns ({output: path, or paths for a per-track output} of the
+    files complete, {output: error} of those that failed), keyed by the option's name (``app_json``, ...).
     """
+    written, failed = {}, {}
     for output in FILES:
-        where = settings.get(output.option.name)
+        name, where = output.option.name, settings.get(output.option.name)
         if where is None or not output.wanted(start, end):
             continue
         path = output.path(Path(where), job)
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            output.write(results, path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            written[name] = output.write(results, path)
         except Exception as exc:  # an output file failing must not take the stage down
-            log_line(log, logging.ERROR, "output_failed", job=job, output=output.option.name, error=exc)
+            failed[name] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            log_line(log, logging.ERROR, "output_failed", job=job, output=name, error=exc)
+    return written, failed

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from bus import codec
+from outputs.backfill import first_with_person, hold_first_person
 from outputs.report.summary import split_job
 from pose.skeleton import CANONICAL_JOINTS
 
@@ -32,7 +33,8 @@ def app_document(messages: list[dict], video_id: str | None = None, include_mesh
 
     Raises ValueError when the job did not end cleanly or its frames are not
     exactly 0..N-1: the app pairs array position with video frame, so a gap
-    must fail the job rather than be renumbered.
+    must fail the job rather than be renumbered. Frames before anybody is first
+    published hold the first person published (``outputs.backfill``).
     """
     job = split_job(messages)
     if job.start is None:
@@ -45,7 +47,8 @@ def app_document(messages: list[dict], video_id: str | None = None, include_mesh
     start = job.start
     faces = start.get("mesh_faces")
     mesh_faces = np.asarray(faces).tolist() if include_mesh and faces is not None else None
-    frames = [_frame(frame, start, mesh_faces, include_mesh) for frame in job.frames]
+    first_seen = first_with_person(job.frames)
+    frames = [_frame(frame, start, mesh_faces, include_mesh) for frame in hold_first_person(job.frames)]
     return {
         "videoId": video_id or job.id,
         "fps": start["fps"],
@@ -62,6 +65,9 @@ def app_document(messages: list[dict], video_id: str | None = None, include_mesh
             "intrinsics": start.get("intrinsics"),
             "keypoints3dFrame": KEYPOINTS_3D_FRAME,
             "meshFrame": MESH_FRAME,
+            "personSeen": first_seen is not None,  # false: nobody was seen in the whole job, every frame is empty
+            "firstPersonFrame": first_seen,  # the first frame the live stream had anybody on
+            "backfilledFrames": first_seen or 0,  # frames before it, holding that person (persons[].backfilled)
         },
     }
 
@@ -95,6 +101,7 @@ def _person(person: dict, start: dict, mesh_faces: list | None, include_mesh: bo
         "confidence": person["confidence"],
         "tracked": True,
         "trackingState": person["state"],
+        "backfilled": person.get("backfilled", False),
         "trackingConfidence": person["confidence"],
         "framesSinceSeen": person["frames_since_seen"],
         "camera": camera_of(person, keypoints_3d, start.get("intrinsics")),

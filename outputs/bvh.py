@@ -23,7 +23,8 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from outputs.animation import Animation, SmplModel, animations, job_smpl_model
-from outputs.gltf import export_main, track_path, write_atomically
+from outputs.atomic import write_atomically
+from outputs.gltf import export_main, track_path
 
 CENTIMETRES = 100.0
 ROTATION_ORDER = "ZXY"  # intrinsic: R = Rz · Rx · Ry

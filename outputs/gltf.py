@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import struct
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from scipy.spatial.transform import Rotation
 
 from outputs.animation import Animation, SmplModel, animations, find_smpl_model, job_smpl_model, rest_positions
+from outputs.atomic import write_atomically
 
 FLOAT, UNSIGNED_BYTE, UNSIGNED_SHORT, UNSIGNED_INT = 5126, 5121, 5123, 5125
 ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER = 34962, 34963
@@ -152,25 +151,6 @@ def glb_bytes(document: dict, binary: bytes) -> bytes:
     length = 12 + 8 + len(text) + 8 + len(binary)
     return (struct.pack("<III", GLB_MAGIC, GLB_VERSION, length) + struct.pack("<II", len(text), JSON_CHUNK) + text
             + struct.pack("<II", len(binary), BIN_CHUNK) + binary)
-
-
-_UMASK = os.umask(0o022)  # read once, at import (one thread), and put back
-os.umask(_UMASK)
-
-
-def write_atomically(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, then rename it there: a reader never sees half a file."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.chmod(temporary, 0o666 & ~_UMASK)  # as open() would make it: mkstemp's 0600 hides it from a backend's user
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def track_path(folder: Path, job: str, track_id: int, suffix: str) -> Path:

@@ -16,7 +16,9 @@ Where the values differ from PHALP's, and why they are better:
 - Ghost frames carry predicted or interpolated values (smpl slerped on SO(3),
   camera, joints, boxes), not a stale copy of the last detection, and ``conf`` is
   the tracker's decayed confidence, not the old detector score.
-- ``extra_data`` = {"state", "frames_since_seen"}: the tracker's state by name.
+- ``extra_data`` = {"state", "frames_since_seen", "backfilled"}: the tracker's state by name; frames
+  before anybody is first published hold the first person (``held``, ``backfilled`` true;
+  ``outputs.backfill``), so every frame has one once anybody is seen in the job.
 - Joints a detector does not have are NaN, never invented; ``smpl`` is None
   for detectors without SMPL (e.g. BlazePose) and ``camera`` then comes from the
   3D hips.
@@ -33,6 +35,7 @@ from pathlib import Path
 import joblib
 import numpy as np
 
+from outputs.backfill import hold_first_person
 from pose.camera import default_focal
 from pose.detection import Detection
 from pose.skeleton import HMR2_JOINTS, HMR2_TO_CANONICAL
@@ -153,7 +156,8 @@ def person_record(p: TrackedPerson, width: int, height: int, focal: float) -> di
         "center": (padded[:2] + padded[2:] / 2).astype(np.float32),
         "scale": float(padded[2:].max() / max(width, height)),
         "conf": float(p.confidence),
-        "extra_data": {"state": p.state, "frames_since_seen": p.frames_since_seen},
+        "extra_data": {"state": p.state, "frames_since_seen": p.frames_since_seen,
+                       "backfilled": bool(d.extras.get("backfilled", False))},
         "smpl": _smpl(d),
         "camera": translation,
         "camera_bbox": crop_camera(translation, padded, focal, width, height).astype(np.float32),
@@ -197,12 +201,13 @@ def phalp_results(frames: Sequence[TrackedFrame], width: int, height: int, frame
 
 
 def tracked_frames(messages: list[dict]) -> list[TrackedFrame]:
-    """A job's published ``frame`` messages back as the tracker's frames (the values published, float32)."""
+    """A job's published ``frame`` messages back as the tracker's frames (the values published, float32), the
+    frames before anybody is published holding the first person (``outputs.backfill``)."""
     return [TrackedFrame(m["index"], m["pts_ms"], [
         TrackedPerson(p["track_id"], p["state"], p["confidence"], p["frames_since_seen"], Detection(
             bbox=p["bbox"], score=p["confidence"], keypoints_2d=p["keypoints_2d"], keypoints_3d=p["keypoints_3d"],
-            extras={key: p[key] for key in ("smpl", "camera", "keypoints_3d_native") if key in p}))
-        for p in m["people"]]) for m in messages if m["type"] == "frame"]
+            extras={key: p[key] for key in ("smpl", "camera", "keypoints_3d_native", "backfilled") if key in p}))
+        for p in m["people"]]) for m in hold_first_person([m for m in messages if m["type"] == "frame"])]
 
 
 def write_phalp(messages: list[dict], path: str | Path) -> Path:

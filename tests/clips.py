@@ -45,6 +45,21 @@ def write_vfr_mkv(path: Path, images: list[np.ndarray], pts_ms: list[int], nomin
     return path
 
 
+BLACK_FRAMES = 20  # before the person of late_rider_clip appears
+
+
+def late_rider_clip(path: Path, rider_frames: int, size: tuple[int, int] = (960, 544)) -> Path:
+    """``BLACK_FRAMES`` black frames, then the first ``rider_frames`` frames of vid.mp4 (the runner) scaled to
+    ``size``, as an MJPEG AVI at 30 fps: a clip whose person appears only after a while."""
+    from conftest import VIDEO
+
+    capture = cv2.VideoCapture(str(VIDEO))
+    images = [np.zeros((size[1], size[0], 3), np.uint8)] * BLACK_FRAMES
+    images += [cv2.resize(capture.read()[1], size, interpolation=cv2.INTER_AREA) for _ in range(rider_frames)]
+    capture.release()
+    return write_clip(path, images)
+
+
 def portrait_copy(video: Path, path: Path) -> Path:
     """``video`` (an MP4) with its track turned 90° clockwise for display, as a phone held upright records it.
 

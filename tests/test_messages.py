@@ -80,3 +80,13 @@ def test_control_requests():
         messages.validate_request({"cmd": "explode"})
     with pytest.raises(SchemaError, match="source is missing"):
         messages.validate_request({"cmd": "submit"})
+
+
+def test_job_end_lists_result_files_by_output():
+    end = {**messages.job_end("j", 3), "outputs": {"app_json": "/r/j.json", "gltf": ["/r/j.track1.glb"]},
+           "output_errors": {"overlay": "OSError: disk full"}}
+    assert messages.validate(end) is end
+    with pytest.raises(SchemaError, match="outputs.app_json"):
+        messages.validate({**end, "outputs": {"app_json": 3}})
+    with pytest.raises(SchemaError, match="output_errors.overlay"):
+        messages.validate({**end, "output_errors": {"overlay": ["not one line"]}})

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 
+import av
 import numpy as np
 import pytest
 
@@ -14,7 +15,8 @@ from bus.client import subscribe
 from outputs.app_json import app_document
 from pose.skeleton import CANONICAL_JOINTS
 
-from conftest import ROOT, VIDEO, free_port, launch, stop
+from clips import BLACK_FRAMES, late_rider_clip
+from conftest import ROOT, VIDEO, free_port, launch, serving, stop
 
 FRAMES = 180  # in VIDEO
 
@@ -220,3 +222,48 @@ def test_node_app_frame_of_an_hmr2_person_is_python_app_document_frame():
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == app_document(messages)["frames"][0]
+
+
+# --- the app's backend: the example, jobDocument, result files (issue 13) -----------------------------------
+
+@pytest.fixture(scope="module")
+def node_backend(tmp_path_factory):
+    """``examples/backend.js`` against a serve that writes the overlay and the app JSON, on a clip whose runner
+    appears after 20 black frames; then ``jobDocument`` of the same job, from its log after it ended.
+    Gives (the example's summary, its store folder, the document, the --app-json file's content)."""
+    folder = tmp_path_factory.mktemp("backend")
+    clip, out, store = late_rider_clip(folder / "late.avi", 40), folder / "out", folder / "store"
+    history = tcp_endpoint()
+    with serving("--history", history, "--job-log", str(folder / "logs"), "--overlay", str(out),
+                 "--app-json", str(out)) as (_server, control, results, _ipc):
+        summary = summary_of(node("examples/backend.js", control, results, history, clip, store), timeout=180)
+        script = """
+            import { jobDocument } from "./index.js";
+            const [results, history, job] = process.argv.slice(1);
+            console.log(JSON.stringify(await jobDocument(results, history, job, { timeoutMs: 30_000 })));"""
+        done = subprocess.run([NODE, "--input-type=module", "-e", script, results, history, summary["job"]],
+                              cwd=CLIENT, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    return summary, store, json.loads(done.stdout), json.loads((out / f"{summary['job']}.json").read_text())
+
+
+def test_node_job_document_is_the_app_json_file(node_backend):
+    _, _, document, written = node_backend
+    assert document == written
+    assert document["metadata"]["backfilledFrames"] > 0 and all(f["persons"] for f in document["frames"])
+
+
+def test_node_example_backend_stores_every_frame_with_the_rider_and_fetches_the_overlay(node_backend):
+    summary, store, _, written = node_backend
+    frames = BLACK_FRAMES + 40
+    stored = [json.loads((store / "frames" / f"{i}.json").read_text()) for i in range(frames)]
+    assert len(list((store / "frames").iterdir())) == frames == summary["storedLive"]
+    assert [{k: v for k, v in frame.items() if k != "videoId"} for frame in stored] == written["frames"]
+    assert all(frame["persons"] for frame in stored)
+    assert summary["backfilled"] == written["metadata"]["backfilledFrames"] > 0
+    video = json.loads((store / "video.json").read_text())
+    assert (video["fps"], video["frameCount"], video["resolution"]) == (30.0, frames, [960, 544])
+    assert summary["outputs"]["overlay"].endswith(f"{summary['job']}.mp4")
+    with av.open(video["overlayVideoPath"]) as container:
+        assert container.streams.video[0].codec_context.name == "h264"
+        assert sum(1 for _ in container.decode(video=0)) == frames

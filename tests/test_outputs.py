@@ -1,11 +1,17 @@
 """The app's JSON document and the overlay video: synthetic messages, then real runs of the pipeline."""
 from __future__ import annotations
 
+import http.server
 import json
 import re
+import shutil
+import subprocess
+import threading
 from pathlib import Path
 from typing import NamedTuple
+from urllib.parse import parse_qs, urlparse
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -13,6 +19,7 @@ import pytest
 from bus import messages
 from outputs import app_json, overlay
 from outputs.app_json import app_document, camera_of, write_app_json
+from outputs.atomic import replacing
 from outputs.overlay import STATE_COLOURS, draw_frame, mesh_silhouette, render_overlay
 from outputs.report import read_messages
 from pose.angles import ANGLE_KEYS
@@ -66,6 +73,28 @@ def test_document_refuses_gaps_and_failed_jobs():
         app_document([m for m in job if m.get("index") != 1])  # a dropped frame is never renumbered
     with pytest.raises(ValueError, match="did not end cleanly"):
         app_document([*job[:-1], messages.job_end("synthetic", 3, error="detect crashed")])
+
+
+def test_frames_before_the_first_person_hold_it_flagged_in_the_document_only():
+    rider = standing_person()
+    job = synthetic_job([[], [], [rider], [standing_person("predicted")]])
+    document = app_document(job)
+    persons = [frame["persons"] for frame in document["frames"]]
+    assert all(len(people) == 1 for people in persons)
+    assert [(p[0]["trackingState"], p[0]["backfilled"], p[0]["framesSinceSeen"]) for p in persons] == [
+        ("held", True, 2), ("held", True, 1), ("observed", False, 0), ("predicted", False, 0)]
+    assert [p[0]["confidence"] for p in persons[:3]] == pytest.approx([0.9 * 0.81, 0.9 * 0.9, 0.9])
+    assert persons[0][0]["keypoints3d"] == persons[2][0]["keypoints3d"]  # the first observation, held
+    assert {key: document["metadata"][key] for key in ("personSeen", "firstPersonFrame", "backfilledFrames")} == {
+        "personSeen": True, "firstPersonFrame": 2, "backfilledFrames": 2}
+    assert job[1]["people"] == [] and "backfilled" not in rider  # the messages (the live stream's) are untouched
+
+
+def test_a_job_where_nobody_is_seen_says_so():
+    document = app_document(synthetic_job([[], [], []]))
+    assert all(frame["persons"] == [] for frame in document["frames"])
+    assert {key: document["metadata"][key] for key in ("personSeen", "firstPersonFrame", "backfilledFrames")} == {
+        "personSeen": False, "firstPersonFrame": None, "backfilledFrames": 0}
 
 
 def test_blazepose_camera_is_the_pelvis_with_the_job_focal_length():
@@ -234,7 +263,7 @@ def test_the_launcher_waits_for_the_files_the_track_stage_writes(blazepose_run):
 
 def test_overlay_has_every_frame_with_the_skeleton_drawn(blazepose_run, tmp_path):
     rendered = render_overlay(VIDEO, blazepose_run.messages, tmp_path / "overlay.mp4")
-    assert rendered.frames == 180 and rendered.codec in overlay.CODECS
+    assert rendered.frames == 180 and rendered.codec == "h264"
     count, drawn = read_video(tmp_path / "overlay.mp4", keep=90)
     assert count == 180 and drawn.shape == (1088, 1920, 3)
     drawn = drawn.astype(int)
@@ -257,3 +286,109 @@ def test_overlay_cli_draws_the_mesh_of_an_image_folder(hmr2_run, tmp_path):
                                  np.array(start["mesh_faces"]))
     tinted = drawn[silhouette].astype(int) - cv2.imread(str(hmr2_run.source / "0000.jpg"))[silhouette]
     assert silhouette.sum() > 1000 and np.abs(tinted).mean() > 15
+
+
+# --- the overlay in a browser ------------------------------------------------------------
+
+CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+
+# Plays the video to its end, then reports what it saw to the page's server: duration, size, frames decoded,
+# and the mean of the last frame's pixels. The <img> that the server holds back keeps the page loading
+# (and headless Chromium running) until then.
+PLAYER = """<!doctype html><html><body><video id="v" muted playsinline preload="auto" src="/video.mp4"></video>
+<canvas id="c"></canvas><script>
+const v = document.getElementById("v"), found = {};
+const report = () => { new Image().src = "/report?r=" + encodeURIComponent(JSON.stringify(found)); };
+function mean() {
+  const c = document.getElementById("c");
+  c.width = v.videoWidth; c.height = v.videoHeight;
+  const g = c.getContext("2d");
+  g.drawImage(v, 0, 0);
+  const px = g.getImageData(0, 0, c.width, c.height).data;
+  let sum = 0;
+  for (let i = 0; i < px.length; i += 4) sum += px[i] + px[i + 1] + px[i + 2];
+  return sum / (px.length / 4) / 3;
+}
+v.addEventListener("error", () => { found.error = `${v.error.code} ${v.error.message}`; report(); });
+v.addEventListener("loadedmetadata", () => {
+  found.duration = v.duration;
+  found.size = [v.videoWidth, v.videoHeight];
+});
+v.addEventListener("ended", () => {
+  Object.assign(found, {ended: v.currentTime, lastMean: mean(), decoded: v.getVideoPlaybackQuality().totalVideoFrames});
+  report();
+});
+v.play().catch((e) => { found.error = e.message; report(); });
+</script><img src="/hold"></body></html>"""
+
+
+def play_in_chromium(video: Path, profile: Path) -> dict:
+    """Serve ``video`` in PLAYER over HTTP to headless Chromium; what the page reported."""
+    served = {"/": (PLAYER.encode(), "text/html"), "/video.mp4": (video.read_bytes(), "video/mp4")}
+    found, reported = {}, threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            url = urlparse(self.path)
+            if url.path == "/report":
+                found.update(json.loads(parse_qs(url.query)["r"][0]))
+                reported.set()
+            elif url.path == "/hold":
+                reported.wait(90)
+            body, kind = served.get(url.path, (b"", "text/plain"))
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                        "--disable-background-networking", "--disable-component-update", f"--user-data-dir={profile}",
+                        "--autoplay-policy=no-user-gesture-required", "--dump-dom",
+                        f"http://127.0.0.1:{server.server_port}/"], capture_output=True, timeout=120)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert reported.is_set(), "the page reported nothing"
+    return found
+
+
+def test_pipeline_overlay_is_h264_with_its_index_first(blazepose_run):
+    path = blazepose_run.results.parent / "vid.mp4"
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.name, stream.codec_context.pix_fmt) == ("h264", "yuv420p")
+        assert (stream.width, stream.height, stream.average_rate) == (1920, 1088, 30)
+        assert sum(1 for _ in container.decode(stream)) == 180
+    data = path.read_bytes()
+    assert 0 < data.find(b"moov") < data.find(b"mdat")  # faststart: a browser can play while it downloads
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (apt-get install -y chromium)")
+def test_pipeline_overlay_plays_to_its_end_in_chromium(blazepose_run, tmp_path):
+    path = blazepose_run.results.parent / "vid.mp4"
+    found = play_in_chromium(path, tmp_path / "profile")
+    assert "error" not in found, found["error"]
+    assert (found["duration"], found["size"], found["ended"], found["decoded"]) == (6, [1920, 1088], 6, 180)
+    _, last = read_video(path, keep=179)
+    assert abs(found["lastMean"] - last.mean()) < 2  # the picture Chromium decoded is the overlay's last frame
+
+
+def test_a_result_file_is_in_place_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "clip.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), replacing(target) as temporary:
+        temporary.write_text("half of the new")
+        assert temporary.parent == tmp_path and temporary.name.startswith(".clip.json.")
+        raise RuntimeError("the writer failed")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["clip.json"]
+    with replacing(target) as temporary:
+        temporary.write_text("new")
+    assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["clip.json"]
+    assert target.stat().st_mode & 0o044  # readable by others as open() would make it, not mkstemp's 0600

@@ -1,7 +1,9 @@
 import joblib
 import numpy as np
 
-from outputs.phalp import box_rle, crop_camera, expand_to_aspect, write_phalp_pkl
+from bus import messages
+from outputs.phalp import box_rle, crop_camera, expand_to_aspect, write_phalp, write_phalp_pkl
+from tests.test_outputs import standing_person, synthetic_job
 from tests.track_helpers import frame, person, run
 from tracking.tracker import Tracker
 
@@ -76,3 +78,15 @@ def test_export_loads_with_joblib_and_has_phalp_keys_and_shapes(tmp_path):
     x, y = rider["2d_joints"][0].reshape(45, 2)[44] * 1280 - (0, (1280 - 720) // 2)
     bx, by, bw, bh = rider["bbox"][0]
     assert bx <= x <= bx + bw and by <= y <= by + bh
+
+
+def test_frames_before_the_first_person_hold_it_flagged(tmp_path):
+    job = synthetic_job([[], [standing_person()], [standing_person()]])
+    results = list(joblib.load(write_phalp(job, tmp_path / "out.pkl")).values())
+    assert [r["tid"] for r in results] == [[1], [1], [1]]
+    assert [r["extra_data"][0] for r in results] == [
+        {"state": "held", "frames_since_seen": 1, "backfilled": True},
+        {"state": "observed", "frames_since_seen": 0, "backfilled": False},
+        {"state": "observed", "frames_since_seen": 0, "backfilled": False}]
+    assert results[0]["tracked_ids"] == [] and results[0]["conf"] == [0.9 * 0.9]
+    assert messages.validate(job[1])["people"] == []  # the published message is untouched

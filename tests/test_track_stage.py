@@ -1,6 +1,7 @@
 """The track stage in this process (no stage process, no launcher): resending, stalls, the order of jobs."""
 import argparse
 import logging
+import threading
 import time
 
 import pytest
@@ -10,7 +11,7 @@ import options
 from bus import messages, sockets
 from options.groups import TRACK, TRACKER
 from outputs import table as outputs_table
-from stages.track import delivery
+from stages.track import delivery, sinks
 from stages.track.stage import TrackStage
 
 FRAMES = 4
@@ -134,3 +135,37 @@ def test_jobs_side_by_side_publish_each_in_order_and_one_stalled_or_missing_a_fr
     assert stage.job_logs.messages("b")[-1]["type"] == "job_end" and stage.job_logs.messages("b")[-1]["status"] == "ok"
     assert stage.job_logs.messages("stuck")[-1]["error"].startswith("stalled: no progress")
     assert not stage.jobs
+
+
+def test_job_end_waits_for_the_files_lists_them_and_is_published_once(tmp_path, monkeypatch):
+    release = threading.Event()
+
+    def write_files(settings, job, start, end, results, log):  # the files, held back until released
+        release.wait(30)
+        return {"report": str(tmp_path / "j.html")}, {"overlay": "OSError: disk full"}
+
+    monkeypatch.setattr(sinks, "write_files", write_files)
+    parser = argparse.ArgumentParser()
+    options.add_flags(parser, "track", TRACK, TRACKER, outputs_table())
+    settings = vars(parser.parse_args(["--job-log", str(tmp_path / "logs"), "--report", str(tmp_path)]))
+    ctx = zmq.Context()
+    stage = TrackStage(sockets.bind(ctx, "results", "inproc://results"), None, settings,
+                       logging.getLogger("posebus.test"), clock=None)
+    try:
+        start(stage, *range(FRAMES))
+        stage.on_job_event(messages.job_end("j", FRAMES))
+        stage.pump()
+        assert published(stage)[-1] == ("frame", FRAMES - 1)  # every frame out, job_end waiting for the files
+        stage.on_job_event(messages.job_end("j", 0, "stage stopped: decode"))  # a late end: not a second job
+        stage.pump()
+        release.set()
+        stage.files.shutdown()
+        stage.pump()
+        ends = [m for m in stage.job_logs.messages("j") if m["type"] == "job_end"]
+        assert [(end["status"], end["outputs"], end["output_errors"]) for end in ends] == [
+            ("ok", {"report": str(tmp_path / "j.html")}, {"overlay": "OSError: disk full"})]
+        assert stage.jobs == {} and stage.ending == []
+    finally:
+        release.set()
+        stage.close()
+        ctx.destroy(linger=0)

@@ -89,6 +89,14 @@ export interface JobEndMessage extends Header {
   frames: number;
   status: "ok" | "error";
   error?: string | null;
+  /**
+   * The job's result files complete on disk when this job_end was published (it waits for them), by the
+   * option that asked for each (`app_json`, `overlay`, `phalp_pkl`, `report`, `out`, ...): an absolute
+   * path on posebus's host, or the paths of a per-track output (`gltf`, `bvh`). `{}` when none were asked for.
+   */
+  outputs?: Record<string, string | string[]>;
+  /** Asked-for files that failed: output -> one-line error. */
+  output_errors?: Record<string, string>;
 }
 
 /** A track was born, confirmed, lost, re-identified or ended at frame `index`. */
@@ -203,6 +211,8 @@ export function follow(results: string, history: string, job: string, options?: 
 export interface FrameStream<T = FrameMessage> extends AsyncIterable<T> {
   /** Resolves once connected to the publisher (at once with `history`: the log covers what was missed). */
   readonly connected: Promise<void>;
+  /** The job's job_end (with its `outputs`), once iteration has reached it. */
+  readonly jobEnd: Promise<JobEndMessage>;
   close(): void;
 }
 
@@ -230,6 +240,8 @@ export interface AppPerson {
   confidence: number;
   tracked: true;
   trackingState: TrackState;
+  /** True on frames before anybody was first published: this person is held there from the first frame that has one (files and `appDocument` only; the live stream has nobody there). */
+  backfilled: boolean;
   trackingConfidence: number;
   framesSinceSeen: number;
   /** HMR 2.0's translation and focal length, or for BlazePose the pelvis of keypoints3d and the job's intrinsics. */
@@ -261,6 +273,51 @@ export function appFrame(frame: FrameMessage, jobStart: JobStartMessage, options
 /** As `frames`, each frame in the app's shape (`includeMesh: false` leaves out vertices and faces). */
 export function appFrames(endpoint: string, job: string,
   options?: FramesOptions & { includeMesh?: boolean }): FrameStream<AppFrame>;
+
+/** The app's document of one job (outputs/app_json.py's `app_document`; docs/outputs.md): what `--app-json` writes. */
+export interface AppDocument {
+  videoId: string;
+  /** The container's rate (29.97 stays 29.97). */
+  fps: number;
+  frameCount: number;
+  /** Seconds: frameCount / fps. */
+  duration: number;
+  resolution: [number, number];
+  /** One per decoded frame, in order; every frame has the rider once anybody is seen in the job. */
+  frames: AppFrame[];
+  metadata: {
+    parserVersion: string;
+    source: string;
+    detector: string;
+    jointNames: string[];
+    angleKeys: string[];
+    intrinsics: { fx: number; fy: number; cx: number; cy: number } | null;
+    keypoints3dFrame: string;
+    meshFrame: string;
+    /** False when nobody was seen in the whole job (then every frame's persons is empty). */
+    personSeen: boolean;
+    /** The first frame the live stream had anybody on; null when nobody. */
+    firstPersonFrame: number | null;
+    /** Frames before it, holding that person (`persons[0].backfilled`). */
+    backfilledFrames: number;
+  };
+}
+
+/** One job's messages (job_start, frames, job_end) as the app's document; throws if the job did not end cleanly or has a gap. */
+export function appDocument(messages: ResultMessage[], options?: { videoId?: string; includeMesh?: boolean }): AppDocument;
+
+/** Follow a job (from its log: any time, even after it ended) to its job_end; its app document. */
+export function jobDocument(results: string, history: string, job: string,
+  options?: { videoId?: string; includeMesh?: boolean; timeoutMs?: number; signal?: AbortSignal; curve?: CurveKeys }): Promise<AppDocument>;
+
+/** Result files of a job failed: `outputs` are those complete, `errors` output -> why for the others. */
+export class OutputError extends Error {
+  readonly outputs: Record<string, string | string[]>;
+  readonly errors: Record<string, string>;
+}
+
+/** A job_end's `outputs` (each file complete on disk); throws `OutputError` if any asked-for file failed. */
+export function resultFiles(jobEnd: JobEndMessage): Record<string, string | string[]>;
 
 export interface ControlReply {
   ok: boolean;

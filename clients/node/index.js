@@ -436,14 +436,17 @@ function frameStream(endpoint, job, { history, start = 0, signal, timeoutMs, cur
   const source = history === undefined
     ? subscribe(endpoint, { job, signal, timeoutMs, curve })
     : follow(endpoint, history, job, { start, signal, timeoutMs, curve });
+  let ended;
+  const jobEnd = new Promise((resolve) => { ended = resolve; });
   return {
     connected: source.connected ?? Promise.resolve(), // a follower catches up from the log: nothing to wait for
-    [Symbol.asyncIterator]: () => contiguousFrames(source, job, start, convert),
+    jobEnd, // the job's job_end (its `outputs`), once iteration has reached it
+    [Symbol.asyncIterator]: () => contiguousFrames(source, job, start, convert, ended),
     close: () => source.close(),
   };
 }
 
-async function* contiguousFrames(messages, job, start, convert) {
+async function* contiguousFrames(messages, job, start, convert, ended) {
   let next = start, jobStart = null;
   for await (const message of messages) {
     if (message.type === "job_start") {
@@ -455,8 +458,34 @@ async function* contiguousFrames(messages, job, start, convert) {
     } else if (message.type === "job_end") {
       if (message.status !== "ok") throw new Error(`job ${job} failed: ${message.error}`);
       if (message.frames !== next) throw new Error(`job ${job}: job_end reports ${message.frames} frames, ${next} arrived`);
+      ended(message);
     }
   }
+}
+
+// --- result files: job_end.outputs ----------------------------------------------------------
+
+/** Result files of a job failed: `outputs` holds those complete, `errors` {output: why} the others. */
+export class OutputError extends Error {
+  name = "OutputError";
+
+  constructor(job, outputs, errors) {
+    super(`job ${job}: ${Object.entries(errors).map(([name, error]) => `${name}: ${error}`).join("; ")}`);
+    this.outputs = outputs;
+    this.errors = errors;
+  }
+}
+
+/**
+ * The result files a job_end lists, each complete on disk when it was published (bus/client.py's
+ * result_files): {output (`app_json`, `overlay`, `phalp_pkl`, `report`, `out`, ...): absolute path on
+ * posebus's host, or the list of paths of a per-track output (`gltf`, `bvh`)}. Throws `OutputError`
+ * if any asked-for file failed.
+ */
+export function resultFiles(jobEnd) {
+  const outputs = jobEnd.outputs ?? {}, errors = jobEnd.output_errors ?? {};
+  if (Object.keys(errors).length > 0) throw new OutputError(jobEnd.job, outputs, errors);
+  return outputs;
 }
 
 // --- the app's per-frame shape: outputs/app_json.py's _frame and _person --------------------
@@ -517,6 +546,7 @@ function appPerson(person, jobStart, includeMesh) {
     confidence: person.confidence,
     tracked: true,
     trackingState: person.state,
+    backfilled: person.backfilled === true,
     trackingConfidence: person.confidence,
     framesSinceSeen: person.frames_since_seen,
     camera: cameraOf(person, keypoints3d, jobStart),
@@ -555,6 +585,90 @@ function namedJoints(names, points, confidence) {
     const position = point.includes(null) ? null : Object.fromEntries(point.map((value, axis) => ["xyz"[axis], value]));
     return { name, position, confidence: position ? confidence[i] : 0 };
   });
+}
+
+// --- the app's whole document: outputs/app_json.py's app_document and outputs/backfill.py ----------
+
+const PARSER_VERSION = "posebus-1";
+const KEYPOINTS_3D_FRAME = "camera: x right, y down, z forward, metres, translation included";
+const MESH_FRAME = "SMPL (neutral) with global orientation, no translation: add camera.tx/ty/tz for the camera frame";
+const CONFIDENCE_DECAY = 0.9; // tracking.tracker's confidence_decay
+
+/** Position of the first frame with anybody; null when nobody is ever published. */
+function firstWithPerson(frames) {
+  const found = frames.findIndex((frame) => frame.people.length > 0);
+  return found < 0 ? null : found;
+}
+
+/** Frames before the first that has anybody hold that frame's first person: state held, backfilled. */
+function holdFirstPerson(frames) {
+  const first = firstWithPerson(frames);
+  if (!first) return frames; // nobody at all, or somebody from the first frame on
+  const { raw, ...person } = frames[first].people[0]; // raw: observed frames only
+  const held = [];
+  let confidence = person.confidence;
+  for (let position = first - 1; position >= 0; position--) {
+    confidence *= CONFIDENCE_DECAY; // one multiplication a frame: the same float as Python's
+    held.push({ ...frames[position], people: [{ ...person, state: "held", confidence, backfilled: true,
+      frames_since_seen: person.frames_since_seen + first - position }] });
+  }
+  return [...held.reverse(), ...frames.slice(first)];
+}
+
+/**
+ * One job's messages (job_start, its frames, job_end) as the app's document: what `launch.py --app-json`
+ * writes (outputs/app_json.py's `app_document`; a test holds the two equal). Frames before anybody is first
+ * published hold the first person published (`backfilled: true`), so every frame has the rider once anybody
+ * is seen; `metadata.personSeen` is false when nobody is. Throws when the job did not end cleanly or its
+ * frames are not exactly 0..N-1 (the app pairs array position with video frame: never renumber).
+ */
+export function appDocument(messages, { videoId, includeMesh = true } = {}) {
+  const last = (type) => messages.findLast((message) => message.type === type) ?? null;
+  const jobStart = last("job_start"), jobEnd = last("job_end");
+  const frames = messages.filter((message) => message.type === "frame").sort((a, b) => a.index - b.index);
+  const job = (jobStart ?? jobEnd ?? frames[0])?.job;
+  if (jobStart === null) throw new Error(`job ${job}: no job_start (the source never opened)`);
+  if (jobEnd === null || jobEnd.status !== "ok") {
+    throw new Error(`job ${job}: did not end cleanly: ${jobEnd?.error ?? "no job_end"}`);
+  }
+  if (frames.length !== jobEnd.frames || frames.some((frame, i) => frame.index !== i)) {
+    throw new Error(`job ${job}: frame indices are not 0..${jobEnd.frames - 1} (got ${frames.length} frames)`);
+  }
+  const firstSeen = firstWithPerson(frames);
+  const documentFrames = holdFirstPerson(frames).map((frame) => appFrame(frame, jobStart, { includeMesh }));
+  return {
+    videoId: videoId ?? job,
+    fps: jobStart.fps,
+    frameCount: documentFrames.length,
+    duration: documentFrames.length / jobStart.fps,
+    resolution: [jobStart.width, jobStart.height],
+    frames: documentFrames,
+    metadata: {
+      parserVersion: PARSER_VERSION,
+      source: jobStart.source,
+      detector: jobStart.detector ?? "unknown",
+      jointNames: [...jobStart.joints.keypoints_3d],
+      angleKeys: [...(jobStart.angles ?? [])],
+      intrinsics: jobStart.intrinsics ?? null,
+      keypoints3dFrame: KEYPOINTS_3D_FRAME,
+      meshFrame: MESH_FRAME,
+      personSeen: firstSeen !== null,
+      firstPersonFrame: firstSeen,
+      backfilledFrames: firstSeen ?? 0,
+    },
+  };
+}
+
+/**
+ * Follow `job` (from the job's log, whenever you call it: see `follow`) to its job_end and return its app
+ * document (`appDocument`): metadata and every frame, the way the app stores it. Resolves when the job ends.
+ */
+export async function jobDocument(results, history, job, { videoId, includeMesh = true, timeoutMs, signal, curve } = {}) {
+  const messages = [];
+  for await (const message of follow(results, history, job, { timeoutMs, signal, curve })) {
+    if (message.type !== "track_event") messages.push(message);
+  }
+  return appDocument(messages, { videoId, includeMesh });
 }
 
 /** Requests to a `launch.py serve` control socket (REQ with a timeout; Lazy Pirate). */

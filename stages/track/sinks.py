@@ -1,14 +1,16 @@
 """Where the track stage's published messages go, each behind the same small interface (``Sink``).
 
-In publishing order: the launcher's status link, the job log (before the socket: whoever sees a
-message live can already replay it), the results socket, the recording (``--record``), the
-``--out`` file, and the per-job files (``outputs.FILES``), written once the job ends, on a thread of
-their own.
+In publishing order: the ``--out`` file (first, so that it is complete and in place when its job's
+job_end goes anywhere else), the launcher's status link, the job log (before the socket: whoever sees
+a message live can already replay it), the results socket, the recording (``--record``), and the
+per-job files (``outputs.FILES``), written once the job's frames are out, on a thread of their own,
+before its job_end is published.
 """
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping, Protocol
 
@@ -17,8 +19,10 @@ import zmq
 from bus import codec, messages, sockets
 from bus.joblog import JobLogs
 from bus.log import MessageLog
+from bus.logline import log_line
 from bus.metrics import StageMetrics
 from outputs import asked_for, write_files
+from outputs.atomic import move_into_place, temporary_beside
 
 
 class Sink(Protocol):
@@ -118,28 +122,48 @@ class Recording:
 
 
 class JsonLinesSink:
-    """``--out DIR``: each job's messages as JSON lines in DIR/<job>.jsonl, as they are published."""
+    """``--out DIR``: each job's messages as JSON lines in DIR/<job>.jsonl, as they are published, under a
+    temporary name until the job_end is written: the file appears in place complete. Its job_end lists it
+    (``out``) among the job's outputs; if the rename fails, the job_end says so instead (``output_errors``)
+    before any other sink sees it."""
 
-    def __init__(self, folder: Path | None):
-        self.folder = folder
-        self.files: dict[str, Any] = {}
+    def __init__(self, folder: Path | None, log):
+        self.folder, self.log = folder, log
+        self.files: dict[str, tuple[Any, Path]] = {}
+
+    def path(self, job: str) -> Path | None:
+        return None if self.folder is None else (self.folder / f"{job}.jsonl").absolute()
 
     def open(self, job: str) -> None:
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
-            self.files[job] = open(self.folder / f"{job}.jsonl", "w")
+            temporary = temporary_beside(self.path(job))
+            self.files[job] = (open(temporary, "w"), temporary)
 
     def write(self, job: str, message: dict, counts: tuple[int, int]) -> None:
-        if job in self.files:
-            self.files[job].write(json.dumps(codec.to_json_compatible(message)) + "\n")
+        if job not in self.files:
+            return
+        self.files[job][0].write(json.dumps(codec.to_json_compatible(message)) + "\n")
+        if message["type"] == "job_end":
+            file, temporary = self.files.pop(job)
+            file.close()
+            try:
+                move_into_place(temporary, self.path(job))
+            except OSError as exc:
+                log_line(self.log, logging.ERROR, "output_failed", job=job, output="out", error=exc)
+                message.get("outputs", {}).pop("out", None)
+                message.setdefault("output_errors", {})["out"] = f"{type(exc).__name__}: {exc}"
 
     def close(self, job: str, start: dict | None, end: dict) -> None:
-        if job in self.files:
-            self.files.pop(job).close()
+        if job in self.files:  # never ended (the stage stopped): no file in place
+            file, temporary = self.files.pop(job)
+            file.close()
+            temporary.unlink(missing_ok=True)
 
 
 class FilesSink:
-    """The per-job files asked for (``outputs.FILES``), made from the job's published messages once it has ended.
+    """The per-job files asked for (``outputs.FILES``), made from the job's published messages once its frames
+    are out, before its job_end is published (``submit``).
 
     The messages are kept here, not read back from the job log: another pipeline sharing the log
     folder may prune it meanwhile. The files can take minutes (an overlay decodes the whole video
@@ -161,8 +185,14 @@ class FilesSink:
             self.kept[job].append(message)
 
     def close(self, job: str, start: dict | None, end: dict) -> None:
-        if job in self.kept:
-            self.writer.submit(write_files, self.settings, job, start, end, self.kept.pop(job), self.log)
+        self.kept.pop(job, None)
+
+    def submit(self, job: str, start: dict | None, end: dict) -> Future | None:
+        """Start writing the files of a job whose job_end will be ``end``; the future gives ``write_files``'
+        (outputs, output_errors). None when no files are asked for."""
+        if job not in self.kept:
+            return None
+        return self.writer.submit(write_files, self.settings, job, start, end, self.kept.pop(job) + [end], self.log)
 
     def shutdown(self) -> None:
         """Wait for the files still being written."""

@@ -5,7 +5,9 @@ the job's tracker in frame order, and every frame the tracker releases becomes o
 ``frame`` message, between the job's ``job_start`` and ``job_end``, with
 ``track_event`` messages as tracks are born, confirmed, lost, re-identified and
 ended. Jobs that decode side by side publish side by side, each in its own frame order and
-each on its own: one job's missing frames, stall or error holds up no other. ``TrackStage`` is
+each on its own: one job's missing frames, stall or error holds up no other; a job's
+``job_end`` waits for its result files (``outputs.FILES``) and lists them, while the other
+jobs go on. ``TrackStage`` is
 fed by the socket loop of ``stages.track.process`` (live) or by a recording (replay); it is
 handed the sockets it sends on and never sets one up, and takes its settings by option name.
 """
@@ -16,6 +18,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -66,6 +69,15 @@ class PublishingJob:
     reposer: Callable[[list[Detection]], list[Detection]] | None = None  # reposed_people
     published: int = 0
     with_person: int = 0
+
+
+@dataclass
+class EndingJob:
+    """A job whose frames are all out, its job_end waiting for its files (``files`` None: none asked for)."""
+
+    job: PublishingJob
+    end: dict
+    files: Future | None
 
 
 def public_job_start(start: dict, first_detections: dict | None) -> dict:
@@ -145,13 +157,15 @@ class TrackStage:
         self.job_logs = JobLogs(settings["job_log"], settings["keep_jobs"])
         self.recording = Recording(settings["record"])
         self.files = FilesSink(settings, log)
-        self.sinks: tuple[Sink, ...] = (StatusSink(status), JobLogSink(self.job_logs),
-                                        ResultsSink(results, self.metrics), self.recording,
-                                        JsonLinesSink(settings["out"]), self.files)
+        self.json_lines = JsonLinesSink(settings["out"], log)
+        self.sinks: tuple[Sink, ...] = (self.json_lines, StatusSink(status), JobLogSink(self.job_logs),
+                                        ResultsSink(results, self.metrics), self.recording, self.files)
+        self.ending: list[EndingJob] = []  # in the order their frames were done
 
     def close(self) -> None:
-        """Wait for the output files still being written."""
+        """Wait for the output files still being written, and publish their jobs' job_ends."""
         self.files.shutdown()
+        self.publish_ends()
 
     def job(self, job_id: str) -> PublishingJob:
         """The job decode told us about (only decode's events create jobs)."""
@@ -171,6 +185,10 @@ class TrackStage:
         self.gate_open = self.gate_open or self.subscriptions >= self.settings["wait_subscribers"]
 
     def on_job_event(self, message: dict) -> None:
+        if any(ending.job.id == message["job"] for ending in self.ending):
+            # Its frames are out, its files being written: a stage that died meanwhile does not end it twice.
+            log_line(self.log, logging.INFO, "late_event_ignored", job=message["job"], event=message["type"])
+            return
         job = self.job(message["job"])
         self.delivery.progressed(job.id)
         self.recording.record(job.id, "events", message)
@@ -227,6 +245,7 @@ class TrackStage:
 
     def pump(self) -> None:
         """Publish whatever is ready, job by job."""
+        self.publish_ends()
         for job in list(self.jobs.values()):
             self.pump_job(job)
 
@@ -291,14 +310,28 @@ class TrackStage:
             self.publish(job, message)
 
     def finish(self, job: PublishingJob) -> None:
+        """The job's frames are all out: its files are written, then its job_end published (publish_ends)."""
         error = job.end.get("error")
         if job.published != job.end["frames"] and not error:
             error = f"published {job.published} of {job.end['frames']} frames"
         end = messages.job_end(job.id, job.published, error)
-        self.publish(job, end)
-        for sink in self.sinks:
-            sink.close(job.id, job.start, job.end)
-        log_line(self.log, logging.INFO, "job_published", job=job.id, frames=job.published, status=end["status"])
+        self.ending.append(EndingJob(job, end, self.files.submit(job.id, job.start, end)))
         self.reorder.forget(job.id)
         self.delivery.forget(job.id)
         del self.jobs[job.id]
+        self.publish_ends()
+
+    def publish_ends(self) -> None:
+        """Publish the job_ends whose files are done, listing the files (``outputs``, ``output_errors``)."""
+        for ending in [e for e in self.ending if e.files is None or e.files.done()]:
+            self.ending.remove(ending)
+            job = ending.job
+            written, failed = ending.files.result() if ending.files is not None else ({}, {})
+            out = self.json_lines.path(job.id)
+            end = {**ending.end, "outputs": {**written, **({"out": str(out)} if out is not None else {})},
+                   "output_errors": failed}
+            self.publish(job, end)
+            for sink in self.sinks:
+                sink.close(job.id, job.start, job.end)
+            log_line(self.log, logging.INFO, "job_published", job=job.id, frames=job.published,
+                     status=end["status"], outputs=len(end["outputs"]), output_errors=len(failed))
