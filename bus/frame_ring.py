@@ -107,7 +107,7 @@ class FrameReader:
     those whose file decode has removed (``prune``): a mapping pins the tmpfs memory.
     """
 
-    def __init__(self, max_open: int = 4, folder: Path = FOLDER):
+    def __init__(self, max_open: int = 16, folder: Path = FOLDER):
         self.max_open, self.folder = max_open, folder
         self.open: OrderedDict[str, mmap.mmap] = OrderedDict()
 

@@ -11,6 +11,8 @@
     link        binds (type)        connects (type)
     jobs        launcher (PUSH)     decode (PULL)
     frames      decode (PUSH)       detect workers (PULL)
+    lanes       decode (PULL)       decode's job lanes (PUSH), inproc
+    lane_acks   decode (PUSH)       one job's lane (PULL), inproc
     events      track (PULL)        decode (PUSH)
     detections  track (PULL)        detect workers (PUSH)
     acks        track (PUSH)        decode (PULL)
@@ -38,11 +40,18 @@ never leave the machine and go without it (the launcher's ipc folder is 0700).
 A binding end may bind several endpoints: the launcher's decode binds
 ``frames`` on ipc for its own workers and on tcp for workers on other hosts
 (``launch.py --worker-links``), track and the launcher likewise ``detections``
-and ``stage_metrics``. The frames link sends heartbeats: a worker whose network
-goes away loses its pipe after three missed ones, so decode stops dealing it
+and ``stage_metrics``. The frames link sends heartbeats over tcp: a worker whose
+network goes away loses its pipe after three missed ones, so decode stops dealing it
 frames (the ones it held are sent again on the track stage's request) rather
 than filling that pipe and the kernel's send buffer (megabytes: many JPEG frames)
-again with every resend.
+again with every resend. Not over ipc: the kernel reports a local worker's death
+at once, and a worker busy for longer than the heartbeat timeout with its pipe full
+(it reads no ping then) would lose its connection, and libzmq 4.3.5 then aborts the
+worker (``Assertion failed: _input_stopped``) when it reads on after reconnecting.
+Over ipc the frames link's kernel buffers are small: a frame in shared memory is a
+message of a few hundred bytes, and the system's buffers would hold hundreds of them
+queued for a worker, far past the high-water mark, so that the frame decode chooses
+to send next (a live job's, a new job's) would wait behind them all.
 """
 from __future__ import annotations
 
@@ -75,6 +84,11 @@ class Link:
     carries: tuple[str, ...] = ()
     topic: bool = False  # each message comes after a topic frame (``messages.topic``)
     heartbeat_ms: int = 0  # ZMTP pings this often; a peer silent for HEARTBEAT_MISSES of them is dropped
+    # Kernel socket buffer (bytes) of its ipc connections (1: the smallest the kernel allows, some 4 kB;
+    # 0: the system's). The high-water mark counts only the messages in ZeroMQ's queues: small ones (frames
+    # in shared memory) also fill the kernel's buffers, hundreds of them, all ahead of whatever is sent next.
+    # Raw 6 MB frames cross ipc as fast either way (1.9 ms against 1.8 ms, measured).
+    ipc_buffer: int = 0
 
 
 HEARTBEAT_MISSES = 3
@@ -83,7 +97,13 @@ LINKS: dict[str, Link] = {
     "jobs": Link(zmq.PUSH, zmq.PULL, "launcher", "tcp://127.0.0.1:5560", hwm=100, linger_ms=0,
                  carries=("job", "cancel")),
     "frames": Link(zmq.PUSH, zmq.PULL, "decode", "tcp://127.0.0.1:5557", hwm=2, linger_ms=0, carries=("image",),
-                   heartbeat_ms=1000),
+                   heartbeat_ms=1000, ipc_buffer=1),
+    # Inside decode: each job's lane (a thread) hands the stage's loop its frames, which it deals out on
+    # ``frames`` (stages.decode.FairFrames), and its job events, which it sends on ``events`` (a link that
+    # outlives the lane: the track stage may not be up yet); the lane takes its job's acks from the loop.
+    "lanes": Link(zmq.PULL, zmq.PUSH, "decode", "inproc://lanes", hwm=1000, linger_ms=0,
+                  carries=("image", "job_start", "job_end")),
+    "lane_acks": Link(zmq.PUSH, zmq.PULL, "decode", "inproc://lane-acks", hwm=1000, linger_ms=0, carries=("ack",)),
     "events": Link(zmq.PULL, zmq.PUSH, "track", "tcp://127.0.0.1:5559", hwm=1000, linger_ms=2000,
                    carries=("job_start", "job_end")),
     "detections": Link(zmq.PULL, zmq.PUSH, "track", "tcp://127.0.0.1:5558", hwm=100, linger_ms=2000,
@@ -125,10 +145,19 @@ def _tune(sock: zmq.Socket, link: Link) -> zmq.Socket:
     sock.setsockopt(zmq.SNDHWM, link.hwm)
     sock.setsockopt(zmq.RCVHWM, link.hwm)
     sock.setsockopt(zmq.LINGER, link.linger_ms)
-    if link.heartbeat_ms:
+    return sock
+
+
+def _per_transport(sock: zmq.Socket, link: Link, endpoint: str) -> None:
+    """Options for the connections made from now on to or from ``endpoint``: ZMTP heartbeats over tcp,
+    small kernel buffers over ipc (module docstring)."""
+    if link.heartbeat_ms and is_tcp(endpoint):
         sock.setsockopt(zmq.HEARTBEAT_IVL, link.heartbeat_ms)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_MISSES * link.heartbeat_ms)
-    return sock
+    if link.ipc_buffer:
+        size = link.ipc_buffer if urlsplit(endpoint).scheme == "ipc" else -1
+        sock.setsockopt(zmq.SNDBUF, size)
+        sock.setsockopt(zmq.RCVBUF, size)
 
 
 def is_tcp(endpoint: str) -> bool:
@@ -153,11 +182,12 @@ def bind(ctx: zmq.Context, name: str, endpoint: str | None = None,
     def curve(endpoint: str) -> bool:
         return security is not None and is_tcp(endpoint)
 
-    # CURVE options hold for the binds made after they are set: plain endpoints first.
-    for endpoint in sorted([endpoint or link.default, *also], key=curve):
+    # CURVE and heartbeat options hold for the binds made after they are set: ipc first, then plain tcp.
+    for endpoint in sorted([endpoint or link.default, *also], key=lambda e: (is_tcp(e), curve(e))):
         if not is_loopback(endpoint) and not curve(endpoint):
             print(f"posebus: warning: {name} binds {endpoint}, reachable from other machines "
                   "without encryption", file=sys.stderr)
+        _per_transport(sock, link, endpoint)
         if curve(endpoint) and not sock.curve_server:
             security.as_server(sock)
         sock.bind(endpoint)
@@ -182,6 +212,7 @@ def connect(ctx: zmq.Context, name: str, endpoint: str | None = None,
     sock = _tune(ctx.socket(link.connect_type), link)
     if security is not None and is_tcp(endpoint):
         security.as_client(sock)
+    _per_transport(sock, link, endpoint)
     if link.connect_type == zmq.SUB:
         for t in topics:
             sock.setsockopt(zmq.SUBSCRIBE, t)

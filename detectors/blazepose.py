@@ -18,14 +18,17 @@ Two layers:
     than ``num_poses`` people are tracked. It assumes consecutive frames; with
     several workers each sees every N-th frame, so one landmarker is kept across
     gaps of up to ``max_gap`` frames and a fresh one starts after larger gaps or
-    at a new job.
+    at a new job. Jobs that run side by side interleave their frames in a worker:
+    each job has its landmarker (``Following``; the most recent ``MAX_JOBS_FOLLOWED``).
   - ``static``: every frame detected from scratch (IMAGE mode; order-independent).
 """
 from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import cv2
@@ -152,6 +155,29 @@ def largest_first(detections: list[Detection]) -> list[Detection]:
     return sorted(detections, key=lambda d: -float(d.bbox[2] * d.bbox[3]))
 
 
+MAX_JOBS_FOLLOWED = 8  # jobs whose VIDEO landmarker a worker keeps (each holds ~100 MB)
+FOLLOW_IDLE_S = 30.0  # a job with no frame here for this long has ended (or another worker has it)
+
+
+@dataclass
+class Following:
+    """One job's VIDEO-mode landmarker in a worker, and what it knows of the job's previous frames."""
+
+    landmarker: object = None
+    people: int = 0  # its num_poses
+    seen: int = 0  # poses it gave on the previous frame
+    fewer: int = 0  # censuses in a row that wanted fewer than it follows
+    last: tuple[int, int] | None = None  # (index, timestamp ms) of the job's previous frame here
+    census_index: int = 0
+    used: float = field(default_factory=time.monotonic)
+
+    def close(self) -> None:
+        if self.landmarker is not None:
+            with quiet_native_stderr():  # tear-down notices
+                self.landmarker.close()
+            self.landmarker = None
+
+
 class BlazePoseDetector:
     """The posebus Detector (see the module docstring for the modes).
 
@@ -184,12 +210,7 @@ class BlazePoseDetector:
         self.min_confidence = min_confidence
         self.census_every, self.shrink_after = census_every, shrink_after
         self._finder: PoseFinder | None = None  # IMAGE mode: static frames and the census
-        self._tracker = None  # the VIDEO-mode landmarker
-        self._following = 0  # its num_poses
-        self._seen = 0  # poses it gave on the previous frame
-        self._fewer = 0  # censuses in a row that wanted fewer than it follows
-        self._last: tuple[str, int, int] | None = None  # (job, index, timestamp ms) of its previous frame
-        self._census_index = 0
+        self._jobs: OrderedDict[str, Following] = OrderedDict()  # VIDEO mode, per job, most recent last
 
     def detect(self, frames: Sequence[FrameImage]) -> list[list[Detection]]:
         return [self._detect_one(frame) for frame in frames]
@@ -203,43 +224,54 @@ class BlazePoseDetector:
             self._finder = PoseFinder(self.model, self.num_poses, self.min_confidence)
         return self._finder(image)
 
-    def _continues(self, frame: FrameImage) -> bool:
-        """Whether ``frame`` follows the previous one closely enough for VIDEO mode's tracking."""
-        return (self._last is not None and self._last[0] == frame.job
-                and 0 < frame.index - self._last[1] <= self.max_gap)
+    def _following(self, job: str) -> Following:
+        """``job``'s VIDEO-mode state (a new one for a job not seen lately)."""
+        following = self._jobs.pop(job, None) or Following()
+        following.used = time.monotonic()
+        self._jobs[job] = following
+        oldest = next(iter(self._jobs.values()))
+        while len(self._jobs) > MAX_JOBS_FOLLOWED or following.used - oldest.used > FOLLOW_IDLE_S:
+            self._jobs.popitem(last=False)[1].close()
+            oldest = next(iter(self._jobs.values()))
+        return following
 
-    def _follow(self, people: int) -> None:
+    def _continues(self, following: Following, frame: FrameImage) -> bool:
+        """Whether ``frame`` follows its job's previous one closely enough for VIDEO mode's tracking."""
+        return following.last is not None and 0 < frame.index - following.last[0] <= self.max_gap
+
+    def _follow(self, following: Following, people: int) -> None:
         """A fresh VIDEO-mode landmarker following ``people`` poses."""
-        self._close_tracker()
-        self._tracker = create_landmarker(self.model, True, people, self.min_confidence)
-        self._following, self._fewer, self._last = people, 0, None
+        following.close()
+        following.landmarker = create_landmarker(self.model, True, people, self.min_confidence)
+        following.people, following.fewer, following.last = people, 0, None
 
-    def _census(self, frame: FrameImage, fresh: bool) -> None:
+    def _census(self, following: Following, frame: FrameImage, fresh: bool) -> None:
         """Count the people in ``frame`` and resize the VIDEO landmarker if it follows the wrong number."""
-        self._census_index = frame.index
-        wanted = min(max(len(self._find(frame.image)), 0 if fresh else self._seen, 1), self.num_poses)
-        if fresh or wanted > self._following:
-            self._follow(wanted)
-        elif wanted < self._following:
-            self._fewer += 1
-            if self._fewer >= self.shrink_after:
-                self._follow(wanted)
+        following.census_index = frame.index
+        wanted = min(max(len(self._find(frame.image)), 0 if fresh else following.seen, 1), self.num_poses)
+        if fresh or wanted > following.people:
+            self._follow(following, wanted)
+        elif wanted < following.people:
+            following.fewer += 1
+            if following.fewer >= self.shrink_after:
+                self._follow(following, wanted)
         else:
-            self._fewer = 0
+            following.fewer = 0
 
     def _track(self, frame: FrameImage) -> list[Pose]:
-        fresh = self._tracker is None or not self._continues(frame)
-        if fresh or frame.index - self._census_index >= self.census_every:
-            self._census(frame, fresh)
+        following = self._following(frame.job)
+        fresh = following.landmarker is None or not self._continues(following, frame)
+        if fresh or frame.index - following.census_index >= self.census_every:
+            self._census(following, frame, fresh)
         # VIDEO mode needs strictly increasing integer milliseconds within one landmarker.
         timestamp = int(round(frame.pts_ms))
-        if self._last is not None:
-            timestamp = max(timestamp, self._last[2] + 1)
-        first, self._last = self._last is None, (frame.job, frame.index, timestamp)
+        if following.last is not None:
+            timestamp = max(timestamp, following.last[1] + 1)
+        first, following.last = following.last is None, (frame.index, timestamp)
         with quiet_native_stderr() if first else contextlib.nullcontext():  # first frame: the same notices
-            result = self._tracker.detect_for_video(_mp_image(frame.image), timestamp)
+            result = following.landmarker.detect_for_video(_mp_image(frame.image), timestamp)
         poses = poses_of(result, frame.image.shape[1], frame.image.shape[0])
-        self._seen = len(poses)
+        following.seen = len(poses)
         return poses
 
     def poses(self, frame: FrameImage) -> list[Pose]:
@@ -250,14 +282,9 @@ class BlazePoseDetector:
         height, width = frame.image.shape[:2]
         return largest_first([pose_detection(pose, width, height, self.fov) for pose in self.poses(frame)])
 
-    def _close_tracker(self) -> None:
-        if self._tracker is not None:
-            with quiet_native_stderr():  # tear-down notices
-                self._tracker.close()
-            self._tracker = None
-
     def close(self) -> None:
-        self._close_tracker()
+        while self._jobs:
+            self._jobs.popitem()[1].close()
         if self._finder is not None:
             self._finder.close()
             self._finder = None

@@ -27,6 +27,7 @@ BlazePose in IMAGE mode on an arbitrary image).
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -34,7 +35,7 @@ import cv2
 import numpy as np
 
 from detectors.base import Detector, FrameImage
-from detectors.blazepose import BlazePoseDetector, Pose, PoseFinder, pose_detection
+from detectors.blazepose import MAX_JOBS_FOLLOWED, BlazePoseDetector, Pose, PoseFinder, pose_detection
 from pose.detection import Detection
 from pose.plausibility import DEFAULT as PLAUSIBLE, Plausibility
 
@@ -196,8 +197,7 @@ class SecondLook:
         self.crop_scale, self.rotations, self.grids = crop_scale, tuple(rotations), tuple(grids)
         self.fov = fov
         self.counts = LookCounts()
-        self._job: str | None = None
-        self._follow = Follow()
+        self.follows: OrderedDict[str, Follow] = OrderedDict()  # per job (jobs interleave), most recent last
 
     def plausible(self, detection: Detection) -> bool:
         return not self.check.implausible(detection.keypoints_2d, detection.keypoints_3d)
@@ -205,12 +205,14 @@ class SecondLook:
     def refine(self, frame: FrameImage, detections: list[Detection]) -> list[Detection]:
         """The frame's plausible detections, plus the followed person found by a second look where the
         detector missed them, or people found by a tile search where nobody was found."""
-        if frame.job != self._job:  # jobs run one after another: a new one starts afresh
-            self._job, self._follow = frame.job, Follow()
+        follow = self.follows.pop(frame.job, None) or Follow()  # a job not seen lately starts afresh
+        self.follows[frame.job] = follow
+        while len(self.follows) > MAX_JOBS_FOLLOWED:
+            self.follows.popitem(last=False)
         people = [d for d in detections if self.plausible(d)]
         self.counts.implausible += len(detections) - len(people)
         people = one_per_person(people)
-        follow, index = self._follow, frame.index
+        index = frame.index
         expected = follow.expected(index, self.max_unseen)
         if expected is not None:
             box, unseen = expected

@@ -84,7 +84,7 @@ def run_one(args: argparse.Namespace) -> int:
             bar.update(record)
             dead = pipeline.supervise()
             if dead:
-                pipeline.fail_running_job(f"stage stopped: {', '.join(dead)}")
+                pipeline.fail_running_jobs(f"stage stopped: {', '.join(dead)}")
         bar.close()
         if record.state == "failed":
             print(f"posebus: error: job {job}: {record.error}", file=sys.stderr)

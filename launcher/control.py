@@ -1,8 +1,10 @@
 """``launch.py serve``: the pipeline kept running, taking jobs on the control socket (REP).
 
 Requests (submit, status, cancel, list, health, and the uploads of ``launcher.uploads``) are
-validated by ``bus.messages`` and answered from the pipeline's job records; a stage that dies
-fails the job in hand and is restarted, and the next job goes on.
+validated by ``bus.messages`` and answered from the pipeline's job records (a queued job's
+``queue_position``: 1 runs next); up to ``--max-jobs`` jobs run at once. A detect worker that
+dies costs no job anything; a decode or track stage that dies fails the jobs running, is
+restarted, and the queued jobs go on.
 """
 from __future__ import annotations
 
@@ -81,9 +83,9 @@ def serve(args: argparse.Namespace) -> int:
         while True:
             pipeline.poll(0)
             dead = pipeline.supervise()
-            if dead:  # fail the job in hand, bring the stage back, take the next job
+            if dead:  # fail the jobs in hand, bring the stage back, take the next jobs
                 print(f"posebus: error: stage stopped: {', '.join(dead)}; restarting it", file=sys.stderr)
-                pipeline.fail_running_job(f"stage stopped: {', '.join(dead)}")
+                pipeline.fail_running_jobs(f"stage stopped: {', '.join(dead)}")
                 pipeline.restart_dead()
             uploads.tidy({job for job, record in pipeline.records.items() if record.state in ("done", "failed")})
             if not control.poll(100):

@@ -1,5 +1,9 @@
 """The pipeline: the decode, detect and track stage processes, supervised, and the launcher's job records.
 
+Jobs run side by side, up to ``--max-jobs`` at once (decode gives each a lane, the workers are
+shared fairly: stages.decode.FairFrames); the launcher keeps the rest waiting in submission
+order, each with its place in the queue, and hands the next to decode when a running one ends.
+
 Internal links are ipc sockets in a private temporary folder. A detect worker that dies
 is restarted with back-off (the track stage asks decode again for the frames it held);
 a stage silent past ``--heartbeat-timeout`` is killed and handled like one that died;
@@ -17,7 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import zmq
@@ -68,10 +72,14 @@ def _stage_preexec() -> None:
 class JobRecord:
     id: str
     source: str
-    state: str = "queued"  # queued | running | done | failed (a cancelled job fails with "cancelled")
+    # queued (waiting for a free lane) | running (handed to decode) | done | failed (a cancelled job
+    # fails with "cancelled")
+    state: str = "queued"
     frames: int = 0
     with_person: int = 0
     error: str | None = None
+    queue_position: int | None = None  # while queued: 1 for the next job to run
+    options: dict = field(default_factory=dict)  # the job's own options, as submitted
 
 
 class Pipeline:
@@ -103,7 +111,8 @@ class Pipeline:
         self.status_in = sockets.bind(self.ctx, "status", self.endpoints["status"])
         self.records: dict[str, JobRecord] = {}
         self.bad = sockets.Counter("launcher")
-        self.unsent: list[dict] = []
+        self.queued: list[dict] = []  # job requests waiting for a free lane, in submission order
+        self.unsent: list[dict] = []  # job requests and cancellations decode has not taken yet
         self.processes: dict[str, subprocess.Popen] = {}
         self.started: dict[str, float] = {}  # name -> time.monotonic() its current process started
         # The watchdog's own last round; after a longer gap the launcher itself was stopped and
@@ -238,11 +247,26 @@ class Pipeline:
         problem = self.refusal(options or {})
         if problem:
             raise ValueError(problem)
-        self.records[job_id] = JobRecord(job_id, source)
         defaults = {name: values[0] for name, values in self.served().items() if values[0] is not None}  # no --fov
-        self.unsent.append(messages.job_request(job_id, source, {**defaults, **(options or {})}, source_from))
-        self._send_pending()
+        request = messages.job_request(job_id, source, {**defaults, **(options or {})}, source_from)
+        self.records[job_id] = JobRecord(job_id, source, options=request["options"])
+        self.queued.append(request)
+        self._start_queued()
         return job_id
+
+    def running(self) -> list[JobRecord]:
+        return [r for r in self.records.values() if r.state == "running"]
+
+    def _start_queued(self) -> None:
+        """Hand decode the queued jobs that have a free lane; number the rest."""
+        while self.queued and len(self.running()) < self.args.max_jobs:
+            request = self.queued.pop(0)
+            record = self.records[request["job"]]
+            record.state, record.queue_position = "running", None
+            self.unsent.append(request)
+        for position, request in enumerate(self.queued, 1):
+            self.records[request["job"]].queue_position = position
+        self._send_pending()
 
     def _send_pending(self) -> None:
         while self.unsent:  # decode may not have connected yet
@@ -275,9 +299,12 @@ class Pipeline:
 
     def cancel(self, job_id: str, error: str = "cancelled") -> None:
         """Stop a job: decode ends it (job_end with ``error``) whether it waits or runs."""
-        if any(m["job"] == job_id for m in self.unsent):  # decode never had it
+        record = self.records[job_id]
+        if any(m["job"] == job_id for m in self.queued + self.unsent):  # decode never had it
+            self.queued = [m for m in self.queued if m["job"] != job_id]
             self.unsent = [m for m in self.unsent if m["job"] != job_id]
-            self.records[job_id].state, self.records[job_id].error = "failed", error
+            record.state, record.error, record.queue_position = "failed", error, None
+            self._start_queued()
             return
         self.unsent.append(messages.cancel(job_id, error))
         self._send_pending()
@@ -287,23 +314,23 @@ class Pipeline:
             if process.poll() is not None:
                 self._start(name)
 
-    def fail_running_job(self, reason: str) -> None:
-        """A stage the job needs died: end the job with an error.
+    def fail_running_jobs(self, reason: str) -> None:
+        """A stage the running jobs need died: end each of them with an error (the queued ones then run).
 
-        With the track stage alive (decode died), the launcher ends the job there. Without it, decode ends
-        the job and moves on; a restarted track stage publishes that job_end alone (it never had the job_start).
+        With the track stage alive (decode died), the launcher ends the jobs there. Without it, decode ends
+        them and moves on; a restarted track stage publishes those job_ends alone (it never had the job_starts).
         """
-        record = next((r for r in self.records.values() if r.state in ("queued", "running")), None)
-        if record is None:
-            return
-        if self.processes["track"].poll() is None:
-            sockets.send(self.events_out, messages.job_end(record.id, 0, reason))
-        else:
-            self.cancel(record.id, reason)
-        record.state, record.error = "failed", reason
+        for record in self.running():
+            if self.processes["track"].poll() is None:
+                sockets.send(self.events_out, messages.job_end(record.id, 0, reason))
+            else:
+                self.cancel(record.id, reason)
+            record.state, record.error = "failed", reason
+        self._start_queued()
 
     def poll(self, timeout_ms: int) -> list[dict]:
-        """Status messages that arrived within ``timeout_ms``, applied to the job records."""
+        """Status messages that arrived within ``timeout_ms``, applied to the job records (a job that
+        ended frees its lane for the next queued one)."""
         self._send_pending()
         arrived = []
         while self.status_in.poll(timeout_ms):
@@ -314,14 +341,15 @@ class Pipeline:
                 self.bad.drop(exc)
                 continue
             record = self.records.get(message["job"])
-            if record is not None:
+            if record is not None and record.state == "running":  # a failed job's late messages change nothing
                 record.frames = message["frames"]
                 if message["type"] == "progress":
-                    record.state, record.with_person = "running", message["with_person"]
+                    record.with_person = message["with_person"]
                 else:
                     record.state, record.error = ("done", None) if message["status"] == "ok" else (
                         "failed", message["error"])
             arrived.append(message)
+        self._start_queued()
         return arrived
 
     def stop(self) -> None:

@@ -52,7 +52,11 @@ DECODE = Table("decode", (
            int, 3840, (LAUNCH, "decode"), metavar="PX", job=Between(int, 16, 8192)),  # the image message's limit
     Option("--jpeg", "send frames as JPEG of this quality instead of raw pixels (for workers on other hosts)",
            int, takers=(LAUNCH, "decode"), metavar="QUALITY"),
-    Option("--realtime", "decode at the source's frame rate, like a camera", bool, False, (LAUNCH, "decode")),
+    Option("--realtime", "decode at the source's frame rate, like a camera (such a job, like a camera or a stream, "
+                         "is served ahead of file jobs when the workers are short)", bool, False, (LAUNCH, "decode"),
+           job=bool),
+    Option("--max-jobs", "jobs decoded at once, each on a lane of its own; more wait in submission order "
+                         "(default %(default)s)", positive_int, 4, (LAUNCH, "decode"), metavar="N"),
     Option("--fps", "frame rate for image folders and streams", float, takers=("decode",),
            job=Between(float, 0.01, 1000)),
     *TRIM.options,

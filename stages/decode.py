@@ -8,6 +8,13 @@ Frames larger than ``--max-side`` (or the job's ``max_side``) are downscaled fir
 Frames go as raw pixels, as JPEG (``--jpeg``: workers on other hosts) or, with
 ``--shm``, in a frame ring in shared memory (bus.frame_ring: workers on this host).
 
+Serving, up to ``--max-jobs`` jobs decode at once, each on a lane of its own (a thread:
+OpenCV's decoding and resizing release the GIL), with its own at-least-once delivery
+(``Sender``); more wait in submission order. The stage's loop deals the lanes' frames out
+to the workers (``FairFrames``): frames of live jobs (a camera, a stream, ``realtime``)
+first, then the other jobs, the least served first (in turn, one frame each, for jobs
+submitted together).
+
     python -m stages.decode VIDEO            # one job, then exit
     python -m stages.decode                  # serve jobs from the jobs link
 """
@@ -16,10 +23,12 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import threading
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +46,7 @@ from bus.schema import SchemaError
 from options.groups import DECODE, TRIM
 from stages import runtime
 from stages.track.delivery import ACK_TIMEOUT_S, RESEND_WINDOW_AFTER_S, Sender
-from video.sources import SourceError, fit_within, fitted_size, open_source, trimmed
+from video.sources import SourceError, fit_within, fitted_size, is_live, open_source, trimmed
 
 
 def encode_jpeg(image, quality: int) -> bytes:
@@ -106,6 +115,7 @@ def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality:
         return
     info = source.info
     max_side = options.get("max_side", max_side)  # a job may set its own limit
+    realtime = options.get("realtime", realtime)
     detected = fitted_size(info.width, info.height, max_side)
     downscaled = {} if detected == (info.width, info.height) else {
         "downscaled": {"width": detected[0], "height": detected[1]}}
@@ -156,23 +166,19 @@ def run_job(request: dict, frames: zmq.Socket, events: zmq.Socket, jpeg_quality:
 
 
 class JobQueue:
-    """Job requests and cancellations from the launcher, read between frames too."""
+    """Job requests and cancellations from the launcher, read by the stage's loop."""
 
     def __init__(self, jobs: zmq.Socket, events: zmq.Socket, bad: sockets.Counter):
         self.jobs, self.events, self.bad = jobs, events, bad
         self.waiting: deque[dict] = deque()
-        self.cancelled_jobs: dict[str, str] = {}  # job -> the error to end it with
+        # job -> the error to end it with; lanes read it (a dict lookup is atomic), only this loop writes it
+        self.cancelled_jobs: dict[str, str] = {}
 
-    def next(self, timeout_ms: int) -> dict | None:
-        if not self.waiting and self.jobs.poll(timeout_ms):
-            self.read()
+    def next(self) -> dict | None:
         return self.waiting.popleft() if self.waiting else None
 
     def cancelled(self, job: str) -> str | None:
-        """The error to end ``job`` (the one decoding) with if it has been cancelled, else None;
-        reads what has arrived meanwhile."""
-        if self.jobs.poll(0):
-            self.read()
+        """The error to end ``job`` with if it has been cancelled, else None."""
         return self.cancelled_jobs.get(job)
 
     def read(self) -> None:
@@ -194,6 +200,213 @@ class JobQueue:
                 sockets.send(self.events, messages.job_end(request["job"], 0, request.get("error", "cancelled")))
             else:
                 self.cancelled_jobs[request["job"]] = request.get("error", "cancelled")
+
+
+class FairFrames:
+    """Which decoded frame the detect workers get next.
+
+    Two classes: frames of live jobs (a camera, a stream, a job paced in real time) go before any
+    other job's, so a live job keeps its pace while workers are short and file jobs take what is
+    left. Within a class, least attained service: the frame goes to the job that has been sent the
+    fewest frames so far, ties in turn. Jobs submitted together thus take turns, one frame each
+    (round-robin by job: the same frame rate each, whatever their frames cost), and a job submitted
+    later first catches up with those that ran before it, then shares with them: a short job is not
+    held up by long ones. Pure: the stage's loop feeds it and sends.
+    """
+
+    def __init__(self):
+        self._queues: OrderedDict[str, deque[dict]] = OrderedDict()  # jobs with frames waiting, next turn first
+        self._live: set[str] = set()
+        self._sent: dict[str, int] = {}  # job -> frames sent so far
+
+    def add(self, message: dict, live: bool = False) -> None:
+        """Queue a frame. A job's frames go in index order, so one sent before and asked for again (a
+        worker died holding it) goes ahead of its job's new ones; one still waiting is not queued twice."""
+        job, index = message["job"], message["index"]
+        if live:
+            self._live.add(job)
+        queue = self._queues.setdefault(job, deque())
+        if any(m["index"] == index for m in queue):
+            return
+        queue.insert(next((i for i, m in enumerate(queue) if m["index"] > index), len(queue)), message)
+
+    def next(self) -> dict | None:
+        """The next frame to send, or None when none waits."""
+        if not self._queues:
+            return None
+        live = [j for j in self._queues if j in self._live]
+        job = min(live or self._queues, key=lambda j: self._sent.get(j, 0))  # the first of the least served
+        queue = self._queues.pop(job)
+        message = queue.popleft()
+        if queue:
+            self._queues[job] = queue  # to the back of the line
+        self._sent[job] = self._sent.get(job, 0) + 1
+        return message
+
+    def waiting(self, job: str) -> int:
+        return len(self._queues.get(job, ()))
+
+    def forget(self, job: str) -> None:
+        """The job is over (its frames still waiting are sent)."""
+        self._live.discard(job)
+        self._sent.pop(job, None)
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+
+class LaneMetrics:
+    """What a lane reports: the frames of its job still to decode. The stage's loop counts the frames
+    it sends and publishes (the metrics socket is that thread's); a lane never waits on the frames link."""
+
+    def __init__(self):
+        self.queue = 0
+
+    def sent(self, message: dict) -> None:
+        pass
+
+    def publish(self) -> None:
+        pass
+
+    def wait_writable(self, sock: zmq.Socket) -> None:
+        pass
+
+
+@dataclass
+class Lane:
+    thread: threading.Thread
+    acks: zmq.Socket | None  # the stage's end of the lane's acks
+    metrics: LaneMetrics
+
+
+class Lanes:
+    """The jobs decoding now, each on its own thread; their frames and job events come in on ``lanes``,
+    the frames go out on ``frames`` in ``FairFrames``' order, the events on ``events``; the acks of each
+    job go to its lane."""
+
+    def __init__(self, ctx: zmq.Context, args: argparse.Namespace, frames_for, events: zmq.Socket,
+                 acks: zmq.Socket | None, queue: JobQueue, log, metrics: StageMetrics):
+        """``frames_for(request)``: the frames link of the worker pool that serves the job."""
+        self.ctx, self.args, self.frames_for, self.events, self.acks = ctx, args, frames_for, events, acks
+        self.queue, self.log, self.metrics = queue, log, metrics
+        self.intake = sockets.bind(ctx, "lanes")
+        self.pools: dict[zmq.Socket, FairFrames] = {}  # a worker pool's frames link -> its jobs' frames waiting
+        self.pool_of: dict[str, FairFrames] = {}  # job -> its pool's
+        self.lanes: dict[str, Lane] = {}
+        self.live: set[str] = set()
+        # job -> its job_end, held until its last frame has gone to a worker: as when decode sent frames
+        # itself, the track stage expects no frame, and asks for none again, before a worker could have it.
+        self.ends: dict[str, dict] = {}
+        self.ended: set[str] = set()  # jobs whose job_end has gone, lane still draining
+        self.stopping: str | None = None
+
+    def cancelled(self, job: str) -> str | None:
+        return self.stopping or self.queue.cancelled(job)
+
+    def start(self, request: dict) -> None:
+        job, a = request["job"], self.args
+        if a.realtime or request.get("options", {}).get("realtime") or is_live(request["source"]):
+            self.live.add(job)
+        self.pool_of[job] = self.pools.setdefault(self.frames_for(request), FairFrames())
+        acks = sockets.bind(self.ctx, "lane_acks", f"inproc://lane-acks-{job}") if self.acks is not None else None
+        metrics = LaneMetrics()
+
+        def decode() -> None:
+            out = sockets.connect(self.ctx, "lanes")  # frames and job events
+            lane_acks = sockets.connect(self.ctx, "lane_acks", f"inproc://lane-acks-{job}") if acks else None
+            try:
+                run_job(request, out, out, a.jpeg, a.realtime, self.log, a.record, lane_acks, a.max_in_flight,
+                        metrics=metrics, cancelled=self.cancelled, max_side=a.max_side, shm=a.shm,
+                        resend_after_s=a.resend_after, trim=TRIM.values(a))
+            except Exception as exc:  # a lane's failure ends its job, never the stage or another job
+                log_line(self.log, logging.ERROR, "lane_failed", job=job, error=repr(exc))
+                sockets.send(out, messages.job_end(job, 0, f"decode failed: {exc}"))
+            finally:
+                for sock in (out, lane_acks):
+                    if sock is not None:
+                        sock.close(linger=-1)  # inproc: what it holds reaches the loop at once
+
+        self.lanes[job] = Lane(threading.Thread(target=decode, name=f"lane-{job}", daemon=True), acks, metrics)
+        self.lanes[job].thread.start()
+
+    def reap(self) -> None:
+        """Forget the lanes whose job is over."""
+        for job, lane in list(self.lanes.items()):
+            if not lane.thread.is_alive():
+                if lane.acks is not None:
+                    lane.acks.close()
+                if job in self.ended:  # else its job_end (every lane sends one) is still to come or to go
+                    self.ended.discard(job)
+                    self.pool_of.pop(job).forget(job)
+                self.live.discard(job)
+                self.queue.cancelled_jobs.pop(job, None)
+                del self.lanes[job]
+
+    def step(self, timeout_ms: int) -> None:
+        """Take what arrived within ``timeout_ms`` (job requests, frames from the lanes, acks) and send
+        the workers as many frames as they take."""
+        poller = zmq.Poller()
+        poller.register(self.queue.jobs, zmq.POLLIN)
+        poller.register(self.intake, zmq.POLLIN)
+        if self.acks is not None:
+            poller.register(self.acks, zmq.POLLIN)
+        for frames, fair in self.pools.items():
+            if len(fair):
+                poller.register(frames, zmq.POLLOUT)
+        ready = dict(poller.poll(timeout_ms))
+        if self.queue.jobs in ready:
+            self.queue.read()
+        while self.intake.poll(0):
+            message = codec.decode(self.intake.recv_multipart(copy=False))  # from a lane of this process
+            if message["type"] == "image":
+                self.pool_of[message["job"]].add(message, message["job"] in self.live)
+            elif message["type"] == "job_end":
+                self.ends[message["job"]] = message
+            else:
+                send_event(self.events, message, self.metrics)
+        if self.acks is not None:
+            self.route_acks()
+        for frames, fair in self.pools.items():
+            while len(fair) and frames.poll(0, zmq.POLLOUT):
+                message = fair.next()
+                sockets.send(frames, message)
+                self.metrics.sent(message)
+        for job in [job for job in self.ends if not self.pool_of[job].waiting(job)]:
+            send_event(self.events, self.ends.pop(job), self.metrics)
+            if job in self.lanes:
+                self.ended.add(job)
+            else:
+                self.pool_of.pop(job).forget(job)
+        self.metrics.queue = (sum(len(fair) for fair in self.pools.values())
+                              + sum(lane.metrics.queue for lane in self.lanes.values()))
+
+    def route_acks(self) -> None:
+        while self.acks.poll(0):
+            try:
+                ack = sockets.receive(self.acks, "acks")
+            except sockets.MALFORMED as exc:
+                log_line(self.log, logging.WARNING, "bad_ack_dropped", error=exc)
+                continue
+            lane = self.lanes.get(ack["job"])
+            if lane is not None:
+                sockets.send(lane.acks, ack)
+
+    def serve(self) -> None:
+        """Run jobs as they come, up to ``--max-jobs`` at once."""
+        while True:
+            self.metrics.publish()
+            self.reap()
+            while len(self.lanes) < self.args.max_jobs and (request := self.queue.next()) is not None:
+                self.metrics.received()
+                self.start(request)
+            self.step(min(self.metrics.timeout_ms(), 50) if self.lanes else self.metrics.timeout_ms())
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """End the running jobs (their rings removed) before the stage exits."""
+        self.stopping = "decode stopped"
+        deadline = time.monotonic() + timeout_s
+        for lane in self.lanes.values():
+            lane.thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def refuse(events: zmq.Socket, request: dict, error: SchemaError) -> None:
@@ -255,15 +468,11 @@ def main(argv: list[str] | None = None) -> None:
                     trim=TRIM.values(args))
             return
         queue = JobQueue(sockets.connect(ctx, "jobs", args.jobs, security=security), events, bad)
-        while True:
-            metrics.publish()
-            request = queue.next(metrics.timeout_ms())  # wake up to publish metrics while idle
-            if request is None:
-                continue
-            metrics.received()
-            run_job(request, frames_for(request), events, args.jpeg, args.realtime, log, args.record, acks,
-                    args.max_in_flight, metrics=metrics, cancelled=queue.cancelled, max_side=args.max_side,
-                    shm=args.shm, resend_after_s=args.resend_after, trim=TRIM.values(args))
+        lanes = Lanes(ctx, args, frames_for, events, acks, queue, log, metrics)
+        try:
+            lanes.serve()
+        finally:
+            lanes.stop()
     except KeyboardInterrupt:
         pass
     finally:

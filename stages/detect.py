@@ -3,7 +3,10 @@
 Run any number of workers; the frames link shares frames among them (PUSH/PULL
 fair queueing) and every worker sends its detections to the track stage,
 which puts them back in order. A frame whose detection raises is reported
-with ``error`` set and no people, so the job goes on.
+with ``error`` set and no people, so the job goes on. A worker takes the frames
+already waiting (up to ``--batch``), of whatever jobs (decode interleaves them), into one
+detector call: HMR 2.0 finds their boxes in one call and puts the crops of all of them
+through its forwards together, up to ``--crops-per-forward`` a forward.
 
     python -m stages.detect --detector blazepose
 """

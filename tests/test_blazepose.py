@@ -93,12 +93,16 @@ def test_a_jump_starts_a_fresh_landmarker_and_still_finds_the_runner(frames):
 
     detector = BlazePoseDetector(mode="video", max_gap=4)
     first = detector.detect([frames[0]])[0]
-    landmarker = detector._tracker
+    job = frames[0].job
+    landmarker = detector._jobs[job].landmarker
     detector.detect([frames[2]])
-    assert detector._tracker is landmarker  # a gap of 2: tracking goes on
+    assert detector._jobs[job].landmarker is landmarker  # a gap of 2: tracking goes on
     (person,) = detector.detect([frames[60]])[0]  # a jump: a fresh landmarker, VIDEO timestamps restart
-    assert detector._tracker is not landmarker
+    assert detector._jobs[job].landmarker is not landmarker
+    landmarker = detector._jobs[job].landmarker
     (other_job,) = detector.detect([FrameImage("u", 0, 0.0, frames[90].image)])[0]
+    detector.detect([frames[61]])  # another job's frame in between (jobs side by side): this one's goes on
+    assert detector._jobs[job].landmarker is landmarker and detector._jobs["u"].landmarker is not landmarker
     detector.close()
     assert len(first) == 1 and person.score > 0.5 and other_job.score > 0.5
 

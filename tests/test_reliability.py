@@ -213,9 +213,10 @@ def test_a_stopped_track_stage_fails_its_job_with_a_clear_error_and_serve_runs_t
         cv2.imwrite(str(folder / f"{i}.jpg"), capture.read()[1])
     control_endpoint = f"tcp://127.0.0.1:{free_port()}"
     with open(tmp_path / "stderr", "w") as stderr:
+        # One job at a time: the next waits in the launcher's queue (a job running beside it would fail with it).
         server = subprocess.Popen([sys.executable, "launch.py", "serve", "--results", endpoint, "--control",
                                    control_endpoint, "--heartbeat-timeout", "5", "--wait-subscribers", "1",
-                                   "--job-log", str(tmp_path)], cwd=ROOT, stderr=stderr)
+                                   "--max-jobs", "1", "--job-log", str(tmp_path)], cwd=ROOT, stderr=stderr)
     control = Control(control_endpoint, timeout_ms=20_000)
     collector = Collector(endpoint, jobs=2)
     collector.start()

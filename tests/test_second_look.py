@@ -175,4 +175,4 @@ def test_hmr2_blazepose_boxes_get_second_looks_on_real_frames():
     finally:
         source.close()
     assert [len(b.scores) for b in boxes] == [1, 1, 1]  # the runner, once per frame
-    assert source.detector.look._job == "runner"  # the frames' own job: the look follows it across calls
+    assert list(source.detector.look.follows) == ["runner"]  # the frames' own job: the look follows it across calls

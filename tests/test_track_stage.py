@@ -110,6 +110,33 @@ def test_a_job_stalled_before_its_first_frame_publishes_its_job_end_alone(stage,
     assert stage.job_logs.messages("j")[0]["status"] == "error"
 
 
+def test_jobs_side_by_side_publish_each_in_order_and_one_stalled_or_missing_a_frame_holds_up_no_other(stage, clock):
+    for job in ("a", "b", "stuck"):
+        stage.on_job_event(messages.job_start(job, "clip.mp4", 30.0, 64, 48, FRAMES))
+    for index in (0, 2, 3, 1):  # interleaved as the workers finish them; b misses frame 1 for now
+        for job in ("a", "b"):
+            if (job, index) != ("b", 1):
+                stage.on_detections(messages.detections(job, index, index * 1000 / 30, []))
+        stage.pump()
+    for job in ("a", "b", "stuck"):
+        stage.on_job_event(messages.job_end(job, FRAMES))
+    stage.pump()
+    kinds = {job: [(m["type"], m.get("index")) for m in stage.job_logs.messages(job)] for job in ("a", "b")}
+    assert kinds["a"] == [("job_start", None), *(("frame", i) for i in range(FRAMES)), ("job_end", None)]
+    assert kinds["b"] == [("job_start", None)]  # waits for its frame 1 (frame 0 held for the look-ahead), alone
+    clock[0] += delivery.RESEND_AFTER_MIN_S
+    stage.request_missing()
+    assert [(ack["job"], ack["resend"]) for ack in acks(stage) if ack["resend"]] == [("b", [1]),
+                                                                                     ("stuck", [0, 1, 2, 3])]
+    stage.on_detections(messages.detections("b", 1, 33.3, []))
+    clock[0] += 59  # only "stuck" has had nothing for the stall timeout
+    stage.pump()
+    stage.fail_stalled()
+    assert stage.job_logs.messages("b")[-1]["type"] == "job_end" and stage.job_logs.messages("b")[-1]["status"] == "ok"
+    assert stage.job_logs.messages("stuck")[-1]["error"].startswith("stalled: no progress")
+    assert not stage.jobs
+
+
 def test_job_end_waits_for_the_files_lists_them_and_is_published_once(tmp_path, monkeypatch):
     release = threading.Event()
 

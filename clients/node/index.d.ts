@@ -329,6 +329,10 @@ export interface JobRecord {
   id: string;
   source: string;
   state: "queued" | "running" | "done" | "failed";
+  /** While queued (all `--max-jobs` lanes busy): 1 runs next; otherwise null. */
+  queue_position: number | null;
+  /** The job's options as submitted, with the detector. */
+  options: Record<string, unknown>;
   frames: number;
   with_person: number;
   error: string | null;

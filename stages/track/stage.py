@@ -4,8 +4,10 @@ Detections come from all workers in any order; a reorder buffer hands them to
 the job's tracker in frame order, and every frame the tracker releases becomes one
 ``frame`` message, between the job's ``job_start`` and ``job_end``, with
 ``track_event`` messages as tracks are born, confirmed, lost, re-identified and
-ended. Jobs are published one after another; a job's ``job_end`` waits for its result
-files (``outputs.FILES``) and lists them, while the next job goes on. ``TrackStage`` is
+ended. Jobs that decode side by side publish side by side, each in its own frame order and
+each on its own: one job's missing frames, stall or error holds up no other; a job's
+``job_end`` waits for its result files (``outputs.FILES``) and lists them, while the other
+jobs go on. ``TrackStage`` is
 fed by the socket loop of ``stages.track.process`` (live) or by a recording (replay); it is
 handed the sockets it sends on and never sets one up, and takes its settings by option name.
 """
@@ -159,7 +161,6 @@ class TrackStage:
         self.gate_open = settings["wait_subscribers"] <= 0  # opens once, at the N-th subscription
         self.log = log
         self.jobs: dict[str, PublishingJob] = {}
-        self.order: list[str] = []  # jobs in the order decode started them
         self.early_jobs: OrderedDict[str, None] = OrderedDict()  # detections seen, job_start not yet
         self.reorder = ReorderBuffer()
         self.delivery = Receiver(acks, self.reorder, log, self.metrics)
@@ -180,7 +181,6 @@ class TrackStage:
         """The job decode told us about (only decode's events create jobs)."""
         if job_id not in self.jobs:
             self.jobs[job_id] = PublishingJob(job_id)
-            self.order.append(job_id)
             self.early_jobs.pop(job_id, None)
             for message in self.reorder.waiting_items(job_id):  # arrived before its job_start
                 self.recording.record(job_id, "detections", message)
@@ -231,50 +231,50 @@ class TrackStage:
             log_line(self.log, logging.WARNING, "unknown_job_dropped", job=stale, reason="no job_start came")
 
     def request_missing(self) -> None:
-        """Ask decode again for the head job's frames that have not come (``Receiver.request_missing``)."""
-        if not self.order:
-            return
-        job = self.jobs[self.order[0]]
-        if job.start is not None and self.delivery.request_missing(
-                job.id, job.start["fps"], job.end["frames"] if job.end is not None else None):
-            self.pump()
+        """Ask decode again for each job's frames that have not come (``Receiver.request_missing``)."""
+        for job in list(self.jobs.values()):
+            if job.start is not None and self.delivery.request_missing(
+                    job.id, job.start["fps"], job.end["frames"] if job.end is not None else None):
+                self.pump_job(job)
 
     def fail_stalled(self) -> None:
-        """End the head job with an error when nothing has moved it for ``stall_timeout`` seconds."""
-        if not self.order:
-            return
-        job = self.jobs[self.order[0]]
-        end = self.delivery.stalled_end(job.id, self.settings["stall_timeout"])
-        if end is None:
-            return
-        job.end = end
-        if job.phase is Phase.WAITING:
-            job.start = None  # publish only the error
-        self.pump(force_end=True)
+        """End each job that nothing has moved for ``stall_timeout`` seconds with an error."""
+        for job in list(self.jobs.values()):
+            end = self.delivery.stalled_end(job.id, self.settings["stall_timeout"])
+            if end is None:
+                continue
+            job.end = end
+            if job.phase is Phase.WAITING:
+                job.start = None  # publish only the error
+            self.pump_job(job, force_end=True)
 
     # --- output ------------------------------------------------------------
     def publish(self, job: PublishingJob, message: dict) -> None:
         for sink in self.sinks:
             sink.write(job.id, message, (job.published, job.with_person))
 
-    def pump(self, force_end: bool = False) -> None:
-        """Publish whatever is ready, head job first (``force_end``: the head job ends now)."""
+    def pump(self) -> None:
+        """Publish whatever is ready, job by job."""
         self.publish_ends()
-        while self.gate_open and self.order:
-            job = self.jobs[self.order[0]]
-            if job.phase is Phase.WAITING and not self.begin(job):
+        for job in list(self.jobs.values()):
+            self.pump_job(job)
+
+    def pump_job(self, job: PublishingJob, force_end: bool = False) -> None:
+        """Publish what is ready of ``job``, in its frame order (``force_end``: it ends now)."""
+        if not self.gate_open:
+            return
+        if job.phase is Phase.WAITING and not self.begin(job):
+            return
+        if job.phase is Phase.PUBLISHING:
+            for _, detections in self.reorder.ready(job.id):
+                frame = in_source_frame(job.start, messages.frame_detections(detections))
+                self.publish_tracked(job, job.tracker.push(frame))
+                self.delivery.progressed(job.id)
+            self.delivery.acknowledge(job.id)
+            if not force_end and (job.end is None or self.reorder.next_index(job.id) < job.end["frames"]):
                 return
-            if job.phase is Phase.PUBLISHING:
-                for _, detections in self.reorder.ready(job.id):
-                    frame = in_source_frame(job.start, messages.frame_detections(detections))
-                    self.publish_tracked(job, job.tracker.push(frame))
-                    self.delivery.progressed(job.id)
-                self.delivery.acknowledge(job.id)
-                if not force_end and (job.end is None or self.reorder.next_index(job.id) < job.end["frames"]):
-                    return
-                self.publish_tracked(job, job.tracker.finish())
-            force_end = False
-            self.finish(job)
+            self.publish_tracked(job, job.tracker.finish())
+        self.finish(job)
 
     def begin(self, job: PublishingJob) -> bool:
         """Publish job_start once frame 0 is in (it carries the mesh faces); False if not yet."""
@@ -320,7 +320,7 @@ class TrackStage:
             self.publish(job, message)
 
     def finish(self, job: PublishingJob) -> None:
-        """The head job's frames are all out: its files are written, then its job_end published (publish_ends)."""
+        """The job's frames are all out: its files are written, then its job_end published (publish_ends)."""
         error = job.end.get("error")
         if job.published != job.end["frames"] and not error:
             error = f"published {job.published} of {job.end['frames']} frames"
@@ -329,13 +329,12 @@ class TrackStage:
         self.reorder.forget(job.id)
         self.delivery.forget(job.id)
         del self.jobs[job.id]
-        self.order.pop(0)
         self.publish_ends()
 
     def publish_ends(self) -> None:
         """Publish the job_ends whose files are done, listing the files (``outputs``, ``output_errors``)."""
-        while self.ending and (self.ending[0].files is None or self.ending[0].files.done()):
-            ending = self.ending.pop(0)
+        for ending in [e for e in self.ending if e.files is None or e.files.done()]:
+            self.ending.remove(ending)
             job = ending.job
             written, failed = ending.files.result() if ending.files is not None else ({}, {})
             out = self.json_lines.path(job.id)
