@@ -388,8 +388,15 @@ class Lanes:
                 log_line(self.log, logging.WARNING, "bad_ack_dropped", error=exc)
                 continue
             lane = self.lanes.get(ack["job"])
-            if lane is not None:
-                sockets.send(lane.acks, ack)
+            if lane is None:
+                continue
+            try:
+                # Never wait: a lane whose thread has ended (a cancelled job, not reaped yet) has no reader,
+                # and a blocking send there stopped the whole stage, heartbeats included. An ack lost only
+                # means a frame is resent, and the track stage drops duplicates.
+                sockets.send(lane.acks, ack, zmq.NOBLOCK)
+            except zmq.Again:
+                pass
 
     def serve(self) -> None:
         """Run jobs as they come, up to ``--max-jobs`` at once."""

@@ -243,7 +243,7 @@ def test_serve_cancels_a_running_job_and_takes_the_next(endpoint, tmp_path):
         cv2.imwrite(str(folder / "0.jpg"), cv2.VideoCapture(str(VIDEO)).read()[1])
         after = control.submit(str(folder), job="after")
         assert [m["type"] for m in follow(endpoint, history, after, timeout_ms=60_000)][-1] == "job_end"
-        assert final_state(control, after) == "done"
+        assert final_state(control, after) == "done", str(control.status(after))
     finally:
         control.close()
         stop(server)
