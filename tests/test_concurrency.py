@@ -43,10 +43,10 @@ def image_folder(folder: Path, count: int, broken_at: int | None = None) -> Path
     return folder
 
 
-def wait_for(condition, what: str, seconds: float = 120):
+def wait_for(condition, what, seconds: float = 120):
     deadline = time.monotonic() + seconds
     while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what() if callable(what) else what}"
         time.sleep(0.05)
     return value
 
@@ -166,7 +166,8 @@ def test_a_worker_killed_during_three_concurrent_jobs_loses_no_frame_of_any():
         for name in names:
             control.submit(str(VIDEO), job=name)
         # Mid-way through all three: each has published some frames, none has ended.
-        wait_for(lambda: all(len(frames_of(collector.messages, name)) >= 20 for name in names), "20 frames each")
+        wait_for(lambda: all(len(frames_of(collector.messages, name)) >= 20 for name in names),
+                 lambda: f"20 frames each (published: {[len(frames_of(collector.messages, n)) for n in names]})", 300)
         victim = next(pid for pid in children(server.pid)
                       if b"stages.detect" in Path(f"/proc/{pid}/cmdline").read_bytes())
         subprocess.run(["kill", "-9", str(victim)], check=True)
