@@ -8,12 +8,19 @@ and on a frame where no plausible detection is there:
 - looks at a square crop around the expected box, scaled so the body fills the model's
   input, upright and then turned by 180°, 90° and 270° (an inverted or tumbling body),
   keeping the first plausible pose of the expected size near the expected place, mapped
-  back to frame coordinates;
+  back to frame coordinates; when none of those finds them, a wider view (``REACQUIRE``
+  times the crop) upright and turned over: a small rider falling or flipping leaves the
+  place their last sighting predicts, and the landmarker often finds a small body in a
+  wider view that it misses close up;
 - one detection per person: overlapping ones (two poses on one body) keep the best;
+- a pose lying on its side is seen again in an upright square view of its box, and the pose found
+  there (inside that box) replaces it: the detector's VIDEO mode turns its view to the body it
+  followed on the previous frame, so a small upright rider once taken for a body lying across
+  the snow (a tiny head, hips far off to one side) stays lying until a fresh, upright look;
 - when nobody plausible is in the frame at all, searches it in overlapping tiles (a
   2×2 and a 3×3 grid), at most every ``search_every`` frames; a pose found there counts
-  when a closer, square view around it finds it again (poses on objects rarely do), and
-  the largest is followed from then on.
+  when a second, square view centred on it finds it again (closer, else at the tile's
+  scale; poses on objects rarely survive), and the largest is followed from then on.
 
 Every detection, the full frame's and its own, passes ``pose.plausibility`` first: a pose
 on an object never starts or feeds a track. The component is pure (no sockets): the
@@ -37,13 +44,14 @@ import numpy as np
 from detectors.base import Detector, FrameImage
 from detectors.blazepose import MAX_JOBS_FOLLOWED, BlazePoseDetector, Pose, PoseFinder, pose_detection
 from pose.detection import Detection
-from pose.plausibility import DEFAULT as PLAUSIBLE, Plausibility
+from pose.plausibility import DEFAULT as PLAUSIBLE, TORSO, Plausibility
 
 Finder = Callable[[np.ndarray], list[Pose]]
 
 VIEW_SIDE = 256  # px: the landmark model's input; a crop is scaled to it
 ROTATIONS = (0, 180, 90, 270)  # degrees, in the order they are tried
 CROP_JITTER = (1.25, 0.8)  # the other crop sizes tried, relative, one a frame in turn
+REACQUIRE = 2.4  # the wider view's size, relative to the crop (6 body sizes): the last resort of a look around
 
 
 @dataclass(frozen=True)
@@ -179,6 +187,8 @@ class LookCounts:
     implausible: int = 0  # the detector's detections dropped as not a person
     implausible_looks: int = 0  # poses found in crops and tiles dropped as not a person
     unconfirmed: int = 0  # tile finds a closer view did not find again
+    upright_looks: int = 0  # lying poses seen again upright
+    upright_found: int = 0  # ... and replaced by the pose found there
     crop_looks: int = 0  # frames given a crop look
     crop_found: int = 0
     searches: int = 0  # tile searches
@@ -211,7 +221,7 @@ class SecondLook:
             self.follows.popitem(last=False)
         people = [d for d in detections if self.plausible(d)]
         self.counts.implausible += len(detections) - len(people)
-        people = one_per_person(people)
+        people = [self._upright(frame.image, d) if lying(d) else d for d in one_per_person(people)]
         index = frame.index
         expected = follow.expected(index, self.max_unseen)
         if expected is not None:
@@ -251,18 +261,33 @@ class SecondLook:
                 self.counts.implausible_looks += 1
         return found
 
+    def _upright(self, image: np.ndarray, detection: Detection) -> Detection:
+        """A lying ``detection`` seen again in an upright square view of its box: the best pose found there
+        with its centre inside that box, else the detection as it was."""
+        self.counts.upright_looks += 1
+        view = crop_view(box_centre(detection.bbox), max(detection.bbox[2:]))
+        again = [d for d in self._detections(image, view) if contains(detection.bbox, box_centre(d.bbox))]
+        if not again:
+            return detection
+        self.counts.upright_found += 1
+        return max(again, key=lambda d: d.score)
+
     def _look_around(self, image: np.ndarray, expected: np.ndarray, unseen: int) -> Detection | None:
         """The best plausible pose at the expected place and size: upright, turned over, then (the expected size
         is rough: pose boxes breathe with the limbs) at another crop size (wider and tighter on alternate
-        frames) upright and turned over, then turned sideways. The crop grows with the frames unseen."""
+        frames) upright and turned over, then turned sideways, then in a wider view upright and turned over,
+        where it may lie further off (within ``REACQUIRE`` times the usual reach, so inside the view). The crop
+        grows with the frames unseen."""
         self.counts.crop_looks += 1
         side = self.crop_scale * max(expected[2], expected[3], 16.0) * (1 + 0.03 * unseen)
         other = CROP_JITTER[unseen % len(CROP_JITTER)]
         upright, over, *sideways = self.rotations
-        views = [(1.0, upright), (1.0, over), (other, upright), (other, over), *[(1.0, r) for r in sideways]]
+        views = [(1.0, upright), (1.0, over), (other, upright), (other, over), *[(1.0, r) for r in sideways],
+                 (REACQUIRE, upright), (REACQUIRE, over)]
         for scale, rotation in views:
             view = crop_view(box_centre(expected), side * scale, rotation)
-            candidates = [d for d in self._detections(image, view) if near(body_box(d), expected)]
+            reach = max(scale, 1.0)
+            candidates = [d for d in self._detections(image, view) if near(body_box(d), expected, reach)]
             if candidates:
                 self.counts.crop_found += 1
                 return max(candidates, key=lambda d: iou(body_box(d), expected))
@@ -273,13 +298,20 @@ class SecondLook:
         each found again in a closer, square view around it: poses on objects rarely survive a second view."""
         self.counts.searches += 1
         height, width = image.shape[:2]
-        found = [d for grid in self.grids for view in tile_views(width, height, grid)
-                 for d in self._detections(image, view)]
-        kept = one_per_person(found, key=lambda d: float(d.bbox[2] * d.bbox[3]))
+        found = {}  # id -> (detection, the side in frame px of the square that holds its tile)
+        for grid in self.grids:
+            for view in tile_views(width, height, grid):
+                tile_side = max(view.size) / float(np.hypot(*view.matrix[:, 0]))
+                found.update((id(d), (d, tile_side)) for d in self._detections(image, view))
+        kept = one_per_person([d for d, _ in found.values()], key=lambda d: float(d.bbox[2] * d.bbox[3]))
         confirmed = []
         for detection in kept:
-            for rotation in self.rotations[:2]:  # upright, then turned over (a rider in the air)
-                view = crop_view(box_centre(detection.bbox), self.crop_scale * max(detection.bbox[2:]), rotation)
+            close = self.crop_scale * max(detection.bbox[2:])
+            # Closer, upright then turned over (a rider in the air); then at the tile's scale: a small body the
+            # landmarker finds in a tile it can miss close up.
+            sides = (close, close, found[id(detection)][1])
+            for side, rotation in zip(sides, (*self.rotations[:2], self.rotations[0])):
+                view = crop_view(box_centre(detection.bbox), side, rotation)
                 again = [d for d in self._detections(image, view) if iou(d.bbox, detection.bbox) >= 0.3]
                 if again:
                     confirmed.append(max(again, key=lambda d: iou(d.bbox, detection.bbox)))
@@ -298,6 +330,13 @@ def one_per_person(detections: list[Detection], key=lambda d: d.score) -> list[D
                and not contains(detection.bbox, box_centre(other.bbox)) for other in kept):
             kept.append(detection)
     return kept
+
+
+def lying(detection: Detection) -> bool:
+    """Whether a pose's torso (hip centre to shoulder centre) runs more across the image than up or down it."""
+    keypoints = detection.keypoints_2d[:, :2]
+    axis = np.nanmean(keypoints[TORSO[:, 0]], axis=0) - np.nanmean(keypoints[TORSO[:, 1]], axis=0)
+    return bool(abs(axis[0]) > abs(axis[1]))
 
 
 def contains(box: np.ndarray, point: np.ndarray) -> bool:

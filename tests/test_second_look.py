@@ -176,3 +176,59 @@ def test_hmr2_blazepose_boxes_get_second_looks_on_real_frames():
         source.close()
     assert [len(b.scores) for b in boxes] == [1, 1, 1]  # the runner, once per frame
     assert list(source.detector.look.follows) == ["runner"]  # the frames' own job: the look follows it across calls
+
+
+def _small_rider_frames(name: str, folder, indices):
+    """Frames ``indices`` of the small-rider clip ``name`` (bench.small_riders, made in ``folder`` from
+    ../shared/media/snow) and its rider's labels."""
+    import cv2
+    import pytest
+
+    from bench.recall import LABELS, read_labels
+    from bench.small_riders import SMALL_CLIPS, make_clip
+
+    if not LABELS.exists():
+        pytest.skip(f"{LABELS} not found (the shared media folder)")
+    spec = next(spec for spec in SMALL_CLIPS if spec.name == name)
+    labels = make_clip(spec, folder / f"{name}.avi", read_labels())
+    video = cv2.VideoCapture(str(folder / f"{name}.avi"))
+    images = [video.read()[1] for _ in range(max(indices) + 1)]
+    video.release()
+    return {index: FrameImage(name, index, index * 33.3, images[index]) for index in indices}, labels
+
+
+def test_a_small_rider_taken_for_a_body_lying_across_the_snow_is_seen_again_upright(tmp_path):
+    from bench.recall import matches_rider
+    from detectors.blazepose import BlazePoseDetector
+    from detectors.second_look import lying, with_second_look
+
+    frames, labels = _small_rider_frames("park-jump.third", tmp_path, [0])
+    rider = labels[0]  # 29 x 45 px, riding towards the camera
+    detector = with_second_look(BlazePoseDetector())
+    try:
+        full = detector.inner.detect([frames[0]])[0]
+        # The full frame's pose has the rider's head but hips far off to one side: a body lying across the snow.
+        assert len(full) == 1 and lying(full[0]) and not matches_rider(full[0].bbox, rider)
+        people = detector.look.refine(frames[0], full)
+    finally:
+        detector.close()
+    assert len(people) == 1 and matches_rider(people[0].bbox, rider) and not lying(people[0])
+    assert detector.look.counts.upright_found == 1
+
+
+def test_a_small_rider_who_fell_away_from_the_last_sighting_is_found_in_a_wider_view(tmp_path):
+    from bench.recall import matches_rider
+    from detectors.blazepose import PoseFinder
+
+    frames, labels = _small_rider_frames("airbag-jump.third", tmp_path, [120])
+    finder = PoseFinder(num_poses=2, min_confidence=0.2)
+    look = SecondLook(finder)
+    seen = labels[102]  # 28 x 28 px, mid-flip; by frame 120 they have dropped 40 px towards the airbag
+    look.follows["airbag-jump.third"] = follow = Follow()
+    follow.saw(117, np.array([seen.x0, seen.y0, seen.x1 - seen.x0, seen.y1 - seen.y0], np.float32))
+    try:
+        people = look.refine(frames[120], [])
+    finally:
+        finder.close()
+    assert len(people) == 1 and matches_rider(people[0].bbox, labels[120])
+    assert look.counts.crop_found == 1 and look.counts.searches == 0  # the look around found them, no search
