@@ -174,6 +174,43 @@ def read_results(path: Path) -> list[dict]:
         return [json.loads(line) for line in lines if line.strip()]
 
 
+STATE_COLOURS = {"observed": (0, 0, 255), "interpolated": (0, 200, 255)}  # BGR; other states grey
+
+
+def draw_misses(video: Path, frames: Iterable[Mapping], score: ClipScore, labels: ClipLabels, folder: Path,
+                zoom: int = 3) -> list[Path]:
+    """One PNG per missed labelled frame of ``score`` (``folder``/<clip>_<frame>.png): the video's frame around
+    the rider's box (green, with 2.5 box sizes around it), every published person's box drawn on it (observed red,
+    interpolated orange, others grey), scaled by ``zoom``: where to look first when a rider is missed."""
+    people = {m["index"]: m["people"] for m in frames if m.get("type") == "frame"}
+    misses, written = set(score.missed), []
+    folder.mkdir(parents=True, exist_ok=True)
+    source = cv2.VideoCapture(str(video))
+    try:
+        index = 0
+        while misses:
+            ok, image = source.read()
+            if not ok:
+                break
+            if index in misses:
+                misses.discard(index)
+                rider = labels[index]
+                for person in people.get(index, []):
+                    x, y, w, h = map(int, person["bbox"])
+                    cv2.rectangle(image, (x, y), (x + w, y + h), STATE_COLOURS.get(person["state"], (128, 128, 128)))
+                cv2.rectangle(image, (int(rider.x0), int(rider.y0)), (int(rider.x1), int(rider.y1)), (0, 255, 0))
+                around = rider.grown(2.5)
+                x0, y0 = max(int(around.x0), 0), max(int(around.y0), 0)
+                crop = image[y0:max(int(around.y1), y0 + 1), x0:max(int(around.x1), x0 + 1)]
+                path = folder / f"{score.clip}_{index:04d}.png"
+                cv2.imwrite(str(path), cv2.resize(crop, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST))
+                written.append(path)
+            index += 1
+    finally:
+        source.release()
+    return written
+
+
 # --- the old 4D-Humans overlays -----------------------------------------------------------------
 
 def mesh_mask(image: np.ndarray) -> np.ndarray:
@@ -429,6 +466,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, metavar="DIR", help="keep the results files in DIR/<setting>/")
     parser.add_argument("--score", nargs="+", type=Path, metavar="JSONL", help="only score these results files")
     parser.add_argument("--clip", help="with --score: the clip they are of (default: the job id)")
+    parser.add_argument("--misses", nargs=2, type=Path, metavar=("VIDEO", "DIR"),
+                        help="with --score: crops of VIDEO's missed labelled frames, with what was published, "
+                             "into DIR (bench.recall.draw_misses)")
     parser.add_argument("--labels", type=Path, default=LABELS)
     args = parser.parse_args(argv)
     labels = read_labels(args.labels)
@@ -440,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
             if clip not in labels:
                 parser.error(f"{path}: no labels for clip {clip!r} (use --clip)")
             scores.append(score_frames(messages, labels[clip], clip))
+            if args.misses:
+                draw_misses(args.misses[0], messages, scores[-1], labels[clip], args.misses[1])
         print(table(SCORE_HEADER, score_rows(scores)))
         return 0
     settings = dict(args.setting or [("default", []), ("no second look", ["--no-second-look"])])

@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
-from bench.recall import Box, matches_rider, parse_labels, score_frames, score_overlay
+from bench.recall import Box, draw_misses, matches_rider, parse_labels, score_frames, score_overlay
 from tests.clips import write_clip
 
 LABELS = parse_labels("""
@@ -78,3 +78,17 @@ def test_an_overlay_is_found_where_its_pink_mesh_covers_the_rider_box(tmp_path):
     big = [cv2.resize(image, (1440, 810), interpolation=cv2.INTER_NEAREST) for image in images]
     score = score_overlay(write_clip(tmp_path / "overlay.avi", big), labels, "clip")
     assert score.labelled == 2 and score.found == [0] and score.mesh_frames == 1 and score.frames == 7
+
+
+def test_missed_frames_are_drawn_around_the_rider_with_what_was_published(tmp_path):
+    images = [np.full((360, 640, 3), 30, np.uint8) for _ in range(25)]
+    video = write_clip(tmp_path / "clip.avi", images)
+    frames = [frame(0, person(1, "observed", 110, 110, 80, 180)), frame(6, person(2, "observed", 400, 10, 20, 40)),
+              frame(24, person(1, "predicted", 310, 110, 80, 180))]
+    score = score_frames(frames, LABELS, "clip")
+    written = draw_misses(video, frames, score, LABELS, tmp_path / "misses")
+    assert [p.name for p in written] == ["clip_0006.png", "clip_0024.png"]  # frame 0 found; 12 has no rider
+    crop = cv2.imread(str(written[1]))
+    green = (crop[..., 1] > 200) & (crop[..., 0] < 80) & (crop[..., 2] < 80)
+    grey = (np.abs(crop.astype(int) - 128) < 30).all(axis=2)
+    assert green.sum() > 1000 and grey.sum() > 1000  # the rider's box and the predicted person's around it
