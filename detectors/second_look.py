@@ -221,16 +221,19 @@ class SecondLook:
             self.follows.popitem(last=False)
         people = [d for d in detections if self.plausible(d)]
         self.counts.implausible += len(detections) - len(people)
-        people = [self._upright(frame.image, d) if lying(d) else d for d in one_per_person(people)]
+        # A lying pose seen again upright stands for it: where it was expected, the upright one is.
+        seen = [(d, self._stood_up(frame.image, d)) for d in one_per_person(people)]
+        people = [final for _, final in seen]
         index = frame.index
         expected = follow.expected(index, self.max_unseen)
         if expected is not None:
             box, unseen = expected
-            match = [d for d in people if near(body_box(d), box)]
+            match = [final for original, final in seen if near(body_box(original), box) or near(body_box(final), box)]
             if not match:
                 found = self._look_around(frame.image, box, unseen)
-                match = [found] if found is not None else []
-                people += match
+                match = [self._stood_up(frame.image, found)] if found is not None else []
+                # The followed person found again outweighs another pose on them (one lying across them).
+                people = match + [d for d in people if not any(overlap(d, m) or on(d, m.bbox) for m in match)]
             if match:
                 follow.saw(index, body_box(max(match, key=lambda d: iou(body_box(d), box))))
                 return people
@@ -240,7 +243,7 @@ class SecondLook:
         every = self.search_every * (3 if expected is not None else 1)
         if not people and (follow.last_search is None or index - follow.last_search >= every):
             follow.last_search = index
-            people = self._search(frame.image)
+            people = [self._stood_up(frame.image, d) for d in self._search(frame.image)]
             expected = None
         if people and expected is None:
             follow.saw(index, body_box(max(people, key=lambda d: float(d.bbox[2] * d.bbox[3]))))
@@ -261,9 +264,11 @@ class SecondLook:
                 self.counts.implausible_looks += 1
         return found
 
-    def _upright(self, image: np.ndarray, detection: Detection) -> Detection:
+    def _stood_up(self, image: np.ndarray, detection: Detection) -> Detection:
         """A lying ``detection`` seen again in an upright square view of its box: the best pose found there
-        with its centre inside that box, else the detection as it was."""
+        with its centre inside that box, else the detection as it was (and one not lying as it is)."""
+        if not lying(detection):
+            return detection
         self.counts.upright_looks += 1
         view = crop_view(box_centre(detection.bbox), max(detection.bbox[2:]))
         again = [d for d in self._detections(image, view) if contains(detection.bbox, box_centre(d.bbox))]
@@ -326,10 +331,15 @@ def one_per_person(detections: list[Detection], key=lambda d: d.score) -> list[D
     two on one person, and overlapping tiles find a person twice."""
     kept: list[Detection] = []
     for detection in sorted(detections, key=key, reverse=True):
-        if all(iou(detection.bbox, other.bbox) < 0.3 and not contains(other.bbox, box_centre(detection.bbox))
-               and not contains(detection.bbox, box_centre(other.bbox)) for other in kept):
+        if not any(overlap(detection, other) for other in kept):
             kept.append(detection)
     return kept
+
+
+def overlap(a: Detection, b: Detection) -> bool:
+    """Whether two detections can be one person: their boxes overlap much, or one holds the other's centre."""
+    return (iou(a.bbox, b.bbox) >= 0.3 or contains(a.bbox, box_centre(b.bbox))
+            or contains(b.bbox, box_centre(a.bbox)))
 
 
 def lying(detection: Detection) -> bool:
@@ -337,6 +347,15 @@ def lying(detection: Detection) -> bool:
     keypoints = detection.keypoints_2d[:, :2]
     axis = np.nanmean(keypoints[TORSO[:, 0]], axis=0) - np.nanmean(keypoints[TORSO[:, 1]], axis=0)
     return bool(abs(axis[0]) > abs(axis[1]))
+
+
+def on(detection: Detection, box: np.ndarray, share: float = 0.3, confident: float = 0.5) -> bool:
+    """Whether at least ``share`` of the joints ``detection`` is confident of lie in ``box`` (x, y, w, h): a pose
+    with its head and shoulders on a person and its hips far off beside them is a second pose on that person."""
+    keypoints = detection.keypoints_2d
+    xy = keypoints[keypoints[:, 2] >= confident, :2]
+    inside = (xy >= box[:2]) & (xy <= box[:2] + box[2:])
+    return len(xy) > 0 and float(inside.all(axis=1).mean()) >= share
 
 
 def contains(box: np.ndarray, point: np.ndarray) -> bool:
