@@ -218,9 +218,11 @@ class Pipeline:
         """Why the running workers cannot serve a job with ``options``, or None."""
         for name, values in self.served().items():
             if name in options and options[name] not in values:
-                flag = DETECT[name].flag
+                option = DETECT[name]
+                words = option.argv(options[name])  # a switch's default value: no flag
+                how = f"with {' '.join(words)}" if words else f"without {option.flag}"
                 return (f"job asks for {name} {options[name]!r}, but this pipeline's workers run "
-                        f"{', '.join(map(repr, values))} (start one with {flag} {options[name]} to serve it)")
+                        f"{', '.join(map(repr, values))} (start one {how} to serve it)")
         return None
 
     def readiness(self) -> dict[str, dict[str, int]]:

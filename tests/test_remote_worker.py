@@ -76,6 +76,17 @@ def test_worker_links_off_loopback_need_curve():
         "(see docs/security.md)"]
 
 
+def test_worker_links_serve_one_detector_kind():
+    """Remote workers would all join the default kind's pool, unseen by health: refused at start, nothing run."""
+    links = f"tcp://127.0.0.1:{free_port()}"
+    refused = launch("serve", "--detectors", "blazepose,hmr2", "--worker-links", links,
+                     "--control", f"tcp://127.0.0.1:{free_port()}", timeout=60)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        "posebus: error: --worker-links serves one detector kind, but --detectors names blazepose, hmr2 (workers on "
+        "other hosts would all join the blazepose pool): start a pipeline per kind"]
+
+
 def test_remote_worker_takes_frames_and_a_cut_link_loses_none(namespaces, stores, tmp_path):
     keys_a, keys_b = stores
     links = f"tcp://10.77.0.1:{free_port()}"
