@@ -76,6 +76,20 @@ def test_a_checkpoint_is_mapped_where_torch_save_wrote_it_and_read_whole_where_c
         assert mapped.keys() == read.keys() and all(torch.equal(mapped[key], read[key]) for key in read)
 
 
+def test_a_stored_checkpoint_torch_cannot_map_is_read_whole(taller, monkeypatch):
+    load = torch.load
+
+    def unmappable(*args, mmap=None, **kwargs):
+        if mmap:
+            raise RuntimeError("Trying to resize storage that is not resizable")
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", unmappable)
+    read = read_checkpoint(taller, mmap=True)["state_dict"]
+    monkeypatch.setattr(torch, "load", load)
+    assert all(torch.equal(read[key], value) for key, value in read_checkpoint(taller)["state_dict"].items())
+
+
 def test_the_animation_files_take_the_smpl_of_the_checkpoint_the_stage_was_given(run, taller, tmp_path):
     """--checkpoint taller, the fixture in the cache: the .glb's mesh is the taller SMPL's, as the reposer's."""
     messages = read_messages(run / "vid.jsonl")

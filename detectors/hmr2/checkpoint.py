@@ -74,8 +74,12 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> dict:
         Unpickler=CheckpointUnpickler,
         load=functools.partial(safe_pickle.load, unpickler=CheckpointUnpickler),
     )
-    return torch.load(path, map_location="cpu", pickle_module=pickle_module, weights_only=False,
-                      mmap=mmap and mappable(path))
+    if mmap and mappable(path):
+        try:
+            return torch.load(path, map_location="cpu", pickle_module=pickle_module, weights_only=False, mmap=True)
+        except RuntimeError:  # stored records torch still cannot map (e.g. misaligned): read it whole
+            pass
+    return torch.load(path, map_location="cpu", pickle_module=pickle_module, weights_only=False)
 
 
 def config_from_cfg(cfg: Mapping) -> Hmr2Config:
