@@ -54,7 +54,9 @@ class MetricsRelay(threading.Thread):
 
             self.exporter = PrometheusExporter(prometheus_port)
         self.bad = sockets.Counter("launch")
-        self.last_heard: dict[int, float] = {}  # pid -> time.monotonic() of its latest snapshot
+        # (host, pid) -> (stage, time.monotonic() of its latest snapshot): the host too, since workers on
+        # other hosts (--worker-links) report here and a pid is unique on one host only.
+        self.last_heard: dict[tuple[str, int], tuple[str, float]] = {}
         self._stopping = threading.Event()
 
     def run(self) -> None:
@@ -79,7 +81,7 @@ class MetricsRelay(threading.Thread):
         except sockets.MALFORMED as exc:
             self.bad.drop(exc)
             return
-        self.last_heard[message["pid"]] = time.monotonic()
+        self.last_heard[(message["host"], message["pid"])] = (message["stage"], time.monotonic())
         self.outbox.send_multipart(parts, copy=False)  # as it came: topic and encoding are already right
         if self.exporter is not None:
             self.exporter.update(message)
