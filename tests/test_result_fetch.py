@@ -3,7 +3,10 @@ files, named by output, never by path; refusals say why in one line and the serv
 from __future__ import annotations
 
 import io
+import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,7 @@ from launcher.results import FetchError, ResultFiles
 from outputs.atomic import write_atomically
 
 from clips import late_rider_clip
-from conftest import VIDEO, run_job, serving
+from conftest import ROOT, VIDEO, run_job, serving
 
 
 def job_end(job: str, outputs: dict, errors: dict | None = None) -> dict:
@@ -154,3 +157,30 @@ def test_refusals_are_one_line_and_the_service_keeps_serving(served_files, tmp_p
     assert control.cancel("long")["ok"]
     assert control.health()["ok"] and control.output_bytes("late", "app_json")[:1] == b"{"
 
+
+
+NODE_FETCH = """
+    import { Control } from "./index.js";
+    const [endpoint, store] = process.argv.slice(1);
+    const control = new Control(endpoint, { timeoutMs: 30_000 });
+    const overlayBytes = await control.fetchOutput("late", "overlay", `${store}/late.mp4`, { chunkBytes: 100_000 });
+    const appJson = (await control.outputBytes("late", "app_json")).toString("utf8");
+    const glb = await control.outputBytes("late", "gltf", { index: 0 });
+    const refused = await control.fetchOutput("late", "bvh", `${store}/late.bvh`).then(() => null, (e) => e.message);
+    console.log(JSON.stringify({ overlayBytes, appJson, glbMagic: glb.subarray(0, 4).toString("latin1"), refused }));
+    control.close();
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed (the Node client needs Node.js 20+)")
+def test_a_node_backend_fetches_files_with_the_real_zeromq_package(served_files, tmp_path):
+    control, _, out = served_files
+    done = subprocess.run([shutil.which("node"), "--input-type=module", "-e", NODE_FETCH, control.endpoint,
+                           str(tmp_path)], cwd=ROOT / "clients" / "node", capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    fetched = (tmp_path / "late.mp4").read_bytes()
+    assert fetched == (out / "late.mp4").read_bytes() and summary["overlayBytes"] == len(fetched) > 100_000
+    assert summary["appJson"] == (out / "late.json").read_text() and summary["glbMagic"] == "glTF"
+    assert summary["refused"] == "job late has no output 'bvh' (its job_end lists app_json, gltf, overlay)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["late.mp4"]  # the refused fetch left no file behind
