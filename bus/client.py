@@ -54,7 +54,7 @@ def subscribe(endpoint: str, job: str | None = None, timeout_ms: int | None = No
 
 
 UPLOAD_CHUNK_BYTES = 2**20  # per upload_chunk request: the server takes up to its reply's chunk_bytes
-FETCH_CHUNK_BYTES = 8 * 2**20  # per output_chunk request: the most the server sends (launcher.uploads.CHUNK_BYTES)
+FETCH_CHUNK_BYTES = 2**20  # per output_chunk request (bench.upload): the server sends up to 8 MiB
 REPLAY_CHUNK = 500  # frames asked for per replay request
 CATCH_UP_WAIT_MS = 100
 IDLE_REPLAY_MS = 1000  # a quiet live stream may have lost its last messages: check the log this often

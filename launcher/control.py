@@ -1,9 +1,8 @@
 """``launch.py serve``: the pipeline kept running, taking jobs on the control socket (REP).
 
 Requests (submit, status, cancel, list, health, the uploads of ``launcher.uploads`` and the result files of
-``launcher.results``) are
-validated by ``bus.messages`` and answered from the pipeline's job records (a queued job's
-``queue_position``: 1 runs next); up to ``--max-jobs`` jobs run at once. A detect worker that
+``launcher.results``) are validated by ``bus.messages`` and answered from the pipeline's job records (a queued
+job's ``queue_position``: 1 runs next); up to ``--max-jobs`` jobs run at once. A detect worker that
 dies costs no job anything; a decode or track stage that dies fails the jobs running, is
 restarted, and the queued jobs go on.
 """
@@ -11,11 +10,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from bus import codec, messages, sockets
 from launcher.pipeline import Pipeline
 from launcher.results import FetchError, ResultFiles
 from launcher.uploads import CHUNK_BYTES, Uploads
+
+# A backend that saw a job's job_end (results socket) may ask for its files before the launcher has the
+# job_end too (status link): a request about a running job waits this long for it.
+JOB_END_WAIT_S = 0.2
 
 
 def submit_upload(pipeline: Pipeline, uploads: Uploads, request: dict) -> dict:
@@ -42,6 +46,9 @@ def output_chunk(pipeline: Pipeline, results: ResultFiles, request: dict) -> dic
     record = pipeline.records.get(job)
     if record is None:
         raise FetchError(f"no job {job}")
+    deadline = time.monotonic() + JOB_END_WAIT_S
+    while record.state == "running" and time.monotonic() < deadline:  # its job_end may be on its way here
+        results.note(pipeline.poll(20))
     if record.state in ("queued", "running"):
         raise FetchError(f"job {job} is {record.state}: its result files can be fetched once it has ended")
     return {"ok": True, **results.chunk(job, request["output"], request.get("index"), request["offset"],

@@ -363,7 +363,7 @@ export type HealthReply = ControlReply & {
 };
 
 export const UPLOAD_CHUNK_BYTES: number;
-/** The most one `output_chunk` reply carries (8 MiB), and `fetchOutput`'s default chunk. */
+/** Bytes asked for per `output_chunk` request by default (1 MiB; a reply carries at most 8 MiB). */
 export const FETCH_CHUNK_BYTES: number;
 
 /** Which file of a job's outputs: `index` picks one file of a per-track output (`gltf`, `bvh`). */

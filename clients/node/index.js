@@ -234,7 +234,7 @@ export function subscribe(endpoint, options = {}) {
 
 export const REPLAY_CHUNK = 500; // frames asked for per replay request
 export const UPLOAD_CHUNK_BYTES = 1 << 20; // per upload_chunk request: the server takes up to its reply's chunk_bytes
-export const FETCH_CHUNK_BYTES = 8 << 20; // per output_chunk request: the most the server sends (launcher/uploads.py)
+export const FETCH_CHUNK_BYTES = 1 << 20; // per output_chunk request (bench/upload.py): the server sends up to 8 MiB
 const CATCH_UP_WAIT_MS = 100;
 const IDLE_REPLAY_MS = 1000; // a quiet live stream may have lost its last messages: check the log this often
 const REPLAY_TYPES = [...PUBLIC_TYPES, "replay_end"];
