@@ -128,10 +128,12 @@ def test_status_table_has_a_row_per_stage_in_pipeline_order():
         metrics = StageMetrics(stage, worker, wall=lambda: now)
         metrics.sent(frame("j", 0, decoded=now - 0.3, detected=now - 0.1, published=now))
         latest[worker] = metrics.snapshot()
-    lines = render_table(latest, now).splitlines()
-    assert [line.split()[0] for line in lines] == ["STAGE", "decode", "detect-0", "detect-1", "track"]
-    track = lines[-1].split()
+    stages, jobs = (part.splitlines() for part in render_table(latest, now).split("\n\n"))
+    assert [line.split()[0] for line in stages] == ["STAGE", "decode", "detect-0", "detect-1", "track"]
+    track = stages[-1].split()
     assert track[5:9] == ["100.0", "100.0", "300.0", "300.0"]  # stage and end-to-end p50, p95 in ms
+    assert [line.split() for line in jobs] == [["JOB", "FRAMES", "E2E", "P50", "E2E", "P95"],
+                                                ["j", "1", "300.0", "300.0"]]  # the job's own latency
 
 
 def wait_for_metrics(sub, count, timeout_s=10.0):
