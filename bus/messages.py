@@ -163,6 +163,10 @@ CONTROL_REQUESTS: dict[str, Struct] = {
     "upload": Struct({"cmd": str, "name": str, "size": Between(int, 1, 2**50)}),
     "upload_chunk": Struct({"cmd": str, "upload": str, "offset": Between(int, 0, 2**50), "data": bytes}),
     "submit_upload": Struct({"cmd": str, "upload": str}, {"job": str, "options": JOB_OPTIONS}),
+    # A finished job's result file, in chunks (launcher.results): by the output's name (and a per-track output's
+    # index) in the job's job_end, never by path.
+    "output_chunk": Struct({"cmd": str, "job": str, "output": str, "offset": Between(int, 0, 2**50)},
+                           {"index": Between(int, 0, 10_000), "max_bytes": Between(int, 1, 2**50)}),
 }
 UPLOAD_ID = re.compile(r"^[0-9a-f]{16}$")
 # Requests on the replay socket (DEALER -> ROUTER): a job's messages from frame ``from``.

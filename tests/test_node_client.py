@@ -5,6 +5,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import av
 import numpy as np
@@ -264,6 +265,8 @@ def test_node_example_backend_stores_every_frame_with_the_rider_and_fetches_the_
     video = json.loads((store / "video.json").read_text())
     assert (video["fps"], video["frameCount"], video["resolution"]) == (30.0, frames, [960, 544])
     assert summary["outputs"]["overlay"].endswith(f"{summary['job']}.mp4")
+    fetched = Path(video["overlayVideoPath"]).read_bytes()  # over the control socket, not copied from the path
+    assert fetched == Path(summary["outputs"]["overlay"]).read_bytes() and summary["overlayBytes"] == len(fetched)
     with av.open(video["overlayVideoPath"]) as container:
         assert container.streams.video[0].codec_context.name == "h264"
         assert sum(1 for _ in container.decode(video=0)) == frames
