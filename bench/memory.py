@@ -32,6 +32,7 @@ from typing import Iterator
 import cv2
 import zmq
 
+from bench.spooled import Spooled
 from bus import client, codec, sockets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,9 +156,8 @@ class Sampler(threading.Thread):
 @contextmanager
 def launcher_running(video: Path, results: str, history: str, subscribers: int) -> Iterator[subprocess.Popen]:
     """``launch.py VIDEO``; stopped with SIGTERM (SIGINT may be ignored in a background job) if still running."""
-    launcher = subprocess.Popen([sys.executable, "launch.py", str(video), "--results", results, "--history", history,
-                                 "--log-level", "error", "--wait-subscribers", str(subscribers)], cwd=ROOT,
-                                stderr=subprocess.PIPE, text=True)
+    launcher = Spooled([sys.executable, "launch.py", str(video), "--results", results, "--history", history,
+                        "--log-level", "error", "--wait-subscribers", str(subscribers)], cwd=ROOT, text=True)
     try:
         yield launcher
     finally:
@@ -223,8 +223,7 @@ def long_job(video: Path) -> str:
         reader.start()
         sampler = Sampler(wait_for_stages(launcher), reader)
         sampler.start()
-        stderr = launcher.stderr.read()
-        launcher.wait()
+        stderr = launcher.communicate()[1]
     wall = time.monotonic() - started
     stop_watching(ctx, sampler, reader)
     return (f"## Long job: {LONG_FRAMES} frames, {SIZE[0]}×{SIZE[1]} MJPG, BlazePose (video mode), 1 worker\n\n"
@@ -318,8 +317,7 @@ def stalled_subscriber(video: Path) -> str:
         refill_started = time.monotonic()
         refilled = refill(ctx, history, reader.job, *lost) if lost else []
         refill_s = time.monotonic() - refill_started
-        stderr = launcher.stderr.read()
-        launcher.wait()
+        stderr = launcher.communicate()[1]
     wall = time.monotonic() - started
     stop_watching(ctx, sampler, reader)
     samples = sampler.samples

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import resource
-import subprocess
 import sys
 import time
 from contextlib import closing
@@ -31,6 +30,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from bench.spooled import Spooled
 from bench.timing import ROOT, VIDEO, free_port, interleaved, median, process_tree_cpu_seconds, publish, spread, table
 from bus.client import subscribe
 
@@ -72,8 +72,8 @@ def launch_and_collect(*options: str) -> Run:
     """Run ``launch.py VIDEO *options`` with a subscriber; every frame message gets a ``received`` time."""
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     cpu_before, start = children_cpu_s(), time.time()
-    launcher = subprocess.Popen([sys.executable, "launch.py", str(VIDEO), "--results", endpoint,
-                                 "--wait-subscribers", "1", *options], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    launcher = Spooled([sys.executable, "launch.py", str(VIDEO), "--results", endpoint, "--wait-subscribers", "1",
+                        *options], cwd=ROOT, text=True)
     run, cpu_marks = Run(wall_s=0.0, cpu_s=0.0), []
     with closing(subscribe(endpoint, timeout_ms=RESULT_TIMEOUT_MS)) as results:
         for message in results:

@@ -1,27 +1,22 @@
 """One-off runs (``launch.py VIDEO`` without endpoints) side by side: each takes ports no other run holds,
 prints them and states them in its job_start; ``serve`` keeps its well-known ports."""
-import re
-import subprocess
 import sys
 
+from bench.spooled import Spooled
 from launcher.cli import default_endpoints, parse_args
 
 from conftest import ROOT, VIDEO, Collector, stop
 
 
-def start_one_off(job: str, log_dir) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "launch.py", str(VIDEO), "--job", job, "--max-frames", "12",
-                             "--wait-subscribers", "1", "--job-log", str(log_dir), "--log-level", "error"],
-                            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+def start_one_off(job: str, log_dir) -> Spooled:
+    return Spooled([sys.executable, "launch.py", str(VIDEO), "--job", job, "--max-frames", "12",
+                    "--wait-subscribers", "1", "--job-log", str(log_dir), "--log-level", "error"], cwd=ROOT, text=True)
 
 
-def printed_endpoints(run: subprocess.Popen) -> dict[str, str]:
+def printed_endpoints(run: Spooled) -> dict[str, str]:
     """The results and history endpoints a one-off run prints on its stderr (before it publishes anything)."""
-    for line in run.stderr:
-        found = re.search(r"posebus: results (tcp://\S+), history (tcp://\S+)", line)
-        if found:
-            return {"results": found.group(1), "history": found.group(2)}
-    raise AssertionError(f"the run exited ({run.wait()}) without printing its endpoints")
+    found = run.wait_for(r"posebus: results (tcp://\S+), history (tcp://\S+)", timeout=120)
+    return {"results": found.group(1), "history": found.group(2)}
 
 
 def test_two_one_off_runs_at_once_each_on_its_own_ports(tmp_path):

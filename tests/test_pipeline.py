@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.spooled import Spooled
 from pose.angles import ANGLE_KEYS
 from pose.skeleton import CANONICAL_JOINTS, JOINT_INDEX as J
 
@@ -80,8 +81,8 @@ def test_two_workers_publish_every_frame_in_order(endpoint):
 
 
 def test_sigint_mid_job_stops_every_stage(endpoint):
-    process = subprocess.Popen([sys.executable, "launch.py", str(VIDEO), "--results", endpoint],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = Spooled([sys.executable, "launch.py", str(VIDEO), "--results", endpoint], cwd=ROOT,
+                      stdout=subprocess.DEVNULL, text=True)
     collector = Collector(endpoint)
     collector.start()
     deadline = time.monotonic() + 60
@@ -157,8 +158,8 @@ def test_serve_keeps_serving_after_a_bad_job(endpoint, tmp_path):
     capture = cv2.VideoCapture(str(VIDEO))
     for i in range(5):
         cv2.imwrite(str(tmp_path / "frames" / f"{i}.jpg"), capture.read()[1])
-    server = subprocess.Popen([sys.executable, "launch.py", "serve", "--results", endpoint,
-                               "--control", control_endpoint], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    server = Spooled([sys.executable, "launch.py", "serve", "--results", endpoint, "--control", control_endpoint],
+                     cwd=ROOT, text=True)
     control = Control(control_endpoint, timeout_ms=20_000)
     try:
         bad = control.request(cmd="submit", source=str(tmp_path / "nope.mp4"))
@@ -221,9 +222,8 @@ def test_serve_cancels_a_running_job_and_takes_the_next(endpoint, tmp_path):
     from conftest import free_port
 
     control_endpoint, history = (f"tcp://127.0.0.1:{free_port()}" for _ in range(2))
-    server = subprocess.Popen([sys.executable, "launch.py", "serve", "--results", endpoint, "--history", history,
-                               "--control", control_endpoint, "--realtime", "--job-log", str(tmp_path)],
-                              cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    server = Spooled([sys.executable, "launch.py", "serve", "--results", endpoint, "--history", history,
+                      "--control", control_endpoint, "--realtime", "--job-log", str(tmp_path)], cwd=ROOT, text=True)
     control = Control(control_endpoint, timeout_ms=20_000)
     try:
         job = control.submit(str(VIDEO), job="to-cancel")
