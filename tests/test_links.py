@@ -21,7 +21,7 @@ def test_a_link_refuses_the_types_it_does_not_carry():
         push = sockets.connect(ctx, "events", "inproc://events")
         sockets.send(push, messages.job_end("j", 0))
         assert sockets.receive(pull, "events")["type"] == "job_end"
-        sockets.send(push, messages.progress("j", 1, 1))
+        sockets.send(push, messages.progress("j", 1, 1, 0))
         with pytest.raises(sockets.MALFORMED):
             sockets.receive(pull, "events")
     finally:

@@ -15,7 +15,7 @@ from bench.spooled import Spooled
 from pose.angles import ANGLE_KEYS
 from pose.skeleton import CANONICAL_JOINTS, JOINT_INDEX as J
 
-from conftest import ROOT, VIDEO, Collector, alive, children, final_state, launch, stop
+from conftest import ROOT, VIDEO, Collector, alive, children, failing_detector, final_state, launch, stop
 
 
 def run_and_collect(endpoint, *args):
@@ -61,6 +61,7 @@ def check_runner_in_every_frame(messages, single_track=True):
 def test_one_worker_publishes_every_frame_in_order(endpoint, tmp_path):
     result, messages = run_and_collect(endpoint, "--out", tmp_path)
     assert result.returncode == 0, result.stderr
+    assert re.search(r"posebus: job \w+: 180 frames, person in 180, detection failed on 0\n", result.stderr)
     check_complete_run(messages)
     check_runner_in_every_frame(messages)
     (written,) = tmp_path.glob("*.jsonl")
@@ -144,6 +145,21 @@ def test_bad_input_ends_the_job_with_an_error(endpoint, tmp_path, case):
     assert "Traceback" not in result.stderr
     (end,) = collector.result(30)
     assert end["type"] == "job_end" and end["status"] == "error" and reason in end["error"]
+
+
+def test_a_run_whose_detector_fails_on_every_frame_exits_1_saying_so(endpoint, tmp_path):
+    collector = Collector(endpoint)
+    collector.start()
+    result = launch(VIDEO, "--results", endpoint, "--wait-subscribers", "1", "--max-frames", "30", "--job", "blind",
+                    env=failing_detector(tmp_path / "inject", "injected failure"))
+    assert result.returncode == 1, result.stderr[-3000:]
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("posebus: error")]
+    assert error_lines == ["posebus: error: job blind: detection failed on all 30 frames "
+                           "(the detect stage's log says why)"]
+    assert "injected failure" in result.stderr  # the detect stage's log says why
+    published = collector.result(30)
+    assert [m["detection_failed"] for m in published if m["type"] == "frame"] == [True] * 30
+    assert published[-1]["type"] == "job_end" and published[-1]["status"] == "ok"  # every frame was published
 
 
 def test_serve_keeps_serving_after_a_bad_job(endpoint, tmp_path):

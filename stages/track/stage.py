@@ -69,6 +69,7 @@ class PublishingJob:
     reposer: Callable[[list[Detection]], list[Detection]] | None = None  # reposed_people
     published: int = 0
     with_person: int = 0
+    detection_failed: int = 0  # frames published with no detection (the detector failed on them)
 
 
 @dataclass
@@ -251,7 +252,7 @@ class TrackStage:
     # --- output ------------------------------------------------------------
     def publish(self, job: PublishingJob, message: dict) -> None:
         for sink in self.sinks:
-            sink.write(job.id, message, (job.published, job.with_person))
+            sink.write(job.id, message, (job.published, job.with_person, job.detection_failed))
 
     def pump(self) -> None:
         """Publish whatever is ready, job by job."""
@@ -317,6 +318,7 @@ class TrackStage:
                                      **({"published": self.clock()} if self.clock else {})}
             job.published += 1
             job.with_person += bool(people)
+            job.detection_failed += message["detection_failed"]
             self.publish(job, message)
 
     def finish(self, job: PublishingJob) -> None:
