@@ -232,10 +232,16 @@ class TrackStage:
             log_line(self.log, logging.WARNING, "unknown_job_dropped", job=stale, reason="no job_start came")
 
     def request_missing(self) -> None:
-        """Ask decode again for each job's frames that have not come (``Receiver.request_missing``)."""
+        """Ask decode again for each job's frames that have not come (``Receiver.request_missing``). A frame
+        given up on comes in as a failed detection, recorded like any other: its replay publishes it failed too."""
         for job in list(self.jobs.values()):
-            if job.start is not None and self.delivery.request_missing(
-                    job.id, job.start["fps"], job.end["frames"] if job.end is not None else None):
+            if job.start is None:
+                continue
+            asked, given_up = self.delivery.request_missing(job.id, job.start["fps"],
+                                                            job.end["frames"] if job.end is not None else None)
+            for failed in given_up:
+                self.on_detections(failed)
+            if asked:
                 self.pump_job(job)
 
     def fail_stalled(self) -> None:
