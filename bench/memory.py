@@ -33,6 +33,7 @@ import cv2
 import zmq
 
 from bench.spooled import Spooled
+from bench.timing import free_port
 from bus import client, codec, sockets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,11 +178,7 @@ def wait_for_stages(launcher: subprocess.Popen) -> dict[str, int]:
 
 
 def free_endpoint() -> str:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    return f"tcp://127.0.0.1:{free_port()}"
 
 
 def stop_watching(ctx: zmq.Context, *watchers: Sampler | ResultReader) -> None:

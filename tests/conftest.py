@@ -3,7 +3,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from bench.spooled import Spooled
+from bench.timing import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -24,12 +24,6 @@ sys.path.insert(0, str(ROOT))
 
 if TYPE_CHECKING:
     from bus.client import Control
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -118,10 +112,16 @@ def serving(*extra: str, env: dict[str, str] | None = None):
     control, results = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     server = Spooled([sys.executable, "launch.py", "serve", "--results", results, "--control", control,
                       "--log-level", "error", *extra], cwd=ROOT, text=True, env=env)
+    failed = False
     try:
         yield server, control, results, ipc_folder(server.pid)
+    except BaseException:
+        failed = True
+        raise
     finally:
-        stop(server, sig=signal.SIGTERM)
+        said = stop(server, sig=signal.SIGTERM)
+        if failed:  # pytest shows it beside the failure
+            print(f"launch.py serve's stderr ends:\n{said[-4000:]}")
 
 
 def failing_detector(folder: Path, error: str) -> dict[str, str]:

@@ -2,7 +2,10 @@
 prints them and states them in its job_start; ``serve`` keeps its well-known ports."""
 import sys
 
+import pytest
+
 from bench.spooled import Spooled
+from bench.timing import EPHEMERAL_PORTS, free_port
 from launcher.cli import default_endpoints, parse_args
 
 from conftest import ROOT, VIDEO, Collector, stop
@@ -39,6 +42,15 @@ def test_two_one_off_runs_at_once_each_on_its_own_ports(tmp_path):
     finally:
         for run in runs.values():
             stop(run)
+
+
+def test_free_ports_for_a_pipeline_are_below_the_ephemeral_range():
+    """A freed port of that range may become any new connection's source port before the stage binds it."""
+    if not EPHEMERAL_PORTS.exists():
+        pytest.skip("no /proc/sys/net/ipv4/ip_local_port_range")
+    low = int(EPHEMERAL_PORTS.read_text().split()[0])
+    ports = {free_port() for _ in range(50)}
+    assert all(1024 <= port and port + 8 < low for port in ports), sorted(ports)
 
 
 def test_serve_and_explicit_endpoints_keep_their_ports():
