@@ -79,6 +79,7 @@ _HEADER = {"type": str, "schema": int, "job": str}
 JOB_OPTIONS = job_spec(DETECT, DECODE, TRACK, TRACKER)
 # Wall-clock seconds (time.time()) at which a frame passed each stage, for latency figures.
 _TIMESTAMPS = {"timestamps": MapOf(float, 8)}
+_LATENCY_WINDOW = Struct({"p50": Optional(float), "p95": Optional(float), "samples": int})  # ms, over an interval
 
 SPECS: dict[str, Struct] = {
     "job": Struct({**_HEADER, "source": str}, {"options": JOB_OPTIONS, "source_from": str}),
@@ -143,9 +144,10 @@ SPECS: dict[str, Struct] = {
         "type": str, "schema": int, "stage": str, "worker": str, "host": str, "pid": int, "time": float,
         "interval": float, "messages_in": int, "messages_out": int, "frames": int, "fps": float, "queue": int,
         "drops": int, "retries": int, "errors": int,
-        "latency_ms": MapOf(Struct({"p50": Optional(float), "p95": Optional(float), "samples": int}), 8),
+        "latency_ms": MapOf(_LATENCY_WINDOW, 8),
         "jobs": MapOf(int, 64),
-    }, {"gpu_memory": Optional(int), "skipped": MapOf(int, 32)}),
+    }, {"gpu_memory": Optional(int), "skipped": MapOf(int, 32),
+        "job_latency_ms": MapOf(MapOf(_LATENCY_WINDOW, 8), 64)}),
 }
 PUBLIC_TYPES = ("job_start", "frame", "track_event", "job_end")
 

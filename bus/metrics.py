@@ -99,6 +99,9 @@ class StageMetrics:
         self.errors = ErrorCount()
         self.latencies = {name: LatencyWindow() for name in LATENCIES.get(stage, {})}
         self.jobs: dict[str, int] = {}  # job -> frames this stage finished, newest last
+        # The same latencies per job, for the jobs in ``jobs``: side by side, a live stream's own
+        # latency is what its backend watches, and the stage's mixes it with the file jobs beside it.
+        self.job_latencies: dict[str, dict[str, LatencyWindow]] = {}
         self.skipped: dict[str, int] = {}  # detect: people its detector left out, by reason (the detector's count)
         self._last_snapshot = clock()
         self._frames_at_last_snapshot = 0
@@ -119,11 +122,14 @@ class StageMetrics:
         job = message["job"]
         self.jobs[job] = self.jobs.pop(job, 0) + 1  # re-inserted: the dict stays in recency order
         if len(self.jobs) > JOBS_REPORTED:
+            self.job_latencies.pop(next(iter(self.jobs)), None)
             del self.jobs[next(iter(self.jobs))]
         stamps = message.get("timestamps", {})
         for name, (start, end) in LATENCIES.get(self.stage, {}).items():
             if start in stamps and end in stamps:
-                self.latencies[name].add((stamps[end] - stamps[start]) * 1000.0)
+                ms = (stamps[end] - stamps[start]) * 1000.0
+                self.latencies[name].add(ms)
+                self.job_latencies.setdefault(job, {}).setdefault(name, LatencyWindow()).add(ms)
 
     def due(self) -> bool:
         return self.clock() - self._last_snapshot >= self.interval
@@ -138,12 +144,15 @@ class StageMetrics:
         elapsed = max(now - self._last_snapshot, 1e-9)
         fps = (self.frames - self._frames_at_last_snapshot) / elapsed
         self._last_snapshot, self._frames_at_last_snapshot = now, self.frames
+        job_latency = {job: {name: window.take() for name, window in windows.items()}
+                       for job, windows in self.job_latencies.items() if any(w.samples for w in windows.values())}
         return messages.metrics(
             stage=self.stage, worker=self.worker, host=socket.gethostname(), pid=os.getpid(), time=self.wall(),
             interval=elapsed, messages_in=self.messages_in, messages_out=self.messages_out, frames=self.frames,
             fps=fps, queue=int(self.queue), drops=self.drops.dropped if self.drops else 0, retries=self.retries,
             errors=self.errors.count, latency_ms={name: w.take() for name, w in self.latencies.items()},
             jobs=dict(self.jobs), gpu_memory=gpu_memory_bytes(),
+            **({"job_latency_ms": job_latency} if job_latency else {}),
             **({"skipped": dict(self.skipped)} if self.skipped else {}))
 
     def publish(self) -> None:

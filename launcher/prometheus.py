@@ -61,14 +61,29 @@ class PrometheusExporter:
                     family.add_metric([m["stage"], m["worker"]], m[field])
             yield family
         yield self._latencies(latest)
+        yield self._job_latencies(latest)
 
     @staticmethod
     def _latencies(latest: list[dict]) -> GaugeMetricFamily:
         family = GaugeMetricFamily("posebus_latency_ms", "Frame latency percentiles over the last interval",
                                    labels=[*LABELS, "latency", "quantile"])
         for m in latest:
-            for latency, window in m["latency_ms"].items():
-                for quantile, key in (("0.5", "p50"), ("0.95", "p95")):
-                    if window[key] is not None:
-                        family.add_metric([m["stage"], m["worker"], latency, quantile], window[key])
+            _add_windows(family, [m["stage"], m["worker"]], m["latency_ms"])
         return family
+
+    @staticmethod
+    def _job_latencies(latest: list[dict]) -> GaugeMetricFamily:
+        family = GaugeMetricFamily("posebus_job_latency_ms", "One job's frame latency percentiles over the last "
+                                   "interval", labels=[*LABELS, "job", "latency", "quantile"])
+        for m in latest:
+            for job, windows in m.get("job_latency_ms", {}).items():
+                _add_windows(family, [m["stage"], m["worker"], job], windows)
+        return family
+
+
+def _add_windows(family: GaugeMetricFamily, labels: list[str], windows: dict) -> None:
+    """One sample per latency window and quantile that had samples."""
+    for latency, window in windows.items():
+        for quantile, key in (("0.5", "p50"), ("0.95", "p95")):
+            if window[key] is not None:
+                family.add_metric([*labels, latency, quantile], window[key])

@@ -50,6 +50,34 @@ def test_latency_percentiles_cover_the_interval_then_start_afresh():
     assert metrics.snapshot()["latency_ms"]["end_to_end"] == {"p50": None, "p95": None, "samples": 0}
 
 
+def test_each_job_has_its_own_latency_beside_the_stage_s():
+    clock = FakeClock()
+    metrics = StageMetrics("track", "track", clock=clock)
+    for i in range(20):  # a live stream published at once, a file job beside it waiting behind the workers
+        metrics.sent(frame("live", i, decoded=10.0, detected=10.01, published=10.05))
+        metrics.sent(frame("file", i, decoded=10.0, detected=10.5, published=11.0))
+    clock.now += 1.0
+    snapshot = metrics.snapshot()
+    messages.validate(snapshot)
+    per_job = snapshot["job_latency_ms"]
+    assert per_job["live"]["end_to_end"]["p95"] == pytest.approx(50.0)
+    assert per_job["file"]["end_to_end"]["p50"] == pytest.approx(1000.0)
+    assert per_job["live"]["end_to_end"]["samples"] == per_job["file"]["end_to_end"]["samples"] == 20
+    assert snapshot["latency_ms"]["end_to_end"]["samples"] == 40
+    metrics.sent(frame("file", 20, decoded=10.0, detected=10.5, published=11.0))
+    clock.now += 1.0
+    assert set(metrics.snapshot()["job_latency_ms"]) == {"file"}  # the live job sent nothing this interval
+    clock.now += 1.0
+    assert "job_latency_ms" not in metrics.snapshot()
+
+
+def test_job_latencies_are_kept_for_the_jobs_reported_only():
+    metrics = StageMetrics("track", "track", clock=FakeClock())
+    for job in range(JOBS_REPORTED + 5):
+        metrics.sent(frame(f"job-{job}", 0, decoded=10.0, detected=10.0, published=10.1))
+    assert set(metrics.job_latencies) == set(metrics.jobs) and len(metrics.jobs) == JOBS_REPORTED
+
+
 def test_fps_is_frames_over_the_time_since_the_last_snapshot():
     clock = FakeClock()
     metrics = StageMetrics("detect", "detect-0", interval=1.0, clock=clock)
@@ -101,10 +129,12 @@ def test_status_table_has_a_row_per_stage_in_pipeline_order():
         metrics = StageMetrics(stage, worker, wall=lambda: now)
         metrics.sent(frame("j", 0, decoded=now - 0.3, detected=now - 0.1, published=now))
         latest[worker] = metrics.snapshot()
-    lines = render_table(latest, now).splitlines()
-    assert [line.split()[0] for line in lines] == ["STAGE", "decode", "detect-0", "detect-1", "track"]
-    track = lines[-1].split()
+    stages, jobs = (part.splitlines() for part in render_table(latest, now).split("\n\n"))
+    assert [line.split()[0] for line in stages] == ["STAGE", "decode", "detect-0", "detect-1", "track"]
+    track = stages[-1].split()
     assert track[5:9] == ["100.0", "100.0", "300.0", "300.0"]  # stage and end-to-end p50, p95 in ms
+    assert [line.split() for line in jobs] == [["JOB", "FRAMES", "E2E", "P50", "E2E", "P95"],
+                                                ["j", "1", "300.0", "300.0"]]  # the job's own latency
 
 
 def wait_for_metrics(sub, count, timeout_s=10.0):
@@ -209,6 +239,7 @@ def test_a_realtime_job_shows_every_stage_and_measures_end_to_end_latency_right(
             scraped = fetch(f"http://127.0.0.1:{prometheus_port}/metrics")
             assert 'posebus_fps{stage="track",worker="track"}' in scraped
             assert 'posebus_latency_ms{latency="end_to_end",quantile="0.5",stage="track",worker="track"}' in scraped
+            assert 'posebus_job_latency_ms{job="' in scraped
         _, stderr = launcher.communicate(timeout=120)
         assert launcher.returncode == 0, stderr
     finally:
@@ -230,6 +261,8 @@ def test_a_realtime_job_shows_every_stage_and_measures_end_to_end_latency_right(
         reported = snapshot["latency_ms"]["end_to_end"]
         assert abs(len(seen_ms) - reported["samples"]) <= 2
         assert np.median(seen_ms) == pytest.approx(reported["p50"], rel=0.10)
+        (job_windows,) = snapshot["job_latency_ms"].values()  # one job: its latency is the stage's
+        assert job_windows["end_to_end"] == reported
 
 
 def _has_prometheus_client():

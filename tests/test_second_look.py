@@ -176,3 +176,25 @@ def test_hmr2_blazepose_boxes_get_second_looks_on_real_frames():
         source.close()
     assert [len(b.scores) for b in boxes] == [1, 1, 1]  # the runner, once per frame
     assert list(source.detector.look.follows) == ["runner"]  # the frames' own job: the look follows it across calls
+
+
+def test_a_job_may_ask_for_second_looks_as_its_workers_run_them():
+    """A worker builds its detector with or without second looks once: a job names the pipeline's choice or is
+    refused, with the flag to start one that serves it."""
+    import argparse
+
+    from bus.messages import JOB_OPTIONS
+    from bus.schema import check
+    from launcher.pipeline import Pipeline
+
+    check({"second_look": False}, JOB_OPTIONS, "job options")
+    pipeline = Pipeline.__new__(Pipeline)  # what refusal reads: the launcher's settings and detector kinds
+    pipeline.kinds = ("blazepose",)
+    pipeline.args = argparse.Namespace(detector="blazepose", fov=None, precision="auto", second_look=True)
+    assert pipeline.refusal({"second_look": True}) is None
+    assert pipeline.refusal({"second_look": False}) == (
+        "job asks for second_look False, but this pipeline's workers run True (start one with --no-second-look "
+        "to serve it)")
+    pipeline.args.second_look = False
+    assert pipeline.refusal({"second_look": False}) is None
+    assert pipeline.refusal({"second_look": True}).endswith("(start one without --no-second-look to serve it)")

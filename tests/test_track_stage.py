@@ -114,6 +114,24 @@ def test_a_recording_replays_a_frame_given_up_on_as_the_live_run_published_it(st
     assert replayed == live
 
 
+def test_a_detector_slow_to_give_its_first_frames_is_asked_again_but_no_frame_is_given_up(stage, clock):
+    start(stage)  # HMR 2.0's first batch on a CPU: nothing for many resend waits
+    for _ in range(delivery.MAX_DETECTION_TRIES + 2):
+        clock[0] += delivery.RESEND_AFTER_MIN_S
+        stage.request_missing()
+    assert all(ack["resend"] == [0, 1, 2, 3] for ack in acks(stage) if ack["resend"])
+    slow = messages.detections("j", 0, 0.0, [])
+    slow["timestamps"] = {"decoded": 100.0, "detected": 112.0}
+    stage.on_detections(slow)
+    assert stage.delivery.receipt("j").detection_latency == pytest.approx(12.0)  # the first sample, not a tenth
+    for message in detected(1, 2, 3):
+        stage.on_detections(message)
+    stage.on_job_event(messages.job_end("j", FRAMES))
+    stage.pump()
+    frames = [m for m in stage.job_logs.messages("j") if m["type"] == "frame"]
+    assert [m["detection_failed"] for m in frames] == [False] * FRAMES
+
+
 def test_a_job_that_nothing_moves_ends_with_an_error_after_the_stall_timeout(stage, clock):
     start(stage, 0)
     clock[0] += 59

@@ -358,8 +358,8 @@ export type HealthReply = ControlReply & {
   detector?: string;
   /** Every stage runs and has sent a heartbeat, every detect worker after loading its model. */
   ready?: boolean;
-  /** Detector kind -> its worker processes and how many of them have loaded their model. */
-  detectors?: Record<string, { workers: number; ready: number }>;
+  /** Per detector kind: workers (local and remote), how many have loaded their model, and how many run on other hosts (--worker-links). */
+  detectors?: Record<string, { workers: number; ready: number; remote: number }>;
 };
 
 export const UPLOAD_CHUNK_BYTES: number;

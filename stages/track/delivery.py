@@ -13,7 +13,8 @@ A worker that dies takes the frames it held with it: the receiver notices the ga
 again; duplicates are refused by the reorder buffer. A frame is asked for once it has been missing
 for a few detection latencies (at least ``RESEND_AFTER_MIN_S``) while later frames came in, or when
 nothing came at all for that long; one still missing after ``MAX_DETECTION_TRIES`` requests is
-published as failed rather than stall its job, and a job that nothing moves for ``--stall-timeout``
+published as failed rather than stall its job (requests before the job's first detection do not
+count), and a job that nothing moves for ``--stall-timeout``
 seconds ends with an error. The sender holds at most ``limit`` frames, which also keeps decode from
 running far ahead.
 """
@@ -123,6 +124,7 @@ class Receipt:
 
     last_detection: float = field(default_factory=time.monotonic)
     last_progress: float = field(default_factory=time.monotonic)
+    detections: int = 0  # detections of the job that came
     detection_latency: float = 0.0  # running mean, s: how long to wait before asking decode to resend
     resend_tries: dict[int, int] = field(default_factory=dict)  # index -> times asked
     # index -> when it was last seen missing with later frames in, or asked for
@@ -154,10 +156,15 @@ class Receiver:
         """Note a detection: the resend wait counts from it and follows the detection latency."""
         receipt = self.receipt(message["job"])
         receipt.last_detection = time.monotonic()
+        receipt.detections += 1
         stamps = message.get("timestamps", {})
         # A resent frame keeps its first decode time: its latency would count the wait for the resend.
         if "decoded" in stamps and "detected" in stamps and message["index"] not in receipt.resend_tries:
-            receipt.detection_latency += 0.1 * (stamps["detected"] - stamps["decoded"] - receipt.detection_latency)
+            latency = stamps["detected"] - stamps["decoded"]
+            # The first sample stands for the mean: starting from 0, a slow detector's first batch would
+            # count a tenth, and the next frames would be asked for again while still being detected.
+            weight = 1.0 if receipt.detections == 1 else 0.1
+            receipt.detection_latency += weight * (latency - receipt.detection_latency)
 
     def acknowledge(self, job: str) -> None:
         """Tell decode which frames are done, so it can forget them."""
@@ -201,7 +208,9 @@ class Receiver:
         resend, given_up = [], []
         for index in overdue:
             receipt.missing_since[index] = now
-            receipt.resend_tries[index] = receipt.resend_tries.get(index, 0) + 1
+            # Before the job's first detection the wait knows nothing of the detector's pace (a model
+            # warming up, HMR 2.0's first batch on a CPU): frames are asked for again, but not given up on.
+            receipt.resend_tries[index] = receipt.resend_tries.get(index, 0) + (receipt.detections > 0)
             if receipt.resend_tries[index] <= MAX_DETECTION_TRIES:
                 resend.append(index)
             else:
