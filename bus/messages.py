@@ -133,7 +133,7 @@ SPECS: dict[str, Struct] = {
     "job_end": Struct({**_HEADER, "frames": int, "status": Enum(("ok", "error"))},
                       {"error": Optional(str), "outputs": MapOf(AnyOf((str, ListOf(str, 10_000))), 64),
                        "output_errors": MapOf(str, 64)}),
-    "progress": Struct({**_HEADER, "frames": int, "with_person": int}),
+    "progress": Struct({**_HEADER, "frames": int, "with_person": int, "detection_failed": int}),
     # Track -> decode: frames below ``upto`` are done; send the ``resend`` ones again.
     "ack": Struct({**_HEADER, "upto": int, "resend": ListOf(int, 10_000)}),
     # Last reply to a replay request: where to ask next, and whether the job has ended.
@@ -275,8 +275,9 @@ def ack(job: str, upto: int, resend: list[int]) -> dict:
     return {**_header("ack", job), "upto": int(upto), "resend": [int(i) for i in resend]}
 
 
-def progress(job: str, frames: int, with_person: int) -> dict:
-    return {**_header("progress", job), "frames": frames, "with_person": with_person}
+def progress(job: str, frames: int, with_person: int, detection_failed: int) -> dict:
+    return {**_header("progress", job), "frames": frames, "with_person": with_person,
+            "detection_failed": detection_failed}
 
 
 def metrics(**fields: Any) -> dict:

@@ -81,6 +81,7 @@ class JobRecord:
     state: str = "queued"
     frames: int = 0
     with_person: int = 0
+    detection_failed: int = 0  # frames the detector failed on (published, people filled by the tracker)
     error: str | None = None
     queue_position: int | None = None  # while queued: 1 for the next job to run
     options: dict = field(default_factory=dict)  # the job's own options, as submitted
@@ -365,7 +366,7 @@ class Pipeline:
             if record is not None and record.state == "running":  # a failed job's late messages change nothing
                 record.frames = message["frames"]
                 if message["type"] == "progress":
-                    record.with_person = message["with_person"]
+                    record.with_person, record.detection_failed = message["with_person"], message["detection_failed"]
                 else:
                     record.state, record.error = ("done", None) if message["status"] == "ok" else (
                         "failed", message["error"])

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import zmq
 
+from bench.spooled import Spooled
 from bus import messages, sockets
 from bus.logline import logfmt
 from bus.metrics import JOBS_REPORTED, StageMetrics
@@ -194,7 +195,7 @@ def status_rows(metrics_endpoint):
     table = subprocess.run([sys.executable, "launch.py", "status", "--once", "--metrics", metrics_endpoint],
                            cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert table.returncode == 0, table.stderr
-    header, *rows = table.stdout.splitlines()
+    header, *rows = table.stdout.split("\n\n")[0].splitlines()  # the stages' table, not the jobs' below it
     return {row.split()[0]: dict(zip(header.split("  "), row.split())) for row in rows}, header
 
 
@@ -222,11 +223,11 @@ def test_a_realtime_job_shows_every_stage_and_measures_end_to_end_latency_right(
     monitor = Subscriber(ctx, "metrics", metrics_endpoint, topics=(b"metrics/track/",))
     backend.start()
     monitor.start()
-    launcher = subprocess.Popen(
+    launcher = Spooled(
         [sys.executable, "launch.py", VIDEO, "--realtime", "--results", results, "--history", history,
          "--metrics", metrics_endpoint, "--wait-subscribers", "1", "--job-log", tmp_path / "logs",
          *(["--prometheus", str(prometheus_port)] if has_prometheus else [])],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=ROOT, stdout=subprocess.DEVNULL, text=True)
     try:
         deadline = time.monotonic() + 60
         while len(backend.frames()) < 20 and time.monotonic() < deadline and launcher.poll() is None:

@@ -7,6 +7,8 @@ import sys
 
 from test_node_client import CLIENT, FRAMES, NODE, pytestmark, summary_of, tcp_endpoint  # noqa: F401 (pytestmark)
 
+from bench.spooled import Spooled
+
 from conftest import ROOT, VIDEO, stop
 
 CURVE_BACKEND = """
@@ -53,11 +55,10 @@ def test_node_backend_over_curve_uploads_fetches_cancels_and_waits_until_ready(t
     authorize(generate("backend", keys)[0], keys)
     generate("intruder", keys)  # a key pair the server does not know
     results, control = tcp_endpoint(), tcp_endpoint()
-    server = subprocess.Popen([sys.executable, "launch.py", "serve", "--results", results, "--control", control,
-                               "--history", tcp_endpoint(), "--job-log", tmp_path / "logs", "--curve-name", "server",
-                               "--curve-keys", keys, "--max-upload-mb", "2", "--app-json", tmp_path / "out",
-                               "--log-level", "error"],
-                              cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    server = Spooled([sys.executable, "launch.py", "serve", "--results", results, "--control", control,
+                      "--history", tcp_endpoint(), "--job-log", tmp_path / "logs", "--curve-name", "server",
+                      "--curve-keys", keys, "--max-upload-mb", "2", "--app-json", tmp_path / "out",
+                      "--log-level", "error"], cwd=ROOT, text=True)
     try:
         backend = subprocess.Popen([NODE, "--input-type=module", "-e", CURVE_BACKEND, control, results, keys, VIDEO],
                                    cwd=CLIENT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
