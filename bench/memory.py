@@ -32,6 +32,8 @@ from typing import Iterator
 import cv2
 import zmq
 
+from bench.spooled import Spooled
+from bench.timing import free_port
 from bus import client, codec, sockets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,9 +157,8 @@ class Sampler(threading.Thread):
 @contextmanager
 def launcher_running(video: Path, results: str, history: str, subscribers: int) -> Iterator[subprocess.Popen]:
     """``launch.py VIDEO``; stopped with SIGTERM (SIGINT may be ignored in a background job) if still running."""
-    launcher = subprocess.Popen([sys.executable, "launch.py", str(video), "--results", results, "--history", history,
-                                 "--log-level", "error", "--wait-subscribers", str(subscribers)], cwd=ROOT,
-                                stderr=subprocess.PIPE, text=True)
+    launcher = Spooled([sys.executable, "launch.py", str(video), "--results", results, "--history", history,
+                        "--log-level", "error", "--wait-subscribers", str(subscribers)], cwd=ROOT, text=True)
     try:
         yield launcher
     finally:
@@ -177,11 +178,7 @@ def wait_for_stages(launcher: subprocess.Popen) -> dict[str, int]:
 
 
 def free_endpoint() -> str:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    return f"tcp://127.0.0.1:{free_port()}"
 
 
 def stop_watching(ctx: zmq.Context, *watchers: Sampler | ResultReader) -> None:
@@ -223,8 +220,7 @@ def long_job(video: Path) -> str:
         reader.start()
         sampler = Sampler(wait_for_stages(launcher), reader)
         sampler.start()
-        stderr = launcher.stderr.read()
-        launcher.wait()
+        stderr = launcher.communicate()[1]
     wall = time.monotonic() - started
     stop_watching(ctx, sampler, reader)
     return (f"## Long job: {LONG_FRAMES} frames, {SIZE[0]}×{SIZE[1]} MJPG, BlazePose (video mode), 1 worker\n\n"
@@ -318,8 +314,7 @@ def stalled_subscriber(video: Path) -> str:
         refill_started = time.monotonic()
         refilled = refill(ctx, history, reader.job, *lost) if lost else []
         refill_s = time.monotonic() - refill_started
-        stderr = launcher.stderr.read()
-        launcher.wait()
+        stderr = launcher.communicate()[1]
     wall = time.monotonic() - started
     stop_watching(ctx, sampler, reader)
     samples = sampler.samples

@@ -21,16 +21,16 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import resource
-import subprocess
 import sys
 import time
 from contextlib import closing
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
 
+from bench.spooled import Spooled
 from bench.timing import ROOT, VIDEO, free_port, interleaved, median, process_tree_cpu_seconds, publish, spread, table
 from bus.client import subscribe
 
@@ -72,11 +72,11 @@ def launch_and_collect(*options: str) -> Run:
     """Run ``launch.py VIDEO *options`` with a subscriber; every frame message gets a ``received`` time."""
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     cpu_before, start = children_cpu_s(), time.time()
-    launcher = subprocess.Popen([sys.executable, "launch.py", str(VIDEO), "--results", endpoint,
-                                 "--wait-subscribers", "1", *options], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    launcher = Spooled([sys.executable, "launch.py", str(VIDEO), "--results", endpoint, "--wait-subscribers", "1",
+                        *options], cwd=ROOT, text=True)
     run, cpu_marks = Run(wall_s=0.0, cpu_s=0.0), []
     with closing(subscribe(endpoint, timeout_ms=RESULT_TIMEOUT_MS)) as results:
-        for message in results:
+        for message in stream_of(results, launcher):
             received = time.time()
             if message["type"] == "job_start":
                 last_index = message["frame_count"] - 1
@@ -95,6 +95,15 @@ def launch_and_collect(*options: str) -> Run:
     run.cpu_s = children_cpu_s() - cpu_before
     run.steady_cpu_s = cpu_marks[1] - cpu_marks[0]
     return run
+
+
+def stream_of(results: Iterator[dict], launcher: Spooled) -> Iterator[dict]:
+    """The results, or, when none come in time, an error that says what the launcher did meanwhile."""
+    try:
+        yield from results
+    except TimeoutError as exc:
+        state = "still running" if launcher.poll() is None else f"exited {launcher.returncode}"
+        raise RuntimeError(f"{exc}; launch.py {state}, its stderr ends:\n{launcher.said()[-2000:]}") from None
 
 
 def plain_loop(mode: str, results: multiprocessing.Queue) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import sys
 import time
@@ -96,8 +97,27 @@ def table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in rows])
 
 
+EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
+PORTS_BELOW_EPHEMERAL = 16384  # where free_port picks, just below the ephemeral range
+
+
 def free_port() -> int:
+    """A tcp port on loopback nobody holds now, for a pipeline started next to bind, picked below the system's
+    ephemeral range: a port from that range, once freed, may become the source port of any connection made on
+    this machine (other tests' sockets retry theirs every 100 ms) before the stage binds it seconds later, and
+    that stage then fails ('Address already in use') while its subscribers wait for results that never come."""
+    try:
+        low = int(EPHEMERAL_PORTS.read_text().split()[0])
+    except (OSError, ValueError, IndexError):  # not Linux: the system's pick
+        low = 0
     with socket.socket() as s:
+        while low > PORTS_BELOW_EPHEMERAL:
+            port = random.randrange(low - PORTS_BELOW_EPHEMERAL, low - 16)  # +8 (the metrics port beside) too
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 

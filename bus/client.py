@@ -11,6 +11,7 @@
     control.wait_until_ready(timeout_s=300)  # every worker has loaded its model
     job = control.submit("clip.mp4")
     job = control.submit_upload(control.upload(clip_bytes, name="clip.mp4"))  # a clip posebus cannot open
+    control.fetch_output(job, "overlay", "overlay.mp4")  # after its job_end: a result file, from another machine
 
 Across machines, with CURVE (see docs/security.md)::
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import zmq
 
@@ -53,6 +54,7 @@ def subscribe(endpoint: str, job: str | None = None, timeout_ms: int | None = No
 
 
 UPLOAD_CHUNK_BYTES = 2**20  # per upload_chunk request: the server takes up to its reply's chunk_bytes
+FETCH_CHUNK_BYTES = 2**20  # per output_chunk request (bench.upload): the server sends up to 8 MiB
 REPLAY_CHUNK = 500  # frames asked for per replay request
 CATCH_UP_WAIT_MS = 100
 IDLE_REPLAY_MS = 1000  # a quiet live stream may have lost its last messages: check the log this often
@@ -214,6 +216,44 @@ class Control:
         if not reply["ok"]:
             raise RuntimeError(reply["error"])
         return reply["job"]
+
+    def output_chunks(self, job: str, output: str, index: int | None = None,
+                      chunk_bytes: int = FETCH_CHUNK_BYTES) -> Iterator[bytes]:
+        """The bytes of a finished job's result file, in order, chunk by chunk: ``output`` is the option's name
+        as the job's job_end lists it (``app_json``, ``overlay``, ``out``, ...), ``index`` one file of a
+        per-track output (``gltf``, ``bvh``). Raises RuntimeError when the server refuses (no such job or
+        output, the job has not ended, the file changed since)."""
+        offset, size = 0, None
+        while True:
+            reply = self.request(cmd="output_chunk", job=job, output=output, offset=offset, max_bytes=chunk_bytes,
+                                 **({} if index is None else {"index": index}))
+            if not reply["ok"]:
+                raise RuntimeError(reply["error"])
+            if size not in (None, reply["size"]):
+                raise RuntimeError(f"job {job}'s {output} file changed size while it was fetched")
+            size = reply["size"]
+            offset += len(reply["data"])
+            yield reply["data"]
+            if reply["done"]:
+                return
+            if not reply["data"]:
+                raise RuntimeError(f"job {job}'s {output} file: no bytes at offset {offset} of {size}")
+
+    def fetch_output(self, job: str, output: str, destination: str | Path | BinaryIO, index: int | None = None,
+                     chunk_bytes: int = FETCH_CHUNK_BYTES) -> int:
+        """Copy a finished job's result file (``output_chunks``) to ``destination``: a path, which appears only
+        once complete (written beside under a temporary name, then renamed), or a binary file object.
+        Returns the bytes copied."""
+        if not isinstance(destination, (str, Path)):
+            return sum(destination.write(chunk) for chunk in self.output_chunks(job, output, index, chunk_bytes))
+        from outputs.atomic import replacing
+
+        with replacing(destination) as temporary, temporary.open("wb") as file:
+            return self.fetch_output(job, output, file, index, chunk_bytes)
+
+    def output_bytes(self, job: str, output: str, index: int | None = None) -> bytes:
+        """A finished job's result file (``output_chunks``), whole, in memory."""
+        return b"".join(self.output_chunks(job, output, index))
 
     def status(self, job: str) -> dict:
         return self.request(cmd="status", job=job)

@@ -133,7 +133,7 @@ SPECS: dict[str, Struct] = {
     "job_end": Struct({**_HEADER, "frames": int, "status": Enum(("ok", "error"))},
                       {"error": Optional(str), "outputs": MapOf(AnyOf((str, ListOf(str, 10_000))), 64),
                        "output_errors": MapOf(str, 64)}),
-    "progress": Struct({**_HEADER, "frames": int, "with_person": int}),
+    "progress": Struct({**_HEADER, "frames": int, "with_person": int, "detection_failed": int}),
     # Track -> decode: frames below ``upto`` are done; send the ``resend`` ones again.
     "ack": Struct({**_HEADER, "upto": int, "resend": ListOf(int, 10_000)}),
     # Last reply to a replay request: where to ask next, and whether the job has ended.
@@ -163,6 +163,10 @@ CONTROL_REQUESTS: dict[str, Struct] = {
     "upload": Struct({"cmd": str, "name": str, "size": Between(int, 1, 2**50)}),
     "upload_chunk": Struct({"cmd": str, "upload": str, "offset": Between(int, 0, 2**50), "data": bytes}),
     "submit_upload": Struct({"cmd": str, "upload": str}, {"job": str, "options": JOB_OPTIONS}),
+    # A finished job's result file, in chunks (launcher.results): by the output's name (and a per-track output's
+    # index) in the job's job_end, never by path.
+    "output_chunk": Struct({"cmd": str, "job": str, "output": str, "offset": Between(int, 0, 2**50)},
+                           {"index": Between(int, 0, 10_000), "max_bytes": Between(int, 1, 2**50)}),
 }
 UPLOAD_ID = re.compile(r"^[0-9a-f]{16}$")
 # Requests on the replay socket (DEALER -> ROUTER): a job's messages from frame ``from``.
@@ -271,8 +275,9 @@ def ack(job: str, upto: int, resend: list[int]) -> dict:
     return {**_header("ack", job), "upto": int(upto), "resend": [int(i) for i in resend]}
 
 
-def progress(job: str, frames: int, with_person: int) -> dict:
-    return {**_header("progress", job), "frames": frames, "with_person": with_person}
+def progress(job: str, frames: int, with_person: int, detection_failed: int) -> dict:
+    return {**_header("progress", job), "frames": frames, "with_person": with_person,
+            "detection_failed": detection_failed}
 
 
 def metrics(**fields: Any) -> dict:

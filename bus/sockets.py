@@ -48,6 +48,13 @@ again with every resend. Not over ipc: the kernel reports a local worker's death
 at once, and a worker busy for longer than the heartbeat timeout with its pipe full
 (it reads no ping then) would lose its connection, and libzmq 4.3.5 then aborts the
 worker (``Assertion failed: _input_stopped``) when it reads on after reconnecting.
+Only decode's end pings (its engine never stops reading: a PUSH takes no messages in). A
+worker's end never runs a heartbeat timer: its engine stops reading whenever the worker is
+busy with its pipe full, and when the peer closes meanwhile libzmq 4.3.5 marks it failed
+but keeps it, and the timer's next ping aborts the worker (``Assertion failed: !_io_error``,
+stream_engine_base.cpp, out_event; seen at the shutdown of HMR 2.0 runs, whose batches take
+seconds, when decode left first). The worker notices a dead link by TCP keepalive instead
+(the kernels answer those probes, however busy the worker is).
 Over ipc the frames link's kernel buffers are small: a frame in shared memory is a
 message of a few hundred bytes, and the system's buffers would hold hundreds of them
 queued for a worker, far past the high-water mark, so that the frame decode chooses
@@ -83,7 +90,9 @@ class Link:
     # Control requests and replay requests are checked as requests (messages.validate_request*).
     carries: tuple[str, ...] = ()
     topic: bool = False  # each message comes after a topic frame (``messages.topic``)
-    heartbeat_ms: int = 0  # ZMTP pings this often; a peer silent for HEARTBEAT_MISSES of them is dropped
+    # Over tcp, the binding end sends ZMTP pings this often and drops a peer silent for HEARTBEAT_MISSES of
+    # them; the connecting end sends TCP keepalive probes after as long without traffic (module docstring).
+    heartbeat_ms: int = 0
     # Kernel socket buffer (bytes) of its ipc connections (1: the smallest the kernel allows, some 4 kB;
     # 0: the system's). The high-water mark counts only the messages in ZeroMQ's queues: small ones (frames
     # in shared memory) also fill the kernel's buffers, hundreds of them, all ahead of whatever is sent next.
@@ -148,12 +157,18 @@ def _tune(sock: zmq.Socket, link: Link) -> zmq.Socket:
     return sock
 
 
-def _per_transport(sock: zmq.Socket, link: Link, endpoint: str) -> None:
-    """Options for the connections made from now on to or from ``endpoint``: ZMTP heartbeats over tcp,
-    small kernel buffers over ipc (module docstring)."""
-    if link.heartbeat_ms and is_tcp(endpoint):
+def _per_transport(sock: zmq.Socket, link: Link, endpoint: str, binding: bool) -> None:
+    """Options for the connections made from now on to or from ``endpoint``: over tcp, ZMTP heartbeats from
+    the binding end and TCP keepalive from the connecting end; small kernel buffers over ipc (module docstring)."""
+    if link.heartbeat_ms and is_tcp(endpoint) and binding:
         sock.setsockopt(zmq.HEARTBEAT_IVL, link.heartbeat_ms)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_MISSES * link.heartbeat_ms)
+    elif link.heartbeat_ms and is_tcp(endpoint):
+        interval_s = max(1, round(link.heartbeat_ms / 1000))
+        sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, HEARTBEAT_MISSES * interval_s)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, interval_s)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, HEARTBEAT_MISSES)
     if link.ipc_buffer:
         size = link.ipc_buffer if urlsplit(endpoint).scheme == "ipc" else -1
         sock.setsockopt(zmq.SNDBUF, size)
@@ -187,7 +202,7 @@ def bind(ctx: zmq.Context, name: str, endpoint: str | None = None,
         if not is_loopback(endpoint) and not curve(endpoint):
             print(f"posebus: warning: {name} binds {endpoint}, reachable from other machines "
                   "without encryption", file=sys.stderr)
-        _per_transport(sock, link, endpoint)
+        _per_transport(sock, link, endpoint, binding=True)
         if curve(endpoint) and not sock.curve_server:
             security.as_server(sock)
         sock.bind(endpoint)
@@ -212,7 +227,7 @@ def connect(ctx: zmq.Context, name: str, endpoint: str | None = None,
     sock = _tune(ctx.socket(link.connect_type), link)
     if security is not None and is_tcp(endpoint):
         security.as_client(sock)
-    _per_transport(sock, link, endpoint)
+    _per_transport(sock, link, endpoint, binding=False)
     if link.connect_type == zmq.SUB:
         for t in topics:
             sock.setsockopt(zmq.SUBSCRIBE, t)

@@ -8,8 +8,8 @@ committed here. Bundles live in the user cache, ``$XDG_CACHE_HOME/posebus/blazep
 from one of two routes:
 
 - **download**: MediaPipe's official bundles (resumable, with a progress bar); a download
-  is accepted only as a zip holding both models, and its sha256 is recorded in the cache's
-  manifest so later uses notice a damaged file;
+  is accepted only as a zip holding both models with the release's sha256 (``OFFICIAL_SHA256``),
+  which the cache's manifest records so later uses notice a damaged file;
 - **build** (no internet beyond the package registries): the detector and the full landmark
   model from the ``mediapipe==0.10.14`` wheel (``pip download``, whatever the local Python), the
   lite and heavy landmark models from the npm package ``@mediapipe/pose`` (``npm pack``). Those files carry no TFLite
@@ -46,6 +46,13 @@ CACHE_ENV = "POSEBUS_BLAZEPOSE_CACHE"
 DETECTOR_MEMBER, LANDMARKS_MEMBER = "pose_detector.tflite", "pose_landmarks_detector.tflite"
 OFFICIAL_URL = ("https://storage.googleapis.com/mediapipe-models/pose_landmarker/pose_landmarker_{model}/float16/1/"
                 "pose_landmarker_{model}.task")
+# The official bundles of that release (float16, version 1; 5,777,746, 9,398,198 and 30,664,242 bytes), as
+# several public projects that pin them record them: they cannot be fetched from here to check.
+OFFICIAL_SHA256 = {
+    "lite": "59929e1d1ee95287735ddd833b19cf4ac46d29bc7afddbbf6753c459690d574a",
+    "full": "5134a3aad27a58b93da0088d431f366da362b44e3ccfbe3462b3827a839011b1",
+    "heavy": "64437af838a65d18e5ba7a0d39b465540069bc8aae8308de3e318aad31fcbc7b",
+}
 
 
 @dataclass(frozen=True)
@@ -290,16 +297,25 @@ def build(model: str, cache: Path | None = None) -> Path:
 
 def download(model: str, cache: Path | None = None, url: str | None = None, timeout: float = 30.0,
              progress: bool = True) -> Path:
-    """Fetch the official bundle of ``model`` into the cache (resumable); its path."""
+    """Fetch the official bundle of ``model`` into the cache (resumable), or the bundle at ``url``; its path.
+
+    The official one must have its pinned sha256 (``OFFICIAL_SHA256``); a bundle from a ``url`` of the
+    user's choosing only has to be a bundle.
+    """
     cache = cache or cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     path = bundle_path(model, cache)
+    expected = None if url else OFFICIAL_SHA256[model]
     url = url or OFFICIAL_URL.format(model=model)
     fetched = path.with_name(path.name + ".download")
     fetch_url(url, fetched, timeout=timeout, progress=progress_bar(path.name) if progress else None)
     if not is_bundle(fetched):
         fetched.unlink()
         raise ModelUnavailable(f"{url} did not give a pose landmarker bundle ({DETECTOR_MEMBER} + {LANDMARKS_MEMBER})")
+    found = sha256(fetched)
+    if expected is not None and found != expected:
+        fetched.unlink()
+        raise ModelUnavailable(f"{url} gave a bundle with sha256 {found}, not the release's {expected}; not used")
     fetched.replace(path)
     _record(cache, path, {"source": "download", "url": url})
     return path

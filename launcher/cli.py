@@ -1,6 +1,7 @@
 """posebus launcher: runs the decode, detect and track stages as processes.
 
-    posebus run VIDEO [options]    run one job end to end, exit 0 when its job_end is published
+    posebus run VIDEO [options]    run one job end to end, exit 0 when its job_end is published;
+                                   1 when the job failed or detection failed on every frame
                                    (posebus VIDEO [options] too)
     posebus serve [options]        keep running and take jobs on the control socket
     posebus status [--once]        a live table of every stage's metrics (--metrics ENDPOINT)
@@ -89,7 +90,12 @@ def run_one(args: argparse.Namespace) -> int:
         if record.state == "failed":
             print(f"posebus: error: job {job}: {record.error}", file=sys.stderr)
             return 1
-        print(f"posebus: job {job}: {record.frames} frames, person in {record.with_person}", file=sys.stderr)
+        if record.frames and record.detection_failed == record.frames:  # published, but tracked from nothing
+            print(f"posebus: error: job {job}: detection failed on all {record.frames} frames "
+                  "(the detect stage's log says why)", file=sys.stderr)
+            return 1
+        print(f"posebus: job {job}: {record.frames} frames, person in {record.with_person}, "
+              f"detection failed on {record.detection_failed}", file=sys.stderr)
         return 0
     except KeyboardInterrupt:
         bar.close()

@@ -1,8 +1,8 @@
 """``launch.py serve``: the pipeline kept running, taking jobs on the control socket (REP).
 
-Requests (submit, status, cancel, list, health, and the uploads of ``launcher.uploads``) are
-validated by ``bus.messages`` and answered from the pipeline's job records (a queued job's
-``queue_position``: 1 runs next); up to ``--max-jobs`` jobs run at once. A detect worker that
+Requests (submit, status, cancel, list, health, the uploads of ``launcher.uploads`` and the result files of
+``launcher.results``) are validated by ``bus.messages`` and answered from the pipeline's job records (a queued
+job's ``queue_position``: 1 runs next); up to ``--max-jobs`` jobs run at once. A detect worker that
 dies costs no job anything; a decode or track stage that dies fails the jobs running, is
 restarted, and the queued jobs go on.
 """
@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from bus import codec, messages, sockets
 from launcher.pipeline import Pipeline
+from launcher.results import FetchError, ResultFiles
 from launcher.uploads import CHUNK_BYTES, Uploads
+
+# A backend that saw a job's job_end (results socket) may ask for its files before the launcher has the
+# job_end too (status link): a request about a running job waits this long for it.
+JOB_END_WAIT_S = 0.2
 
 
 def submit_upload(pipeline: Pipeline, uploads: Uploads, request: dict) -> dict:
@@ -34,9 +40,27 @@ def submit_upload(pipeline: Pipeline, uploads: Uploads, request: dict) -> dict:
     return {"ok": True, "job": job}
 
 
-def handle_request(pipeline: Pipeline, request: dict, uploads: Uploads) -> dict:
-    """Answer one control request (already validated); an ``UploadError`` (a ValueError) is the caller's to reply."""
+def output_chunk(pipeline: Pipeline, results: ResultFiles, request: dict) -> dict:
+    """A chunk of one of a job's result files, once the job has ended."""
+    job = request["job"]
+    record = pipeline.records.get(job)
+    if record is None:
+        raise FetchError(f"no job {job}")
+    deadline = time.monotonic() + JOB_END_WAIT_S
+    while record.state == "running" and time.monotonic() < deadline:  # its job_end may be on its way here
+        results.note(pipeline.poll(20))
+    if record.state in ("queued", "running"):
+        raise FetchError(f"job {job} is {record.state}: its result files can be fetched once it has ended")
+    return {"ok": True, **results.chunk(job, request["output"], request.get("index"), request["offset"],
+                                        request.get("max_bytes"))}
+
+
+def handle_request(pipeline: Pipeline, request: dict, uploads: Uploads, results: ResultFiles) -> dict:
+    """Answer one control request (already validated); an ``UploadError`` or ``FetchError`` (ValueErrors) is the
+    caller's to reply."""
     command = request["cmd"]
+    if command == "output_chunk":
+        return output_chunk(pipeline, results, request)
     if command == "upload":
         upload = uploads.start(request["name"], request["size"])
         return {"ok": True, "upload": upload.id, "chunk_bytes": CHUNK_BYTES}
@@ -76,12 +100,13 @@ def handle_request(pipeline: Pipeline, request: dict, uploads: Uploads) -> dict:
 def serve(args: argparse.Namespace) -> int:
     pipeline = Pipeline(args)
     uploads = Uploads(pipeline.folder / "uploads", args.max_upload_mb * 2**20)
+    results = ResultFiles()
     control = sockets.bind(pipeline.ctx, "control", args.control, security=pipeline.security)
     print(f"posebus: serving; control {args.control}, results {args.results}, metrics {args.metrics}",
           file=sys.stderr)
     try:
         while True:
-            pipeline.poll(0)
+            results.note(pipeline.poll(0))
             dead = pipeline.supervise()
             if dead:  # fail the jobs in hand, bring the stage back, take the next jobs
                 print(f"posebus: error: stage stopped: {', '.join(dead)}; restarting it", file=sys.stderr)
@@ -92,8 +117,8 @@ def serve(args: argparse.Namespace) -> int:
                 continue
             try:
                 request = messages.validate_request(codec.decode(control.recv_multipart(copy=False)))
-                pipeline.poll(0)  # answer with the latest job states
-                reply = handle_request(pipeline, request, uploads)
+                results.note(pipeline.poll(0))  # answer with the latest job states
+                reply = handle_request(pipeline, request, uploads, results)
             except ValueError as exc:
                 reply = {"ok": False, "error": str(exc)}
             control.send_multipart(codec.encode(reply))

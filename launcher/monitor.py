@@ -54,7 +54,9 @@ class MetricsRelay(threading.Thread):
 
             self.exporter = PrometheusExporter(prometheus_port)
         self.bad = sockets.Counter("launch")
-        self.last_heard: dict[int, float] = {}  # pid -> time.monotonic() of its latest snapshot
+        # (host, pid) -> (stage, time.monotonic() of its latest snapshot): the host too, since workers on
+        # other hosts (--worker-links) report here and a pid is unique on one host only.
+        self.last_heard: dict[tuple[str, int], tuple[str, float]] = {}
         self._stopping = threading.Event()
 
     def run(self) -> None:
@@ -79,7 +81,7 @@ class MetricsRelay(threading.Thread):
         except sockets.MALFORMED as exc:
             self.bad.drop(exc)
             return
-        self.last_heard[message["pid"]] = time.monotonic()
+        self.last_heard[(message["host"], message["pid"])] = (message["stage"], time.monotonic())
         self.outbox.send_multipart(parts, copy=False)  # as it came: topic and encoding are already right
         if self.exporter is not None:
             self.exporter.update(message)
@@ -137,9 +139,31 @@ def table_rows(latest: dict[str, dict], now: float) -> list[tuple[str, ...]]:
     return rows
 
 
+JOB_COLUMNS = ("JOB", "FRAMES", "E2E P50", "E2E P95")
+
+
+def job_rows(latest: dict[str, dict]) -> list[tuple[str, ...]]:
+    """One row per job the track stage published frames of in its last interval: its own end-to-end latency."""
+    rows = []
+    for m in latest.values():
+        if m["stage"] == "track":
+            for job, windows in m.get("job_latency_ms", {}).items():
+                e2e = windows.get("end_to_end", {})
+                rows.append((job, str(m["jobs"].get(job, 0)), _ms(e2e.get("p50")), _ms(e2e.get("p95"))))
+    return rows
+
+
 def render_table(latest: dict[str, dict], now: float) -> str:
-    rows = [COLUMNS, *table_rows(latest, now)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    """The stages' table, and below it the jobs' when the track stage published frames in its last interval."""
+    tables = [[COLUMNS, *table_rows(latest, now)]]
+    jobs = job_rows(latest)
+    if jobs:
+        tables.append([JOB_COLUMNS, *jobs])
+    return "\n\n".join(_aligned(rows) for rows in tables)
+
+
+def _aligned(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in
                                enumerate(zip(row, widths))) for row in rows)
 

@@ -16,6 +16,7 @@ import ctypes
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,9 @@ from launcher import monitor
 from launcher.workers import detector_argv, worker_links
 from options.groups import DECODE, DETECT, DETECTOR, TRACK, TRACKER
 from stages import runtime
+
+HOST = socket.gethostname()  # as the stages name it in their metrics
+REMOTE_WORKER_SILENCE_S = 30.0  # a remote worker silent this long is no longer counted (with --heartbeat-timeout 0)
 
 ROOT = Path(__file__).resolve().parents[1]  # where ``python -m stages.*`` finds the stages
 STOP_GRACE_S = 3.0
@@ -77,6 +81,7 @@ class JobRecord:
     state: str = "queued"
     frames: int = 0
     with_person: int = 0
+    detection_failed: int = 0  # frames the detector failed on (published, people filled by the tracker)
     error: str | None = None
     queue_position: int | None = None  # while queued: 1 for the next job to run
     options: dict = field(default_factory=dict)  # the job's own options, as submitted
@@ -163,7 +168,7 @@ class Pipeline:
     def _start(self, name: str) -> None:
         """Start (or restart) one stage process."""
         if name in self.processes:
-            self.metrics_relay.last_heard.pop(self.processes[name].pid, None)
+            self.metrics_relay.last_heard.pop((HOST, self.processes[name].pid), None)
         self.hung.pop(name, None)
         self.processes[name] = subprocess.Popen([sys.executable, *self._stage_commands()[name]],
                                                 env=_stage_environment(), preexec_fn=_stage_preexec)
@@ -172,7 +177,16 @@ class Pipeline:
     def last_heard(self) -> dict[str, float]:
         """Stage name -> time.monotonic() of its current process's latest heartbeat (absent before the first)."""
         heard = self.metrics_relay.last_heard
-        return {name: heard[p.pid] for name, p in self.processes.items() if p.pid in heard}
+        return {name: heard[(HOST, p.pid)][1] for name, p in self.processes.items() if (HOST, p.pid) in heard}
+
+    def remote_workers(self) -> int:
+        """Detect workers outside this launcher (``launch.py worker`` over --worker-links) heard from lately."""
+        if not self.remote:
+            return 0
+        ours = {(HOST, p.pid) for p in self.processes.values()}
+        recent = time.monotonic() - (self.args.heartbeat_timeout or REMOTE_WORKER_SILENCE_S)
+        return sum(stage == "detect" and at >= recent and key not in ours
+                   for key, (stage, at) in list(self.metrics_relay.last_heard.items()))
 
     def kill_hung(self) -> None:
         """SIGKILL (which a stopped process obeys too) every live stage silent for too long;
@@ -218,24 +232,32 @@ class Pipeline:
         """Why the running workers cannot serve a job with ``options``, or None."""
         for name, values in self.served().items():
             if name in options and options[name] not in values:
-                flag = DETECT[name].flag
+                option = DETECT[name]
+                words = option.argv(options[name])  # a switch's default value: no flag
+                how = f"with {' '.join(words)}" if words else f"without {option.flag}"
                 return (f"job asks for {name} {options[name]!r}, but this pipeline's workers run "
-                        f"{', '.join(map(repr, values))} (start one with {flag} {options[name]} to serve it)")
+                        f"{', '.join(map(repr, values))} (start one {how} to serve it)")
         return None
 
     def readiness(self) -> dict[str, dict[str, int]]:
         """Detector kind -> ``workers`` (how many this pipeline runs) and ``ready`` (how many of them have
-        loaded their model: a worker's first heartbeat comes only after its detector is built)."""
+        loaded their model: a worker's first heartbeat comes only after its detector is built), each
+        counting ``remote`` workers: those on other hosts heard from lately, all of the one kind
+        --worker-links serves."""
         heard = self.last_heard()
         workers = self.workers()
-        return {kind: {"workers": sum(of == kind for of in workers.values()),
+        remote = self.remote_workers()
+        return {kind: {"workers": sum(of == kind for of in workers.values()) + remote,
                        "ready": sum(of == kind and self.processes[name].poll() is None and name in heard
-                                    for name, of in workers.items())} for kind in self.kinds}
+                                    for name, of in workers.items()) + remote,
+                       "remote": remote} for kind in self.kinds}
 
     def ready(self) -> bool:
-        """Every stage runs and has sent a heartbeat, every detect worker with its model loaded."""
+        """Every stage runs and has sent a heartbeat, every detect worker with its model loaded, and each
+        detector kind has a worker (with ``--workers 0``, one on another host)."""
         heard = self.last_heard()
-        return all(process.poll() is None and name in heard for name, process in self.processes.items())
+        return (all(process.poll() is None and name in heard for name, process in self.processes.items())
+                and all(kind["ready"] > 0 for kind in self.readiness().values()))
 
     def submit(self, source: str, job_id: str | None = None, options: dict | None = None,
                source_from: str | None = None) -> str:
@@ -344,7 +366,7 @@ class Pipeline:
             if record is not None and record.state == "running":  # a failed job's late messages change nothing
                 record.frames = message["frames"]
                 if message["type"] == "progress":
-                    record.with_person = message["with_person"]
+                    record.with_person, record.detection_failed = message["with_person"], message["detection_failed"]
                 else:
                     record.state, record.error = ("done", None) if message["status"] == "ok" else (
                         "failed", message["error"])

@@ -42,4 +42,7 @@ def check_worker_links(args: argparse.Namespace) -> str | None:
                 "(see docs/security.md)")
     if args.command == "worker" and args.curve_name is not None and args.curve_server is None:
         return "a worker with CURVE needs the pipeline's public key name (--curve-server)"
+    if len(args.detectors) > 1:  # the links are the default pool's: a remote worker says not which kind it runs
+        return (f"--worker-links serves one detector kind, but --detectors names {', '.join(args.detectors)} "
+                f"(workers on other hosts would all join the {args.detector} pool): start a pipeline per kind")
     return None

@@ -31,7 +31,7 @@ PRECISION = Option("--precision", "HMR 2.0 arithmetic: fp32, bf16, int8 (CPU onl
                    default="auto", choices=PRECISIONS, job=Enum(PRECISIONS))
 # The detect options a job may name: a worker serves every job with what it loaded, so a job asking for another
 # value than the running workers' is refused (launcher.pipeline.Pipeline.refusal).
-DETECT = Table("detect", (DETECTOR, FOV, PRECISION))
+DETECT = Table("detect", (DETECTOR, FOV, PRECISION, SECOND_LOOK))
 
 # Which part of the source a job takes (video.sources.trimmed's keywords); part of the decode group.
 TRIM = Table("trim", (

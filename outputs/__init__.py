@@ -15,6 +15,7 @@ written under a temporary name and renamed into place when complete (``outputs.a
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 from collections.abc import Mapping
@@ -39,6 +40,7 @@ class FileOutput:
     writer: str  # "module:function", called with (the job's published messages, the path)
     when: str = SUCCEEDED  # ALWAYS (even a job that never started: the report says why), STARTED, SUCCEEDED
     per_track: bool = False  # the writer names its files (one per track), writes each atomically, returns them
+    takes: tuple[str, ...] = ()  # the stage's settings the writer takes as keywords (the animations: checkpoint)
 
     def path(self, where: Path, job: str) -> Path:
         return where if where.suffix == f".{self.suffix}" else where / f"{job}.{self.suffix}"
@@ -46,10 +48,11 @@ class FileOutput:
     def wanted(self, start: dict | None, end: dict) -> bool:
         return self.when == ALWAYS or start is not None and (self.when == STARTED or not end.get("error"))
 
-    def write(self, results: list[dict], path: Path) -> str | list[str]:
+    def write(self, results: list[dict], path: Path, settings: Mapping[str, Any]) -> str | list[str]:
         """Write the file(s); returns the absolute path, or the paths of a per-track output."""
         module, function = self.writer.split(":")
-        write = getattr(importlib.import_module(module), function)
+        write = functools.partial(getattr(importlib.import_module(module), function),
+                                  **{name: settings.get(name) for name in self.takes})
         if self.per_track:
             return [str(Path(written).absolute()) for written in write(results, path)]
         with replacing(path) as temporary:
@@ -71,9 +74,9 @@ FILES = (
     FileOutput(_asks("--phalp-pkl", "also write PHALP-format results to DIR/<job>.pkl (or to PATH.pkl)"), "pkl",
                "outputs.phalp:write_phalp", STARTED),
     FileOutput(_asks("--gltf", "write each tracked person's animation to DIR/<job>.track<id>.glb (glTF 2.0)"), "glb",
-               "outputs.gltf:write", per_track=True),
+               "outputs.gltf:write", per_track=True, takes=("checkpoint",)),
     FileOutput(_asks("--bvh", "write each tracked person's animation to DIR/<job>.track<id>.bvh"), "bvh",
-               "outputs.bvh:write", per_track=True),
+               "outputs.bvh:write", per_track=True, takes=("checkpoint",)),
 )
 
 
@@ -102,7 +105,7 @@ def write_files(settings: Mapping[str, Any], job: str, start: dict | None, end: 
         path = output.path(Path(where), job)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            written[name] = output.write(results, path)
+            written[name] = output.write(results, path, settings)
         except Exception as exc:  # an output file failing must not take the stage down
             failed[name] = f"{type(exc).__name__}: {exc}".splitlines()[0]
             log_line(log, logging.ERROR, "output_failed", job=job, output=name, error=exc)

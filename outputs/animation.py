@@ -42,7 +42,6 @@ Filled frames (interpolated, predicted, held) are keyframes like the others;
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -406,18 +405,17 @@ def animations(messages: list[dict], smpl: SmplModel | None = None) -> tuple[str
 
 
 def smpl_model_from_checkpoint(path: str | Path) -> SmplModel:
-    """The SMPL arrays inside an HMR 2.0 checkpoint (its ``smpl.*`` buffers)."""
-    from detectors.hmr2.checkpoint import read_checkpoint
+    """The SMPL arrays of an HMR 2.0 checkpoint: the layer the track stage poses (``checkpoint.load_smpl``, read
+    once per checkpoint and process), from its ``smpl.*`` buffers or, lacking them, the SMPL files beside it."""
+    from detectors.hmr2.checkpoint import load_smpl
 
-    state = read_checkpoint(path)["state_dict"]
-    if "smpl.v_template" not in state:
-        raise ValueError(f"{path}: the checkpoint has no smpl.* buffers")
+    layer = load_smpl(path)
 
     def array(key):
-        return state[f"smpl.{key}"].double().numpy()
+        return getattr(layer, key).double().numpy()
 
     return SmplModel(array("v_template"), array("shapedirs"), array("J_regressor"), array("lbs_weights"),
-                     state["smpl.faces_tensor"].numpy().astype(np.int64))
+                     layer.faces_tensor.numpy().astype(np.int64))
 
 
 def find_smpl_model(checkpoint: str | Path | None = None) -> SmplModel | None:
@@ -428,13 +426,9 @@ def find_smpl_model(checkpoint: str | Path | None = None) -> SmplModel | None:
     return None if found is None else smpl_model_from_checkpoint(found)
 
 
-@functools.cache  # a track stage writes both formats of many jobs: the checkpoint is read once
-def _cached_smpl_model() -> SmplModel | None:
-    return find_smpl_model()
-
-
-def job_smpl_model(messages: list[dict]) -> SmplModel | None:
-    """For a job's published messages: the SMPL model of the checkpoint in the 4D-Humans cache when the job ran
-    HMR 2.0 (the track stage is not told ``--checkpoint``), else None (keypoint skeletons)."""
+def job_smpl_model(messages: list[dict], checkpoint: str | Path | None = None) -> SmplModel | None:
+    """For a job's published messages: when the job ran HMR 2.0, the SMPL model of ``checkpoint`` (the track
+    stage's ``--checkpoint``, whose SMPL it re-posed the job with) or of the one in the 4D-Humans cache;
+    else None (keypoint skeletons)."""
     start = next((m for m in messages if m["type"] == "job_start"), {})
-    return _cached_smpl_model() if start.get("detector") == "hmr2" else None
+    return find_smpl_model(checkpoint) if start.get("detector") == "hmr2" else None

@@ -110,10 +110,10 @@ def _numbers(values) -> str:
     return " ".join(f"{v:.6f}" for v in np.asarray(values, dtype=np.float64).ravel())
 
 
-def write(messages: list[dict], path: Path) -> list[Path]:
+def write(messages: list[dict], path: Path, checkpoint: str | Path | None = None) -> list[Path]:
     """The job's file output (``outputs.FILES``): one ``.bvh`` per track beside ``path``
-    (DIR/<job>.bvh -> DIR/<job>.track<id>.bvh)."""
-    return write_bvh(messages, Path(path).parent, job_smpl_model(messages))
+    (DIR/<job>.bvh -> DIR/<job>.track<id>.bvh); an HMR 2.0 job's SMPL is ``checkpoint``'s (``job_smpl_model``)."""
+    return write_bvh(messages, Path(path).parent, job_smpl_model(messages, checkpoint))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -166,10 +166,10 @@ def write_gltf(messages: list[dict], folder: str | Path, smpl: SmplModel | None 
             for a in found]
 
 
-def write(messages: list[dict], path: Path) -> list[Path]:
+def write(messages: list[dict], path: Path, checkpoint: str | Path | None = None) -> list[Path]:
     """The job's file output (``outputs.FILES``): one ``.glb`` per track beside ``path``
-    (DIR/<job>.glb -> DIR/<job>.track<id>.glb)."""
-    return write_gltf(messages, Path(path).parent, job_smpl_model(messages))
+    (DIR/<job>.glb -> DIR/<job>.track<id>.glb); an HMR 2.0 job's SMPL is ``checkpoint``'s (``job_smpl_model``)."""
+    return write_gltf(messages, Path(path).parent, job_smpl_model(messages, checkpoint))
 
 
 def export_main(prog: str, write, argv: list[str] | None) -> int:

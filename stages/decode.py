@@ -330,17 +330,31 @@ class Lanes:
         self.lanes[job].thread.start()
 
     def reap(self) -> None:
-        """Forget the lanes whose job is over."""
-        for job, lane in list(self.lanes.items()):
-            if not lane.thread.is_alive():
-                if lane.acks is not None:
-                    lane.acks.close()
-                if job in self.ended:  # else its job_end (every lane sends one) is still to come or to go
-                    self.ended.discard(job)
-                    self.pool_of.pop(job).forget(job)
-                self.live.discard(job)
-                self.queue.cancelled_jobs.pop(job, None)
-                del self.lanes[job]
+        """Forget the lanes whose job is over, once what they sent before they ended is taken (a frame
+        resent last would otherwise come in for a job already forgotten)."""
+        over = [job for job, lane in self.lanes.items() if not lane.thread.is_alive()]
+        if over:
+            self.take_from_lanes()
+        for job in over:
+            lane = self.lanes.pop(job)
+            if lane.acks is not None:
+                lane.acks.close()
+            if job in self.ended:  # else its job_end (every lane sends one) is still to come or to go
+                self.ended.discard(job)
+                self.pool_of.pop(job).forget(job)
+            self.live.discard(job)
+            self.queue.cancelled_jobs.pop(job, None)
+
+    def take_from_lanes(self) -> None:
+        """Queue the frames the lanes sent for the workers, hold their job_ends, pass their job_starts on."""
+        while self.intake.poll(0):
+            message = codec.decode(self.intake.recv_multipart(copy=False))  # from a lane of this process
+            if message["type"] == "image":
+                self.pool_of[message["job"]].add(message, message["job"] in self.live)
+            elif message["type"] == "job_end":
+                self.ends[message["job"]] = message
+            else:
+                send_event(self.events, message, self.metrics)
 
     def step(self, timeout_ms: int) -> None:
         """Take what arrived within ``timeout_ms`` (job requests, frames from the lanes, acks) and send
@@ -356,14 +370,7 @@ class Lanes:
         ready = dict(poller.poll(timeout_ms))
         if self.queue.jobs in ready:
             self.queue.read()
-        while self.intake.poll(0):
-            message = codec.decode(self.intake.recv_multipart(copy=False))  # from a lane of this process
-            if message["type"] == "image":
-                self.pool_of[message["job"]].add(message, message["job"] in self.live)
-            elif message["type"] == "job_end":
-                self.ends[message["job"]] = message
-            else:
-                send_event(self.events, message, self.metrics)
+        self.take_from_lanes()
         if self.acks is not None:
             self.route_acks()
         for frames, fair in self.pools.items():

@@ -3,7 +3,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +14,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from bench.spooled import Spooled
+from bench.timing import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 VIDEO = SHARED / "media" / "vid.mp4"
@@ -22,12 +24,6 @@ sys.path.insert(0, str(ROOT))
 
 if TYPE_CHECKING:
     from bus.client import Control
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -89,37 +85,74 @@ def alive(pid: int) -> bool:
 
 
 def stop(server: subprocess.Popen, seconds: float = 20, sig: int = signal.SIGINT, stderr: Path | None = None) -> str:
-    """Signal a launcher to stop and wait for it, draining its stderr pipe (a full, unread pipe blocks it).
+    """Signal a launcher to stop and wait for it.
 
-    Returns what it wrote to stderr (the pipe's, or the file ``stderr``). If it has not
+    Returns what it wrote to stderr (a ``Spooled`` process's, or the file ``stderr``). If it has not
     stopped after ``seconds``, it is asked for its threads' stacks (SIGUSR1), killed, and
     the failure shows the end of its stderr.
     """
     if server.poll() is None:
         server.send_signal(sig)
     try:
-        piped = server.communicate(timeout=seconds)[1]
+        said = server.communicate(timeout=seconds)[1]
     except subprocess.TimeoutExpired:
         server.send_signal(signal.SIGUSR1)
         time.sleep(1)
         server.kill()
-        piped = server.communicate()[1]
-        said = piped or (stderr.read_text() if stderr else "")
+        said = server.communicate()[1]
+        said = said or (stderr.read_text() if stderr else "")
         raise AssertionError(f"the launcher did not stop within {seconds} s; its stderr ends:\n"
                              f"{said[-6000:]}") from None
-    return piped or (stderr.read_text() if stderr else "")
+    return said or (stderr.read_text() if stderr else "")
 
 
 @contextmanager
-def serving(*extra: str):
+def serving(*extra: str, env: dict[str, str] | None = None):
     """``launch.py serve`` on free ports; yields (process, control endpoint, results endpoint, ipc folder)."""
     control, results = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    server = subprocess.Popen([sys.executable, "launch.py", "serve", "--results", results, "--control", control,
-                               "--log-level", "error", *extra], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    server = Spooled([sys.executable, "launch.py", "serve", "--results", results, "--control", control,
+                      "--log-level", "error", *extra], cwd=ROOT, text=True, env=env)
+    failed = False
     try:
         yield server, control, results, ipc_folder(server.pid)
+    except BaseException:
+        failed = True
+        raise
     finally:
-        stop(server, sig=signal.SIGTERM)
+        said = stop(server, sig=signal.SIGTERM)
+        if failed:  # pytest shows it beside the failure
+            print(f"launch.py serve's stderr ends:\n{said[-4000:]}")
+
+
+def failing_detector(folder: Path, error: str) -> dict[str, str]:
+    """The environment of a real run whose detector raises ``RuntimeError(error)`` on every batch: a
+    ``sitecustomize`` module in ``folder``, on the PYTHONPATH the stages inherit, wraps ``detectors.create``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(f"""import builtins
+import sys
+
+_import = builtins.__import__
+
+
+def _failing(detector):
+    def detect(images):
+        raise RuntimeError({error!r})
+    detector.detect = detect
+    return detector
+
+
+def _import_then_patch(name, *args, **kwargs):
+    module = _import(name, *args, **kwargs)
+    package = sys.modules.get("detectors")
+    if hasattr(package, "create") and not hasattr(package, "_unpatched_create"):  # once, when it is whole
+        package._unpatched_create = package.create
+        package.create = lambda *a, **k: _failing(package._unpatched_create(*a, **k))
+    return module
+
+
+builtins.__import__ = _import_then_patch
+""")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(folder)])}
 
 
 def ipc_folder(pid: int) -> Path:

@@ -31,7 +31,7 @@ def valid_messages() -> list[dict]:
         messages.track_event("j1", 3, "born", 1),
         messages.job_end("j1", 131),
         messages.job_end("j1", 0, "no such file"),
-        messages.progress("j1", 10, 9),
+        messages.progress("j1", 10, 9, 1),
     ]
 
 

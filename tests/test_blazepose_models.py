@@ -115,6 +115,18 @@ def test_download_accepts_only_a_bundle_and_records_it(server, tmp_path):
     assert models.check_bundle("lite", tmp_path / "cache") is None
 
 
+def test_the_official_download_must_be_the_release_s_bundle(server, tmp_path, monkeypatch):
+    bundle = tmp_path / "made.task"
+    models.write_bundle(bundle, b"detector", b"landmarks")
+    server["body"] = bundle.read_bytes()
+    monkeypatch.setattr(models, "OFFICIAL_URL", server["url"].replace("lite", "{model}"))
+    with pytest.raises(models.ModelUnavailable, match="gave a bundle with sha256 .*, not the release's 59929e1d"):
+        models.download("lite", tmp_path / "cache", progress=False)
+    assert models.check_bundle("lite", tmp_path / "cache") == "not in the cache"
+    monkeypatch.setitem(models.OFFICIAL_SHA256, "lite", models.sha256(bundle))
+    assert models.download("lite", tmp_path / "cache", progress=False).read_bytes() == server["body"]
+
+
 def test_launch_models_reports_each_bundle_and_how_to_get_it(tmp_path):
     environ = {**os.environ, "POSEBUS_BLAZEPOSE_CACHE": str(tmp_path)}
     done = subprocess.run([sys.executable, "launch.py", "models", "--cache-dir", str(tmp_path)], cwd=ROOT,

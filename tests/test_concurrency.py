@@ -1,14 +1,21 @@
 """Several jobs at once in ``launch.py serve``: each gets every frame once and in order, whatever the others do
 (a cancel, a broken source, a worker killed mid-way, a live job served ahead of it)."""
+import argparse
+import logging
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
+import zmq
 
+from bus import messages, sockets
 from bus.client import Control
-from stages.decode import FairFrames
+from bus.metrics import StageMetrics
+from stages.decode import FairFrames, JobQueue, Lane, LaneMetrics, Lanes
 
 from conftest import VIDEO, Collector, children, serving
 
@@ -65,6 +72,42 @@ def test_fair_frames_serves_live_jobs_first_then_jobs_in_turn():
     fair.forget("live")  # ended: its last frame still goes, as a file job's (the least served)
     assert [(m["job"], m["index"]) for m in iter(fair.next, None)] == [("live", 1), ("a", 3)]
     assert len(fair) == 0
+
+
+def test_decode_sends_a_frame_a_lane_resent_just_before_it_ended():
+    """A lane answers the track stage's last resend request, then its job is over: the stage's loop, which
+    had sent the job's job_end already, still deals that frame out (it failed with a KeyError, and decode
+    died: seen at the end of an HMR 2.0 run whose slow first batch made the track stage ask again)."""
+    ctx = zmq.Context()
+    try:
+        frames = sockets.bind(ctx, "frames", "inproc://frames")
+        worker = sockets.connect(ctx, "frames", "inproc://frames")
+        track = sockets.bind(ctx, "events", "inproc://events")
+        events = sockets.connect(ctx, "events", "inproc://events")
+        queue = JobQueue(sockets.bind(ctx, "jobs", "inproc://jobs"), events, sockets.Counter("decode"))
+        lanes = Lanes(ctx, argparse.Namespace(), lambda request: frames, events, None, queue,
+                      logging.getLogger("posebus.test"), StageMetrics("decode", "decode"))
+        lanes.pool_of["j"] = lanes.pools.setdefault(frames, FairFrames())
+        lanes.ended.add("j")  # its job_end has gone to the track stage
+
+        def resend_then_end():
+            out = sockets.connect(ctx, "lanes")
+            sockets.send(out, messages.image("j", 3, 100.0, np.zeros((4, 4, 3), np.uint8)))
+            out.close(linger=-1)
+
+        lane = threading.Thread(target=resend_then_end)
+        lane.start()
+        lane.join()
+        lanes.lanes["j"] = Lane(lane, None, LaneMetrics())
+        lanes.reap()
+        lanes.step(0)
+        assert worker.poll(5000), "the resent frame did not go to a worker"
+        resent = sockets.receive(worker, "frames")
+        assert (resent["job"], resent["index"]) == ("j", 3)
+        assert "j" not in lanes.lanes and "j" not in lanes.pool_of
+        assert not track.poll(0)  # nothing more for the track stage
+    finally:
+        ctx.destroy(linger=0)
 
 
 def test_fair_frames_lets_a_job_submitted_later_catch_up_before_sharing():

@@ -99,7 +99,8 @@ def test_a_job_may_ask_for_the_fov_and_precision_its_workers_run():
 
     check({"fov": 60.0, "precision": "int8"}, JOB_OPTIONS, "job options")
     pipeline = Pipeline.__new__(Pipeline)  # what refusal reads: the launcher's settings and detector kinds
-    pipeline.args, pipeline.kinds = argparse.Namespace(detector="hmr2", fov=60.0, precision="int8"), ("hmr2",)
+    pipeline.args = argparse.Namespace(detector="hmr2", fov=60.0, precision="int8", second_look=True)
+    pipeline.kinds = ("hmr2",)
     assert pipeline.refusal({"fov": 60.0, "precision": "int8"}) is None
     assert "--fov 70" in pipeline.refusal({"fov": 70.0})
     assert "--precision fp32" in pipeline.refusal({"precision": "fp32"})

@@ -14,7 +14,6 @@ name jobs that do not exist. The tests at the bottom pin the bugs this fuzzing
 found (all fixed).
 """
 import random
-import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from bench.spooled import Spooled
 from bus import codec, messages, sockets
 from bus.client import Control
 from bus.schema import SchemaError
@@ -237,9 +237,8 @@ def standalone_decode(folder: Path, timeout_ms: int = TIMEOUT_MS):
     jobs = socket(ctx, zmq.PUSH, ends["jobs"], bind=True, timeout_ms=timeout_ms)
     events = socket(ctx, zmq.PULL, ends["events"], bind=True, timeout_ms=timeout_ms)
     frames = socket(ctx, zmq.PULL, ends["frames"], bind=False, timeout_ms=timeout_ms)
-    stage = subprocess.Popen([sys.executable, "-m", "stages.decode", "--jobs", ends["jobs"], "--frames",
-                              ends["frames"], "--events", ends["events"], "--log-level", "error"], cwd=ROOT,
-                             stderr=subprocess.PIPE, text=True)
+    stage = Spooled([sys.executable, "-m", "stages.decode", "--jobs", ends["jobs"], "--frames", ends["frames"],
+                     "--events", ends["events"], "--log-level", "error"], cwd=ROOT, text=True)
     try:
         yield stage, jobs, frames, events
     finally:
@@ -278,11 +277,11 @@ def standalone_track(folder: Path):
     """A track stage on its own: the test pushes events and detections and subscribes to results."""
     ctx = zmq.Context()
     results = f"tcp://127.0.0.1:{free_port()}"
-    stage = subprocess.Popen([sys.executable, "-m", "stages.track", "--events", f"ipc://{folder}/events",
-                              "--detections", f"ipc://{folder}/detections", "--results", results,
-                              "--history", f"ipc://{folder}/history", "--acks", f"ipc://{folder}/acks",
-                              "--metrics-link", f"ipc://{folder}/metrics", "--job-log", str(folder / "logs"),
-                              "--log-level", "error"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    stage = Spooled([sys.executable, "-m", "stages.track", "--events", f"ipc://{folder}/events",
+                     "--detections", f"ipc://{folder}/detections", "--results", results,
+                     "--history", f"ipc://{folder}/history", "--acks", f"ipc://{folder}/acks",
+                     "--metrics-link", f"ipc://{folder}/metrics", "--job-log", str(folder / "logs"),
+                     "--log-level", "error"], cwd=ROOT, text=True)
     events = ctx.socket(zmq.PUSH)
     events.connect(f"ipc://{folder}/events")
     detections = ctx.socket(zmq.PUSH)
@@ -385,9 +384,8 @@ def test_detect_survives_an_empty_jpeg(tmp_path):
     ctx = zmq.Context()
     frames = socket(ctx, zmq.PUSH, f"ipc://{tmp_path}/frames", bind=True)
     detections = socket(ctx, zmq.PULL, f"ipc://{tmp_path}/detections", bind=True, timeout_ms=2 * BUG_TIMEOUT_MS)
-    stage = subprocess.Popen([sys.executable, "-m", "stages.detect", "--frames", f"ipc://{tmp_path}/frames",
-                              "--detections", f"ipc://{tmp_path}/detections", "--log-level", "error"], cwd=ROOT,
-                             stderr=subprocess.PIPE, text=True)
+    stage = Spooled([sys.executable, "-m", "stages.detect", "--frames", f"ipc://{tmp_path}/frames",
+                     "--detections", f"ipc://{tmp_path}/detections", "--log-level", "error"], cwd=ROOT, text=True)
     try:
         frames.send_multipart(codec.encode(messages.image("odd", 0, 0.0, jpeg=b"", width=4, height=4)))
         frames.send_multipart(codec.encode(messages.image("real", 0, 0.0, np.zeros((48, 64, 3), np.uint8))))

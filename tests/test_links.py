@@ -2,6 +2,8 @@
 ``bus.tap`` prints them, and only a message that is not one counts as malformed."""
 import argparse
 import logging
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -13,6 +15,8 @@ from options.groups import TRACK, TRACKER
 from outputs import table as outputs_table
 from stages.track.stage import TrackStage
 
+from conftest import ROOT, free_port
+
 
 def test_a_link_refuses_the_types_it_does_not_carry():
     ctx = zmq.Context()
@@ -21,7 +25,7 @@ def test_a_link_refuses_the_types_it_does_not_carry():
         push = sockets.connect(ctx, "events", "inproc://events")
         sockets.send(push, messages.job_end("j", 0))
         assert sockets.receive(pull, "events")["type"] == "job_end"
-        sockets.send(push, messages.progress("j", 1, 1))
+        sockets.send(push, messages.progress("j", 1, 1, 0))
         with pytest.raises(sockets.MALFORMED):
             sockets.receive(pull, "events")
     finally:
@@ -70,3 +74,40 @@ def test_detections_that_overflow_before_their_job_start_are_dropped_with_one_lo
     finally:
         stage.close()
         ctx.destroy(linger=0)
+
+
+BUSY_WORKER = """
+import sys, time
+import zmq
+from bus import sockets
+
+ctx = zmq.Context()
+decode = sockets.bind(ctx, "frames", sys.argv[1])
+worker = sockets.connect(ctx, "frames", sys.argv[1])
+time.sleep(0.3)
+sent, start = 0, time.monotonic()
+while time.monotonic() - start < 0.5:  # the worker is busy (an HMR 2.0 batch): it reads nothing, its pipe fills
+    try:
+        decode.send(b"x" * 2000, zmq.NOBLOCK)
+        sent += 1
+    except zmq.Again:
+        time.sleep(0.01)
+decode.close(linger=0)  # decode goes away (the pipeline stops)
+time.sleep(2.5)  # the worker still busy
+received = 0
+while worker.poll(500):
+    worker.recv()
+    received += 1
+print(sent, received)
+ctx.destroy(linger=0)
+"""
+
+
+def test_a_busy_worker_on_tcp_survives_decode_going_away():
+    """libzmq 4.3.5 aborted such a worker (``Assertion failed: !_io_error``) with ZMTP heartbeats on its end."""
+    run = subprocess.run([sys.executable, "-c", BUSY_WORKER, f"tcp://127.0.0.1:{free_port()}"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "Assertion failed" not in run.stderr
+    sent, received = map(int, run.stdout.split())
+    assert 0 < received <= sent

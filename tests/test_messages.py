@@ -29,7 +29,7 @@ def test_every_builder_produces_a_valid_message():
         messages.frame("j1", 3, 100.0, [messages.person(1, "observed", 0.9, 0, detection())]),
         messages.job_end("j1", 131),
         messages.job_end("j1", 0, "no such file"),
-        messages.progress("j1", 10, 9),
+        messages.progress("j1", 10, 9, 1),
     ]
     for message in built:
         assert messages.validate(message) is message
@@ -60,7 +60,7 @@ def test_invalid_frames_are_refused_with_the_field_named(mutate, reason):
 
 def test_expected_types_are_enforced():
     with pytest.raises(SchemaError, match="unexpected"):
-        messages.validate(messages.progress("j", 1, 1), expected=("frame",))
+        messages.validate(messages.progress("j", 1, 1, 0), expected=("frame",))
 
 
 def test_image_needs_exactly_one_payload():

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import zmq
 
+from bench.spooled import Spooled
 from bus import messages, sockets
 from bus.logline import logfmt
 from bus.metrics import JOBS_REPORTED, StageMetrics
@@ -128,10 +129,12 @@ def test_status_table_has_a_row_per_stage_in_pipeline_order():
         metrics = StageMetrics(stage, worker, wall=lambda: now)
         metrics.sent(frame("j", 0, decoded=now - 0.3, detected=now - 0.1, published=now))
         latest[worker] = metrics.snapshot()
-    lines = render_table(latest, now).splitlines()
-    assert [line.split()[0] for line in lines] == ["STAGE", "decode", "detect-0", "detect-1", "track"]
-    track = lines[-1].split()
+    stages, jobs = (part.splitlines() for part in render_table(latest, now).split("\n\n"))
+    assert [line.split()[0] for line in stages] == ["STAGE", "decode", "detect-0", "detect-1", "track"]
+    track = stages[-1].split()
     assert track[5:9] == ["100.0", "100.0", "300.0", "300.0"]  # stage and end-to-end p50, p95 in ms
+    assert [line.split() for line in jobs] == [["JOB", "FRAMES", "E2E", "P50", "E2E", "P95"],
+                                                ["j", "1", "300.0", "300.0"]]  # the job's own latency
 
 
 def wait_for_metrics(sub, count, timeout_s=10.0):
@@ -192,7 +195,7 @@ def status_rows(metrics_endpoint):
     table = subprocess.run([sys.executable, "launch.py", "status", "--once", "--metrics", metrics_endpoint],
                            cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert table.returncode == 0, table.stderr
-    header, *rows = table.stdout.splitlines()
+    header, *rows = table.stdout.split("\n\n")[0].splitlines()  # the stages' table, not the jobs' below it
     return {row.split()[0]: dict(zip(header.split("  "), row.split())) for row in rows}, header
 
 
@@ -220,11 +223,11 @@ def test_a_realtime_job_shows_every_stage_and_measures_end_to_end_latency_right(
     monitor = Subscriber(ctx, "metrics", metrics_endpoint, topics=(b"metrics/track/",))
     backend.start()
     monitor.start()
-    launcher = subprocess.Popen(
+    launcher = Spooled(
         [sys.executable, "launch.py", VIDEO, "--realtime", "--results", results, "--history", history,
          "--metrics", metrics_endpoint, "--wait-subscribers", "1", "--job-log", tmp_path / "logs",
          *(["--prometheus", str(prometheus_port)] if has_prometheus else [])],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=ROOT, stdout=subprocess.DEVNULL, text=True)
     try:
         deadline = time.monotonic() + 60
         while len(backend.frames()) < 20 and time.monotonic() < deadline and launcher.poll() is None:

@@ -5,11 +5,13 @@ import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
+from bench.spooled import Spooled
 from bus import codec
 from bus.client import subscribe
 from outputs.app_json import app_document
@@ -81,9 +83,8 @@ def test_node_subscriber_receives_every_frame_of_a_run(tmp_path):
 
 def test_node_control_submits_and_follows_a_job(tmp_path):
     results, control = tcp_endpoint(), tcp_endpoint()
-    server = subprocess.Popen([sys.executable, "launch.py", "serve", "--results", results, "--control", control,
-                               "--history", tcp_endpoint(), "--job-log", tmp_path / "logs"],
-                              cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    server = Spooled([sys.executable, "launch.py", "serve", "--results", results, "--control", control,
+                      "--history", tcp_endpoint(), "--job-log", tmp_path / "logs"], cwd=ROOT, text=True)
     try:
         summary = summary_of(node("examples/submit-and-follow.js", control, results, VIDEO), timeout=90)
     finally:
@@ -100,9 +101,9 @@ def test_node_control_submits_and_follows_a_job(tmp_path):
 
 def realtime_run(results: str, history: str, job: str, folder) -> subprocess.Popen:
     """A run paced like a camera (30 fps: 6 s for VIDEO) with its job log and --out file in ``folder``."""
-    return subprocess.Popen([sys.executable, "launch.py", VIDEO, "--realtime", "--results", results,
-                             "--history", history, "--job", job, "--job-log", folder / "logs", "--out", folder],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return Spooled([sys.executable, "launch.py", VIDEO, "--realtime", "--results", results, "--history", history,
+                    "--job", job, "--job-log", folder / "logs", "--out", folder],
+                   cwd=ROOT, stdout=subprocess.DEVNULL, text=True)
 
 
 def wait_until_published(results: str, job: str, index: int) -> None:
@@ -264,6 +265,8 @@ def test_node_example_backend_stores_every_frame_with_the_rider_and_fetches_the_
     video = json.loads((store / "video.json").read_text())
     assert (video["fps"], video["frameCount"], video["resolution"]) == (30.0, frames, [960, 544])
     assert summary["outputs"]["overlay"].endswith(f"{summary['job']}.mp4")
+    fetched = Path(video["overlayVideoPath"]).read_bytes()  # over the control socket, not copied from the path
+    assert fetched == Path(summary["outputs"]["overlay"]).read_bytes() and summary["overlayBytes"] == len(fetched)
     with av.open(video["overlayVideoPath"]) as container:
         assert container.streams.video[0].codec_context.name == "h264"
         assert sum(1 for _ in container.decode(video=0)) == frames

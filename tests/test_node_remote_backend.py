@@ -1,10 +1,13 @@
 """A Node backend on another machine, through clients/node and the real zeromq package against a real
-``launch.py serve`` with CURVE: readiness, an upload followed to its end, a cancel, refusals."""
+``launch.py serve`` with CURVE: readiness, an upload followed to its end and its result file fetched, a cancel,
+refusals."""
 import signal
 import subprocess
 import sys
 
 from test_node_client import CLIENT, FRAMES, NODE, pytestmark, summary_of, tcp_endpoint  # noqa: F401 (pytestmark)
+
+from bench.spooled import Spooled
 
 from conftest import ROOT, VIDEO, stop
 
@@ -25,6 +28,7 @@ CURVE_BACKEND = """
     const submitted = await control.submitUpload(upload, { job: "node-upload", max_frames: 5 });
     const uploadedIndices = [];
     for await (const frame of uploaded) uploadedIndices.push(frame.index);
+    const appJson = (await control.outputBytes("node-upload", "app_json")).toString("utf8");
 
     const long = subscribe(results, { job: "node-cancel", timeoutMs: 60_000, curve });
     await long.connected;
@@ -37,13 +41,13 @@ CURVE_BACKEND = """
     }
     const tooBig = await control.upload(new Uint8Array(2 * 1024 * 1024 + 1), { name: "big.mp4" }).then(
       () => null, (error) => error.message);
-    console.log(JSON.stringify({ intruderGot, health, upload, submitted, uploadedIndices, cancelReply, end, published,
-                                 tooBig, unknownCancel: await control.cancel("no-such-job") }));
+    console.log(JSON.stringify({ intruderGot, health, upload, submitted, uploadedIndices, appJson, cancelReply, end,
+                                 published, tooBig, unknownCancel: await control.cancel("no-such-job") }));
     control.close();
 """
 
 
-def test_node_backend_over_curve_uploads_cancels_and_waits_until_ready(tmp_path):
+def test_node_backend_over_curve_uploads_fetches_cancels_and_waits_until_ready(tmp_path):
     from bus.security import authorize, generate
 
     keys = tmp_path / "keys"
@@ -51,10 +55,10 @@ def test_node_backend_over_curve_uploads_cancels_and_waits_until_ready(tmp_path)
     authorize(generate("backend", keys)[0], keys)
     generate("intruder", keys)  # a key pair the server does not know
     results, control = tcp_endpoint(), tcp_endpoint()
-    server = subprocess.Popen([sys.executable, "launch.py", "serve", "--results", results, "--control", control,
-                               "--history", tcp_endpoint(), "--job-log", tmp_path / "logs", "--curve-name", "server",
-                               "--curve-keys", keys, "--max-upload-mb", "2", "--log-level", "error"],
-                              cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    server = Spooled([sys.executable, "launch.py", "serve", "--results", results, "--control", control,
+                      "--history", tcp_endpoint(), "--job-log", tmp_path / "logs", "--curve-name", "server",
+                      "--curve-keys", keys, "--max-upload-mb", "2", "--app-json", tmp_path / "out",
+                      "--log-level", "error"], cwd=ROOT, text=True)
     try:
         backend = subprocess.Popen([NODE, "--input-type=module", "-e", CURVE_BACKEND, control, results, keys, VIDEO],
                                    cwd=CLIENT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -64,6 +68,7 @@ def test_node_backend_over_curve_uploads_cancels_and_waits_until_ready(tmp_path)
     assert summary["intruderGot"] == "timeout"  # CURVE: an unknown key gets no reply at all
     assert summary["health"]["ready"] is True and summary["health"]["detectors"]["blazepose"]["ready"] == 1
     assert summary["submitted"] == "node-upload" and summary["uploadedIndices"] == list(range(5))
+    assert summary["appJson"] == (tmp_path / "out" / "node-upload.json").read_text()  # over CURVE, not the path
     assert summary["cancelReply"] == {"ok": True, "job": "node-cancel"}
     end = summary["end"]
     assert (end["status"], end["error"]) == ("error", "cancelled") and end["frames"] == summary["published"] < FRAMES

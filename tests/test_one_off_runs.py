@@ -1,27 +1,25 @@
 """One-off runs (``launch.py VIDEO`` without endpoints) side by side: each takes ports no other run holds,
 prints them and states them in its job_start; ``serve`` keeps its well-known ports."""
-import re
-import subprocess
 import sys
 
+import pytest
+
+from bench.spooled import Spooled
+from bench.timing import EPHEMERAL_PORTS, free_port
 from launcher.cli import default_endpoints, parse_args
 
 from conftest import ROOT, VIDEO, Collector, stop
 
 
-def start_one_off(job: str, log_dir) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "launch.py", str(VIDEO), "--job", job, "--max-frames", "12",
-                             "--wait-subscribers", "1", "--job-log", str(log_dir), "--log-level", "error"],
-                            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+def start_one_off(job: str, log_dir) -> Spooled:
+    return Spooled([sys.executable, "launch.py", str(VIDEO), "--job", job, "--max-frames", "12",
+                    "--wait-subscribers", "1", "--job-log", str(log_dir), "--log-level", "error"], cwd=ROOT, text=True)
 
 
-def printed_endpoints(run: subprocess.Popen) -> dict[str, str]:
+def printed_endpoints(run: Spooled) -> dict[str, str]:
     """The results and history endpoints a one-off run prints on its stderr (before it publishes anything)."""
-    for line in run.stderr:
-        found = re.search(r"posebus: results (tcp://\S+), history (tcp://\S+)", line)
-        if found:
-            return {"results": found.group(1), "history": found.group(2)}
-    raise AssertionError(f"the run exited ({run.wait()}) without printing its endpoints")
+    found = run.wait_for(r"posebus: results (tcp://\S+), history (tcp://\S+)", timeout=120)
+    return {"results": found.group(1), "history": found.group(2)}
 
 
 def test_two_one_off_runs_at_once_each_on_its_own_ports(tmp_path):
@@ -44,6 +42,15 @@ def test_two_one_off_runs_at_once_each_on_its_own_ports(tmp_path):
     finally:
         for run in runs.values():
             stop(run)
+
+
+def test_free_ports_for_a_pipeline_are_below_the_ephemeral_range():
+    """A freed port of that range may become any new connection's source port before the stage binds it."""
+    if not EPHEMERAL_PORTS.exists():
+        pytest.skip("no /proc/sys/net/ipv4/ip_local_port_range")
+    low = int(EPHEMERAL_PORTS.read_text().split()[0])
+    ports = {free_port() for _ in range(50)}
+    assert all(1024 <= port and port + 8 < low for port in ports), sorted(ports)
 
 
 def test_serve_and_explicit_endpoints_keep_their_ports():

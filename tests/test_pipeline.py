@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.spooled import Spooled
 from pose.angles import ANGLE_KEYS
 from pose.skeleton import CANONICAL_JOINTS, JOINT_INDEX as J
 
-from conftest import ROOT, VIDEO, Collector, alive, children, final_state, launch, stop
+from conftest import ROOT, VIDEO, Collector, alive, children, failing_detector, final_state, launch, stop
 
 
 def run_and_collect(endpoint, *args):
@@ -60,6 +61,7 @@ def check_runner_in_every_frame(messages, single_track=True):
 def test_one_worker_publishes_every_frame_in_order(endpoint, tmp_path):
     result, messages = run_and_collect(endpoint, "--out", tmp_path)
     assert result.returncode == 0, result.stderr
+    assert re.search(r"posebus: job \w+: 180 frames, person in 180, detection failed on 0\n", result.stderr)
     check_complete_run(messages)
     check_runner_in_every_frame(messages)
     (written,) = tmp_path.glob("*.jsonl")
@@ -80,8 +82,8 @@ def test_two_workers_publish_every_frame_in_order(endpoint):
 
 
 def test_sigint_mid_job_stops_every_stage(endpoint):
-    process = subprocess.Popen([sys.executable, "launch.py", str(VIDEO), "--results", endpoint],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = Spooled([sys.executable, "launch.py", str(VIDEO), "--results", endpoint], cwd=ROOT,
+                      stdout=subprocess.DEVNULL, text=True)
     collector = Collector(endpoint)
     collector.start()
     deadline = time.monotonic() + 60
@@ -145,6 +147,21 @@ def test_bad_input_ends_the_job_with_an_error(endpoint, tmp_path, case):
     assert end["type"] == "job_end" and end["status"] == "error" and reason in end["error"]
 
 
+def test_a_run_whose_detector_fails_on_every_frame_exits_1_saying_so(endpoint, tmp_path):
+    collector = Collector(endpoint)
+    collector.start()
+    result = launch(VIDEO, "--results", endpoint, "--wait-subscribers", "1", "--max-frames", "30", "--job", "blind",
+                    env=failing_detector(tmp_path / "inject", "injected failure"))
+    assert result.returncode == 1, result.stderr[-3000:]
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("posebus: error")]
+    assert error_lines == ["posebus: error: job blind: detection failed on all 30 frames "
+                           "(the detect stage's log says why)"]
+    assert "injected failure" in result.stderr  # the detect stage's log says why
+    published = collector.result(30)
+    assert [m["detection_failed"] for m in published if m["type"] == "frame"] == [True] * 30
+    assert published[-1]["type"] == "job_end" and published[-1]["status"] == "ok"  # every frame was published
+
+
 def test_serve_keeps_serving_after_a_bad_job(endpoint, tmp_path):
     from bus.client import Control, subscribe
 
@@ -157,8 +174,8 @@ def test_serve_keeps_serving_after_a_bad_job(endpoint, tmp_path):
     capture = cv2.VideoCapture(str(VIDEO))
     for i in range(5):
         cv2.imwrite(str(tmp_path / "frames" / f"{i}.jpg"), capture.read()[1])
-    server = subprocess.Popen([sys.executable, "launch.py", "serve", "--results", endpoint,
-                               "--control", control_endpoint], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    server = Spooled([sys.executable, "launch.py", "serve", "--results", endpoint, "--control", control_endpoint],
+                     cwd=ROOT, text=True)
     control = Control(control_endpoint, timeout_ms=20_000)
     try:
         bad = control.request(cmd="submit", source=str(tmp_path / "nope.mp4"))
@@ -221,9 +238,8 @@ def test_serve_cancels_a_running_job_and_takes_the_next(endpoint, tmp_path):
     from conftest import free_port
 
     control_endpoint, history = (f"tcp://127.0.0.1:{free_port()}" for _ in range(2))
-    server = subprocess.Popen([sys.executable, "launch.py", "serve", "--results", endpoint, "--history", history,
-                               "--control", control_endpoint, "--realtime", "--job-log", str(tmp_path)],
-                              cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    server = Spooled([sys.executable, "launch.py", "serve", "--results", endpoint, "--history", history,
+                      "--control", control_endpoint, "--realtime", "--job-log", str(tmp_path)], cwd=ROOT, text=True)
     control = Control(control_endpoint, timeout_ms=20_000)
     try:
         job = control.submit(str(VIDEO), job="to-cancel")

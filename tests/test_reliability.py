@@ -14,12 +14,25 @@ from pathlib import Path
 import pytest
 import zmq
 
+from bench.spooled import Spooled
 from bus import messages, sockets
 from bus.client import Control
 from bus.joblog import JobLogs
 from launcher.monitor import overdue
 
-from conftest import ROOT, VIDEO, Collector, alive, children, final_state, free_port, stop
+from conftest import (
+    ROOT,
+    VIDEO,
+    Collector,
+    alive,
+    children,
+    failing_detector,
+    final_state,
+    free_port,
+    run_job,
+    serving,
+    stop,
+)
 
 
 def detect_workers(launcher_pid: int) -> list[int]:
@@ -35,9 +48,8 @@ def test_kill_9_of_a_worker_loses_no_frame(endpoint, run):
     kill_at = rng.randint(5, 150)
     collector = Collector(endpoint)
     collector.start()
-    launcher = subprocess.Popen([sys.executable, "launch.py", str(VIDEO), "--results", endpoint,
-                                 "--wait-subscribers", "1", "--workers", "2"],
-                                cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    launcher = Spooled([sys.executable, "launch.py", str(VIDEO), "--results", endpoint, "--wait-subscribers", "1",
+                        "--workers", "2"], cwd=ROOT, text=True)
     try:
         deadline = time.monotonic() + 90
         while sum(m["type"] == "frame" for m in collector.messages) < kill_at and time.monotonic() < deadline:
@@ -71,6 +83,21 @@ def test_a_frame_never_detected_is_published_as_failed_after_bounded_tries(tmp_p
     assert [f["index"] for f in frames] == list(range(6))
     assert [f["detection_failed"] for f in frames] == [False, False, False, True, False, False]
     assert published[-1]["status"] == "ok"
+
+
+def test_a_run_chattier_than_a_pipe_holds_does_not_stall(tmp_path):
+    """A detector failing each frame with a long error: every failed batch logs it, far more than the 64 KiB
+    a pipe holds. The launcher's stderr (which its stages share) must not be a pipe read only at the end."""
+    env = failing_detector(tmp_path / "inject", "injected failure: " + "x" * 2000)
+    with serving("--workers", "2", env=env) as (server, control_endpoint, results, _):
+        control = Control(control_endpoint, timeout_ms=20_000)
+        published = run_job(control, results, VIDEO, "chatty")
+        control.close()
+        said = server.said()
+    assert len(said.encode()) > 64 * 1024, said[-2000:]
+    frames = [m for m in published if m["type"] == "frame"]
+    assert [f["index"] for f in frames] == list(range(180))
+    assert all(f["detection_failed"] for f in frames)
 
 
 @dataclass
@@ -251,9 +278,8 @@ def test_a_stopped_track_stage_fails_its_job_with_a_clear_error_and_serve_runs_t
 def test_a_launcher_stopped_past_the_heartbeat_timeout_kills_no_stage_when_it_resumes(endpoint):
     """Ctrl-Z on the launcher: the stages kept beating into its queue, none of them hung."""
     control_endpoint = f"tcp://127.0.0.1:{free_port()}"
-    server = subprocess.Popen([sys.executable, "launch.py", "serve", "--results", endpoint, "--control",
-                               control_endpoint, "--heartbeat-timeout", "2"], cwd=ROOT, stderr=subprocess.PIPE,
-                              text=True)
+    server = Spooled([sys.executable, "launch.py", "serve", "--results", endpoint, "--control", control_endpoint,
+                      "--heartbeat-timeout", "2"], cwd=ROOT, text=True)
     control = Control(control_endpoint, timeout_ms=20_000)
     try:
         before = wait_for(lambda: (h := control.health())["ok"] and all(

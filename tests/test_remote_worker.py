@@ -15,18 +15,20 @@ import time
 import pytest
 
 from bus import security
+from bus.client import Control
 from bus.log import read
 
-from conftest import ROOT, VIDEO, free_port, ip, launch
+from conftest import ROOT, VIDEO, free_port, ip, launch, serving
 
 JOB = "netns"
 
 
 class Process:
-    """A process started in a network namespace, its stderr read in the background."""
+    """A process started (in a network namespace, if one is named), its stderr read in the background."""
 
-    def __init__(self, namespace: str, *args: str):
-        self.popen = subprocess.Popen(["ip", "netns", "exec", namespace, sys.executable, *map(str, args)],
+    def __init__(self, namespace: str | None, *args: str):
+        namespaced = ["ip", "netns", "exec", namespace] if namespace else []
+        self.popen = subprocess.Popen([*namespaced, sys.executable, *map(str, args)],
                                       cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.pid = self.popen.pid  # ip netns exec execs the command: the same process
         self.stderr: list[str] = []
@@ -74,6 +76,41 @@ def test_worker_links_off_loopback_need_curve():
     assert refused.stderr.strip().splitlines() == [
         f"posebus: error: --worker-links {everywhere} reaches other machines: turn CURVE on with --curve-name "
         "(see docs/security.md)"]
+
+
+def test_worker_links_serve_one_detector_kind():
+    """Remote workers would all join the default kind's pool, unseen by health: refused at start, nothing run."""
+    links = f"tcp://127.0.0.1:{free_port()}"
+    refused = launch("serve", "--detectors", "blazepose,hmr2", "--worker-links", links,
+                     "--control", f"tcp://127.0.0.1:{free_port()}", timeout=60)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        "posebus: error: --worker-links serves one detector kind, but --detectors names blazepose, hmr2 (workers on "
+        "other hosts would all join the blazepose pool): start a pipeline per kind"]
+
+
+def test_health_counts_a_worker_on_another_host_while_it_beats(tmp_path):
+    """serve with --workers 0 and --worker-links: not ready until a remote worker beats, ready while it does."""
+    links = f"tcp://127.0.0.1:{free_port()}"
+    with serving("--workers", "0", "--worker-links", links, "--heartbeat-timeout", "3") as (server, control_endpoint,
+                                                                                            _, _):
+        control = Control(control_endpoint, timeout_ms=10_000)
+        worker = None
+        try:
+            health = control.health()
+            assert not health["ready"] and health["detectors"]["blazepose"] == {"workers": 0, "ready": 0, "remote": 0}
+            worker = Process(None, "launch.py", "worker", "--worker-links", links, "--log-level", "info")
+            health = control.wait_until_ready(120)
+            assert health["detectors"]["blazepose"] == {"workers": 1, "ready": 1, "remote": 1}
+            worker.stop()
+            deadline = time.monotonic() + 30
+            while control.health()["ready"] and time.monotonic() < deadline:
+                time.sleep(0.25)
+            assert control.health()["detectors"]["blazepose"]["remote"] == 0 and server.poll() is None
+        finally:
+            if worker is not None:
+                worker.stop()
+            control.close()
 
 
 def test_remote_worker_takes_frames_and_a_cut_link_loses_none(namespaces, stores, tmp_path):

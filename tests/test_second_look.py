@@ -236,3 +236,25 @@ def test_a_small_rider_who_fell_away_from_the_last_sighting_is_found_in_a_wider_
         finder.close()
     assert len(people) == 1 and matches_rider(people[0].bbox, labels[120])
     assert look.counts.crop_found == 1 and look.counts.searches == 0  # the look around found them, no search
+
+
+def test_a_job_may_ask_for_second_looks_as_its_workers_run_them():
+    """A worker builds its detector with or without second looks once: a job names the pipeline's choice or is
+    refused, with the flag to start one that serves it."""
+    import argparse
+
+    from bus.messages import JOB_OPTIONS
+    from bus.schema import check
+    from launcher.pipeline import Pipeline
+
+    check({"second_look": False}, JOB_OPTIONS, "job options")
+    pipeline = Pipeline.__new__(Pipeline)  # what refusal reads: the launcher's settings and detector kinds
+    pipeline.kinds = ("blazepose",)
+    pipeline.args = argparse.Namespace(detector="blazepose", fov=None, precision="auto", second_look=True)
+    assert pipeline.refusal({"second_look": True}) is None
+    assert pipeline.refusal({"second_look": False}) == (
+        "job asks for second_look False, but this pipeline's workers run True (start one with --no-second-look "
+        "to serve it)")
+    pipeline.args.second_look = False
+    assert pipeline.refusal({"second_look": False}) is None
+    assert pipeline.refusal({"second_look": True}).endswith("(start one without --no-second-look to serve it)")

@@ -23,7 +23,7 @@ def test_health_is_ready_once_every_worker_has_loaded_its_model(blazepose_server
     control, _results = blazepose_server
     health = control.wait_until_ready(timeout_s=240)
     assert health["ready"] is True
-    assert health["detectors"] == {"blazepose": {"workers": 2, "ready": 2}}
+    assert health["detectors"] == {"blazepose": {"workers": 2, "ready": 2, "remote": 0}}
     assert all(process["since_heartbeat_s"] is not None for process in health["processes"].values())
 
 
@@ -55,7 +55,8 @@ def test_a_pool_per_detector_kind_serves_each_job_with_the_detector_it_asks_for(
         control = Control(control_endpoint, timeout_ms=30_000)
         try:
             health = control.wait_until_ready(timeout_s=300)
-            assert health["detectors"] == {"blazepose": {"workers": 1, "ready": 1}, "hmr2": {"workers": 1, "ready": 1}}
+            assert health["detectors"] == {"blazepose": {"workers": 1, "ready": 1, "remote": 0},
+                                           "hmr2": {"workers": 1, "ready": 1, "remote": 0}}
             assert set(health["processes"]) == {"decode", "track", "detect-blazepose-0", "detect-hmr2-0"}
             by_hmr2 = run_job(control, results, VIDEO, "by-hmr2", detector="hmr2", max_frames=4)
             by_default = run_job(control, results, VIDEO, "by-default", max_frames=4)

@@ -12,6 +12,7 @@ from bus import messages, sockets
 from options.groups import TRACK, TRACKER
 from outputs import table as outputs_table
 from stages.track import delivery, sinks
+from stages.track.process import replay
 from stages.track.stage import TrackStage
 
 FRAMES = 4
@@ -26,15 +27,20 @@ def clock(monkeypatch):
     return ahead
 
 
-@pytest.fixture
-def stage(tmp_path):
+def track_stage(ctx: zmq.Context, folder, *flags: str, acks: zmq.Socket | None = None) -> TrackStage:
+    """A track stage in this process, its job logs in ``folder``, results on inproc://results-<folder name>."""
     parser = argparse.ArgumentParser()
     options.add_flags(parser, "track", TRACK, TRACKER, outputs_table())
-    settings = vars(parser.parse_args(["--job-log", str(tmp_path / "logs"), "--stall-timeout", "60"]))
+    settings = vars(parser.parse_args(["--job-log", str(folder / "logs"), "--stall-timeout", "60", *flags]))
+    return TrackStage(sockets.bind(ctx, "results", f"inproc://results-{folder.name}"), None, settings,
+                      logging.getLogger("posebus.test"), clock=None, acks=acks)
+
+
+@pytest.fixture
+def stage(tmp_path):
     ctx = zmq.Context()
-    acks = sockets.bind(ctx, "acks", "inproc://acks")
-    stage = TrackStage(sockets.bind(ctx, "results", "inproc://results"), None, settings,
-                       logging.getLogger("posebus.test"), clock=None, acks=acks)
+    stage = track_stage(ctx, tmp_path, "--record", str(tmp_path / "recorded"),
+                        acks=sockets.bind(ctx, "acks", "inproc://acks"))
     stage.decode = sockets.connect(ctx, "acks", "inproc://acks")  # decode's end, to read the acks
     yield stage
     stage.close()
@@ -87,6 +93,25 @@ def test_a_frame_that_never_comes_is_published_as_failed_after_the_last_try(stag
     frames = [m for m in stage.job_logs.messages("j") if m["type"] == "frame"]
     assert [m["detection_failed"] for m in frames] == [False, True, False, False]
     assert stage.job_logs.messages("j")[-1]["status"] == "ok"
+
+
+def test_a_recording_replays_a_frame_given_up_on_as_the_live_run_published_it(stage, clock, tmp_path):
+    start(stage, 0, 2, 3)
+    stage.on_job_event(messages.job_end("j", FRAMES))
+    for _ in range(delivery.MAX_DETECTION_TRIES + 1):
+        clock[0] += delivery.RESEND_AFTER_MIN_S
+        stage.request_missing()
+    live = stage.job_logs.messages("j")
+    ctx = zmq.Context()
+    try:
+        again = track_stage(ctx, tmp_path / "replay")
+        replay(again, tmp_path / "recorded" / "j")
+        replayed = again.job_logs.messages("j")
+        again.close()
+    finally:
+        ctx.destroy(linger=0)
+    assert [m["detection_failed"] for m in live if m["type"] == "frame"] == [False, True, False, False]
+    assert replayed == live
 
 
 def test_a_detector_slow_to_give_its_first_frames_is_asked_again_but_no_frame_is_given_up(stage, clock):

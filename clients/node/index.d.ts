@@ -358,11 +358,20 @@ export type HealthReply = ControlReply & {
   detector?: string;
   /** Every stage runs and has sent a heartbeat, every detect worker after loading its model. */
   ready?: boolean;
-  /** Detector kind -> its worker processes and how many of them have loaded their model. */
-  detectors?: Record<string, { workers: number; ready: number }>;
+  /** Per detector kind: workers (local and remote), how many have loaded their model, and how many run on other hosts (--worker-links). */
+  detectors?: Record<string, { workers: number; ready: number; remote: number }>;
 };
 
 export const UPLOAD_CHUNK_BYTES: number;
+/** Bytes asked for per `output_chunk` request by default (1 MiB; a reply carries at most 8 MiB). */
+export const FETCH_CHUNK_BYTES: number;
+
+/** Which file of a job's outputs: `index` picks one file of a per-track output (`gltf`, `bvh`). */
+export interface OutputFetchOptions {
+  index?: number;
+  /** Bytes asked for per request (the server sends at most 8 MiB). */
+  chunkBytes?: number;
+}
 
 /** Requests to a `launch.py serve` control socket: REQ with a timeout, a fresh socket after each timeout. */
 export class Control {
@@ -384,5 +393,11 @@ export class Control {
   upload(data: Uint8Array | ArrayBuffer | string, options?: { name?: string; chunkBytes?: number }): Promise<string>;
   /** Submit a complete upload as a job's source; resolves to the job id. An incomplete upload is discarded and rejected. */
   submitUpload(upload: string, options?: { job?: string; [option: string]: unknown }): Promise<string>;
+  /** A finished job's result file, chunk by chunk: `output` as its job_end lists it (`app_json`, `overlay`, ...). Throws when refused (no such job or output, not ended yet). */
+  outputChunks(job: string, output: string, options?: OutputFetchOptions): AsyncGenerator<Uint8Array, void, undefined>;
+  /** Copy a finished job's result file to the file `destination` (appears once complete); resolves to the bytes copied. */
+  fetchOutput(job: string, output: string, destination: string, options?: OutputFetchOptions): Promise<number>;
+  /** A finished job's result file, whole, in memory. */
+  outputBytes(job: string, output: string, options?: OutputFetchOptions): Promise<Uint8Array>;
   close(): void;
 }

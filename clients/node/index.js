@@ -1,7 +1,8 @@
 // Node.js client for posebus: decode result messages, subscribe to the results
 // socket, and send requests to the control socket. Mirrors bus/client.py.
 import { readFileSync } from "node:fs";
-import { basename, join } from "node:path";
+import { open, rename, rm } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { decode as unpack, encode as pack } from "@msgpack/msgpack";
 import * as zmq from "zeromq";
@@ -233,6 +234,7 @@ export function subscribe(endpoint, options = {}) {
 
 export const REPLAY_CHUNK = 500; // frames asked for per replay request
 export const UPLOAD_CHUNK_BYTES = 1 << 20; // per upload_chunk request: the server takes up to its reply's chunk_bytes
+export const FETCH_CHUNK_BYTES = 1 << 20; // per output_chunk request (bench/upload.py): the server sends up to 8 MiB
 const CATCH_UP_WAIT_MS = 100;
 const IDLE_REPLAY_MS = 1000; // a quiet live stream may have lost its last messages: check the log this often
 const REPLAY_TYPES = [...PUBLIC_TYPES, "replay_end"];
@@ -779,6 +781,57 @@ export class Control {
     const reply = await this.request({ cmd: "submit_upload", upload, options, ...(job ? { job } : {}) });
     if (!reply.ok) throw new Error(reply.error);
     return reply.job;
+  }
+
+  /**
+   * The bytes of a finished job's result file, chunk by chunk over the control socket (launcher/results.py):
+   * `output` is the option's name as the job's job_end lists it (`app_json`, `overlay`, `out`, ...), `index` one
+   * file of a per-track output (`gltf`, `bvh`). Throws when the server refuses (no such job or output, the job
+   * has not ended, the file changed since it ended).
+   */
+  async *outputChunks(job, output, { index, chunkBytes = FETCH_CHUNK_BYTES } = {}) {
+    let offset = 0, size = null;
+    while (true) {
+      const reply = await this.request({ cmd: "output_chunk", job, output, offset, max_bytes: chunkBytes,
+                                         ...(index === undefined ? {} : { index }) });
+      if (!reply.ok) throw new Error(reply.error);
+      if (size !== null && reply.size !== size) throw new Error(`job ${job}'s ${output} file changed size while it was fetched`);
+      size = reply.size;
+      offset += reply.data.byteLength;
+      yield reply.data;
+      if (reply.done) return;
+      if (reply.data.byteLength === 0) throw new Error(`job ${job}'s ${output} file: no bytes at offset ${offset} of ${size}`);
+    }
+  }
+
+  /**
+   * Copy a finished job's result file (`outputChunks`) to the file `destination`, which appears only once
+   * complete (written beside it under a temporary name, then renamed); resolves to the bytes copied.
+   */
+  async fetchOutput(job, output, destination, options = {}) {
+    const temporary = join(dirname(destination), `.${basename(destination)}.${process.pid}.${Date.now()}.tmp`);
+    const file = await open(temporary, "wx");
+    let copied = 0;
+    try {
+      for await (const chunk of this.outputChunks(job, output, options)) {
+        await file.write(chunk);
+        copied += chunk.byteLength;
+      }
+      await file.close();
+      await rename(temporary, destination);
+      return copied;
+    } catch (error) {
+      await file.close().catch(() => {});
+      await rm(temporary, { force: true });
+      throw error;
+    }
+  }
+
+  /** A finished job's result file (`outputChunks`), whole, in memory (a Buffer). */
+  async outputBytes(job, output, options = {}) {
+    const chunks = [];
+    for await (const chunk of this.outputChunks(job, output, options)) chunks.push(chunk);
+    return Buffer.concat(chunks);
   }
 
   close() {

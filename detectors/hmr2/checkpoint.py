@@ -15,6 +15,7 @@ import collections
 import functools
 import json
 import types
+import zipfile
 from pathlib import Path
 from typing import Mapping
 
@@ -52,13 +53,32 @@ class CheckpointMismatch(ValueError):
     """The checkpoint's tensors do not fit the network built for it."""
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """The checkpoint's top-level dictionary, tensors on the CPU."""
+def mappable(path: str | Path) -> bool:
+    """Whether ``torch.load(mmap=True)`` can map the file: a zip whose records are stored, as ``torch.save``
+    writes them (a checkpoint zipped again with compression, like the test fixture's, cannot be)."""
+    if not zipfile.is_zipfile(path):
+        return False  # torch's legacy format
+    with zipfile.ZipFile(path) as archive:
+        return all(info.compress_type == zipfile.ZIP_STORED for info in archive.infolist())
+
+
+def read_checkpoint(path: str | Path, mmap: bool = False) -> dict:
+    """The checkpoint's top-level dictionary, tensors on the CPU.
+
+    mmap: map the file rather than read it, where it can be (``mappable``): a tensor's bytes are read
+    when it is used, so that taking SMPL's few MB out of the 2.7 GB checkpoint reads a few MB.
+    ``weights_only=True`` cannot be combined with a ``pickle_module``: the allow-list unpickler plays its part.
+    """
     pickle_module = types.SimpleNamespace(
         __name__="detectors.hmr2.checkpoint",
         Unpickler=CheckpointUnpickler,
         load=functools.partial(safe_pickle.load, unpickler=CheckpointUnpickler),
     )
+    if mmap and mappable(path):
+        try:
+            return torch.load(path, map_location="cpu", pickle_module=pickle_module, weights_only=False, mmap=True)
+        except RuntimeError:  # stored records torch still cannot map (e.g. misaligned): read it whole
+            pass
     return torch.load(path, map_location="cpu", pickle_module=pickle_module, weights_only=False)
 
 
@@ -147,11 +167,16 @@ def smpl_state(checkpoint_path: Path, state: dict[str, torch.Tensor], smpl_model
 
 
 def load_smpl(checkpoint_path: str | Path) -> smpl.SMPL:
-    """The SMPL layer of a checkpoint alone, float32 on the CPU (the track stage poses it, ``reposer``)."""
-    checkpoint_path = Path(checkpoint_path)
-    state = smpl_state(checkpoint_path, read_checkpoint(checkpoint_path)["state_dict"])
+    """The SMPL layer of a checkpoint alone, float32 on the CPU, shared and not to be changed: the track
+    stage poses it (``reposer``) and exports its mesh (``outputs.animation``), and reads it once."""
+    return _smpl_layer(Path(checkpoint_path).resolve())
+
+
+@functools.cache  # one SMPL per checkpoint and process: reading a checkpoint takes seconds
+def _smpl_layer(checkpoint_path: Path) -> smpl.SMPL:
+    state = smpl_state(checkpoint_path, read_checkpoint(checkpoint_path, mmap=True)["state_dict"])
     layer = smpl.SMPL()
-    layer.load_state_dict({key[len(SMPL_PREFIX):]: value for key, value in state.items()})
+    layer.load_state_dict({key[len(SMPL_PREFIX):]: value for key, value in state.items()})  # copies out of the map
     return layer.requires_grad_(False).eval()
 
 

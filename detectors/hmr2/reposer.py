@@ -10,7 +10,6 @@ the rest from them, as ``Hmr2Detector`` does, so every published value is one bo
 """
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import numpy as np
@@ -73,12 +72,7 @@ class Reposer:
         return Detection(d.bbox, d.score, keypoints_2d, keypoints_3d, extras)
 
 
-@functools.cache  # one SMPL per checkpoint and process: reading a checkpoint takes seconds
-def _reposer(path: Path) -> Reposer:
-    return Reposer(load_smpl(path))
-
-
 def find_reposer(checkpoint: str | Path | None = None) -> Reposer | None:
     """The Reposer of ``checkpoint``, or of the one in the 4D-Humans cache; None if there is none."""
     found, _ = find_checkpoint(checkpoint)
-    return None if found is None else _reposer(found.resolve())
+    return None if found is None else Reposer(load_smpl(found))

@@ -180,21 +180,22 @@ class Receiver:
             except zmq.Again:  # no decode listening (a stage run alone): the resend tries run out instead
                 pass
 
-    def request_missing(self, job: str, fps: float, frames: int | None) -> bool:
+    def request_missing(self, job: str, fps: float, frames: int | None) -> tuple[bool, list[dict]]:
         """Ask decode again for the frames of ``job`` (``frames`` in all, None while unknown) that have not come.
 
         A frame is overdue once it has been missing for the resend wait while later frames
         came in (the other workers go on), or when no detection at all came for that long.
-        After ``MAX_DETECTION_TRIES`` requests a frame is put in the reorder buffer as
-        failed (``detection_failed``, people filled by the tracker) rather than stall the
-        job. False while nothing is overdue; True once it asked (the stage then publishes what is ready).
+        After ``MAX_DETECTION_TRIES`` requests a frame is given up on: returned as a failed
+        detection (``detection_failed``, people filled by the tracker) for the stage to take
+        like one that came, rather than stall the job. Returns whether it asked (False while
+        nothing is overdue; the stage then publishes what is ready) and the frames given up on.
         """
         receipt = self.receipt(job)
         first = self.reorder.next_index(job)
         waiting = self.reorder.last_waiting(job)
         stop = frames if frames is not None else (waiting + 1 if waiting is not None else first)
         if first >= stop:
-            return False
+            return False, []
         now = time.monotonic()
         wait_s = max(RESEND_AFTER_MIN_S, RESEND_AFTER_LATENCIES * receipt.detection_latency)
         quiet = now - receipt.last_detection >= wait_s
@@ -203,8 +204,8 @@ class Receiver:
         overdue = [i for i in range(first, stop) if self.reorder.peek(job, i) is None
                    and (quiet or now - receipt.missing_since.setdefault(i, now) >= wait_s)]
         if not overdue:
-            return False
-        resend = []
+            return False, []
+        resend, given_up = [], []
         for index in overdue:
             receipt.missing_since[index] = now
             # Before the job's first detection the wait knows nothing of the detector's pace (a model
@@ -215,13 +216,13 @@ class Receiver:
             else:
                 error = f"no detection after {MAX_DETECTION_TRIES} tries"
                 log_line(self.log, logging.ERROR, "detection_failed", job=job, frame=index, error=error)
-                self.reorder.add(job, index, messages.detections(job, index, index * 1000.0 / fps, [], error))
+                given_up.append(messages.detections(job, index, index * 1000.0 / fps, [], error))
         if resend:
             log_line(self.log, logging.WARNING, "resend_requested", job=job, frames=resend)
             self.metrics.retries += len(resend)
             self.send_ack(messages.ack(job, first, resend))
         receipt.last_detection = now
-        return True
+        return True, given_up
 
     def stalled_end(self, job: str, stall_timeout: float) -> dict | None:
         """The job_end that ends ``job`` with an error when nothing has moved it for ``stall_timeout``

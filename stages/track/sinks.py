@@ -29,8 +29,9 @@ class Sink(Protocol):
     def open(self, job: str) -> None:
         """The job begins publishing."""
 
-    def write(self, job: str, message: dict, counts: tuple[int, int]) -> None:
-        """One public message of the job; ``counts``: frames published so far, how many with a person."""
+    def write(self, job: str, message: dict, counts: tuple[int, int, int]) -> None:
+        """One public message of the job; ``counts``: frames published so far, how many with a person,
+        how many with detection failed."""
 
     def close(self, job: str, start: dict | None, end: dict) -> None:
         """The job has published its job_end; ``start`` and ``end`` are decode's job_start (None if it never
@@ -47,7 +48,7 @@ class StatusSink:
     def open(self, job: str) -> None:
         pass
 
-    def write(self, job: str, message: dict, counts: tuple[int, int]) -> None:
+    def write(self, job: str, message: dict, counts: tuple[int, int, int]) -> None:
         if self.status is None:
             return
         if message["type"] == "frame":
@@ -69,7 +70,7 @@ class JobLogSink:
     def open(self, job: str) -> None:
         self.open_logs[job] = self.job_logs.open(job)
 
-    def write(self, job: str, message: dict, counts: tuple[int, int]) -> None:
+    def write(self, job: str, message: dict, counts: tuple[int, int, int]) -> None:
         self.open_logs[job].write(message)
 
     def close(self, job: str, start: dict | None, end: dict) -> None:
@@ -85,7 +86,7 @@ class ResultsSink:
     def open(self, job: str) -> None:
         pass
 
-    def write(self, job: str, message: dict, counts: tuple[int, int]) -> None:
+    def write(self, job: str, message: dict, counts: tuple[int, int, int]) -> None:
         sockets.send(self.results, message)
         self.metrics.sent(message)
 
@@ -113,7 +114,7 @@ class Recording:
     def open(self, job: str) -> None:
         pass
 
-    def write(self, job: str, message: dict, counts: tuple[int, int]) -> None:
+    def write(self, job: str, message: dict, counts: tuple[int, int, int]) -> None:
         self.record(job, "results", message)
 
     def close(self, job: str, start: dict | None, end: dict) -> None:
@@ -140,7 +141,7 @@ class JsonLinesSink:
             temporary = temporary_beside(self.path(job))
             self.files[job] = (open(temporary, "w"), temporary)
 
-    def write(self, job: str, message: dict, counts: tuple[int, int]) -> None:
+    def write(self, job: str, message: dict, counts: tuple[int, int, int]) -> None:
         if job not in self.files:
             return
         self.files[job][0].write(json.dumps(codec.to_json_compatible(message)) + "\n")
@@ -180,7 +181,7 @@ class FilesSink:
         if self.writer is not None:
             self.kept[job] = []
 
-    def write(self, job: str, message: dict, counts: tuple[int, int]) -> None:
+    def write(self, job: str, message: dict, counts: tuple[int, int, int]) -> None:
         if job in self.kept:
             self.kept[job].append(message)
 

@@ -69,6 +69,7 @@ class PublishingJob:
     reposer: Callable[[list[Detection]], list[Detection]] | None = None  # reposed_people
     published: int = 0
     with_person: int = 0
+    detection_failed: int = 0  # frames published with no detection (the detector failed on them)
 
 
 @dataclass
@@ -231,10 +232,16 @@ class TrackStage:
             log_line(self.log, logging.WARNING, "unknown_job_dropped", job=stale, reason="no job_start came")
 
     def request_missing(self) -> None:
-        """Ask decode again for each job's frames that have not come (``Receiver.request_missing``)."""
+        """Ask decode again for each job's frames that have not come (``Receiver.request_missing``). A frame
+        given up on comes in as a failed detection, recorded like any other: its replay publishes it failed too."""
         for job in list(self.jobs.values()):
-            if job.start is not None and self.delivery.request_missing(
-                    job.id, job.start["fps"], job.end["frames"] if job.end is not None else None):
+            if job.start is None:
+                continue
+            asked, given_up = self.delivery.request_missing(job.id, job.start["fps"],
+                                                            job.end["frames"] if job.end is not None else None)
+            for failed in given_up:
+                self.on_detections(failed)
+            if asked:
                 self.pump_job(job)
 
     def fail_stalled(self) -> None:
@@ -251,7 +258,7 @@ class TrackStage:
     # --- output ------------------------------------------------------------
     def publish(self, job: PublishingJob, message: dict) -> None:
         for sink in self.sinks:
-            sink.write(job.id, message, (job.published, job.with_person))
+            sink.write(job.id, message, (job.published, job.with_person, job.detection_failed))
 
     def pump(self) -> None:
         """Publish whatever is ready, job by job."""
@@ -317,6 +324,7 @@ class TrackStage:
                                      **({"published": self.clock()} if self.clock else {})}
             job.published += 1
             job.with_person += bool(people)
+            job.detection_failed += message["detection_failed"]
             self.publish(job, message)
 
     def finish(self, job: PublishingJob) -> None:

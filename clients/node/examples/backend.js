@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 // What the app's upload route does, against `launch.py serve --overlay DIR`: upload a clip, follow its job,
 // store every frame (one document per frame, as the app's Mongo `frames` collection), and fetch the overlay
-// video when job_end lists it. Prints a JSON summary (used by tests/test_node_client.py).
+// video over the control socket when job_end lists it: nothing here needs posebus's files, so posebus may run
+// on another machine. Prints a JSON summary (used by tests/test_node_client.py).
 //   node examples/backend.js CONTROL RESULTS HISTORY CLIP STORE_DIR
 // STORE_DIR gets frames/<frameNumber>.json, video.json (the app's `videos` document) and overlay.mp4.
 import { randomUUID } from "node:crypto";
-import { copyFile, mkdir, writeFile } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Control, appDocument, appFrame, follow, resultFiles } from "../index.js";
 
@@ -46,16 +47,16 @@ const backfilled = document.frames.filter((frame) => frame.persons[0]?.backfille
 for (const frame of backfilled) await storeFrame(frame);
 
 const files = resultFiles(jobEnd); // complete on disk now: job_end waits for them
-let overlayVideoPath = null;
+let overlayVideoPath = null, overlayBytes = 0;
 if (files.overlay !== undefined) {
-  // Same host: a copy. (posebus serves no file transfer; a remote backend mounts or syncs the folder.)
+  // files.overlay is a path on posebus's host: the bytes come over the control socket, in chunks.
   overlayVideoPath = join(store, "overlay.mp4");
-  await copyFile(files.overlay, overlayVideoPath);
+  overlayBytes = await control.fetchOutput(job, "overlay", overlayVideoPath);
 }
 const video = {
   videoId, fps: document.fps, duration: document.duration, resolution: document.resolution,
   frameCount: document.frameCount, originalVideoPath: clip, overlayVideoPath, personSeen: document.metadata.personSeen,
 };
 await writeFile(join(store, "video.json"), JSON.stringify(video));
-console.log(JSON.stringify({ job, storedLive, backfilled: backfilled.length, video, outputs: files }));
+console.log(JSON.stringify({ job, storedLive, backfilled: backfilled.length, video, outputs: files, overlayBytes }));
 control.close();
