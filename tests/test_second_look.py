@@ -258,3 +258,15 @@ def test_a_job_may_ask_for_second_looks_as_its_workers_run_them():
     pipeline.args.second_look = False
     assert pipeline.refusal({"second_look": False}) is None
     assert pipeline.refusal({"second_look": True}).endswith("(start one without --no-second-look to serve it)")
+
+
+def test_a_pose_lies_when_its_torso_runs_across_and_shares_a_body_when_its_joints_lie_on_it():
+    from detectors.second_look import lying, on
+
+    upright = detection((300, 100, 30, 90))
+    turned = standing(300, 100, 30, 90)
+    turned.image[:, :2] = turned.image[:, [1, 0]]  # mirrored about the diagonal: the torso runs across
+    across = pose_detection(turned, 640, 360)
+    assert not lying(upright) and lying(across)
+    assert on(upright, np.array([295, 95, 40, 100])) and not on(upright, np.array([400, 95, 40, 100]))
+    assert on(upright, np.array([295, 95, 40, 50]))  # the head, shoulders and arms: a third of it and more
