@@ -186,7 +186,7 @@ class LookCounts:
 
     implausible: int = 0  # the detector's detections dropped as not a person
     implausible_looks: int = 0  # poses found in crops and tiles dropped as not a person
-    unconfirmed: int = 0  # tile finds a closer view did not find again
+    unconfirmed: int = 0  # tile finds a second view did not find again
     upright_looks: int = 0  # lying poses seen again upright
     upright_found: int = 0  # ... and replaced by the pose found there
     crop_looks: int = 0  # frames given a crop look
@@ -300,7 +300,8 @@ class SecondLook:
 
     def _search(self, image: np.ndarray) -> list[Detection]:
         """People found in overlapping tiles (every grid's plausible poses, overlaps merged, the larger kept),
-        each found again in a closer, square view around it: poses on objects rarely survive a second view."""
+        each found again in a second, square view centred on it (closer, else at its tile's scale): poses on
+        objects rarely survive a second view."""
         self.counts.searches += 1
         height, width = image.shape[:2]
         found = {}  # id -> (detection, the side in frame px of the square that holds its tile)
