@@ -159,7 +159,9 @@ def test_a_run_whose_detector_fails_on_every_frame_exits_1_saying_so(endpoint, t
     assert "injected failure" in result.stderr  # the detect stage's log says why
     published = collector.result(30)
     assert [m["detection_failed"] for m in published if m["type"] == "frame"] == [True] * 30
-    assert published[-1]["type"] == "job_end" and published[-1]["status"] == "ok"  # every frame was published
+    end = published[-1]  # every frame was published, and the job says what went wrong, live and to serve's backends
+    assert end["type"] == "job_end" and end["status"] == "error" and end["frames"] == 30
+    assert end["error"] == "detection failed on all 30 frames (the detect stage's log says why)"
 
 
 def test_serve_keeps_serving_after_a_bad_job(endpoint, tmp_path):

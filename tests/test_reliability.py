@@ -98,6 +98,7 @@ def test_a_run_chattier_than_a_pipe_holds_does_not_stall(tmp_path):
     frames = [m for m in published if m["type"] == "frame"]
     assert [f["index"] for f in frames] == list(range(180))
     assert all(f["detection_failed"] for f in frames)
+    assert published[-1]["status"] == "error" and "detection failed on all 180 frames" in published[-1]["error"]
 
 
 @dataclass

@@ -332,6 +332,8 @@ class TrackStage:
         error = job.end.get("error")
         if job.published != job.end["frames"] and not error:
             error = f"published {job.published} of {job.end['frames']} frames"
+        if job.published and job.detection_failed == job.published and not error:  # every frame, tracked from nothing
+            error = f"detection failed on all {job.published} frames (the detect stage's log says why)"
         end = messages.job_end(job.id, job.published, error)
         self.ending.append(EndingJob(job, end, self.files.submit(job.id, job.start, end)))
         self.reorder.forget(job.id)
