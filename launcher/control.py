@@ -82,7 +82,7 @@ def handle_request(pipeline: Pipeline, request: dict, uploads: Uploads, results:
         record = pipeline.records.get(request["job"])
         if record is None:
             return {"ok": False, "error": f"no job {request['job']}"}
-        return {"ok": True, **vars(record)}
+        return {"ok": True, **vars(record), **results.listing(record.id)}
     if command == "cancel":
         record = pipeline.records.get(request["job"])
         if record is None or record.state not in ("queued", "running"):
@@ -90,7 +90,7 @@ def handle_request(pipeline: Pipeline, request: dict, uploads: Uploads, results:
         pipeline.cancel(record.id)
         return {"ok": True, "job": record.id}
     if command == "list":
-        return {"ok": True, "jobs": [vars(r) for r in pipeline.records.values()]}
+        return {"ok": True, "jobs": [{**vars(r), **results.listing(r.id)} for r in pipeline.records.values()]}
     health = pipeline.health()
     return {"ok": True, "stages": {name: stage["alive"] for name, stage in health.items()}, "processes": health,
             "heartbeat_timeout_s": pipeline.args.heartbeat_timeout, "restarts": pipeline.restarts,

@@ -50,6 +50,7 @@ class ResultFile:
 
 @dataclass(frozen=True)
 class EndedJob:
+    listed: dict[str, str | list[str]]  # job_end.outputs: output name -> its path(s)
     outputs: dict[str, ResultFile | str | list[ResultFile | str]]  # output name -> its file(s), or why unreadable
     errors: dict[str, str]  # output name -> why the track stage could not write it (job_end.output_errors)
 
@@ -65,9 +66,15 @@ class ResultFiles:
         """Take the ``job_end`` messages among the launcher's status messages: their files, as they are now."""
         for message in arrived:
             if message["type"] == "job_end":
+                listed = dict(message.get("outputs", {}))
                 outputs = {name: [ResultFile.of(p) for p in paths] if isinstance(paths, list) else ResultFile.of(paths)
-                           for name, paths in message.get("outputs", {}).items()}
-                self.ended[message["job"]] = EndedJob(outputs, dict(message.get("output_errors", {})))
+                           for name, paths in listed.items()}
+                self.ended[message["job"]] = EndedJob(listed, outputs, dict(message.get("output_errors", {})))
+
+    def listing(self, job: str) -> dict:
+        """``outputs`` and ``output_errors`` as the job's ``job_end`` gave them; nothing before it has ended."""
+        ended = self.ended.get(job)
+        return {} if ended is None else {"outputs": ended.listed, "output_errors": ended.errors}
 
     def chunk(self, job: str, output: str, index: int | None, offset: int, max_bytes: int | None = None) -> dict:
         """Up to ``max_bytes`` (at most ``chunk_bytes``) of the file from ``offset``: ``data``, ``size`` (the

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,16 @@ def test_a_backend_fetches_the_app_json_and_the_overlay_as_written(served_files,
     control.fetch_output("late", "gltf", into, index=0)
     assert into.getvalue() == Path(end["outputs"]["gltf"][0]).read_bytes() and into.getvalue()[:4] == b"glTF"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["overlay.mp4"]  # no temporary left beside it
+
+
+def test_status_and_list_name_an_ended_job_s_files_as_its_job_end_did(served_files):
+    control, end, _ = served_files
+    deadline = time.monotonic() + 10  # status can lag the job_end a backend saw by a moment
+    while (status := control.request(cmd="status", job="late"))["state"] != "done" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert status["outputs"] == end["outputs"] and status["output_errors"] == end["output_errors"] == {}
+    (listed,) = [job for job in control.request(cmd="list")["jobs"] if job["id"] == "late"]
+    assert listed["outputs"] == end["outputs"]
 
 
 def test_refusals_are_one_line_and_the_service_keeps_serving(served_files, tmp_path):

@@ -335,7 +335,13 @@ export interface JobRecord {
   options: Record<string, unknown>;
   frames: number;
   with_person: number;
+  /** Frames published with `detection_failed`. */
+  detection_failed: number;
   error: string | null;
+  /** Once the job has ended: its result files, as its job_end listed them (fetch them with `fetchOutput`). */
+  outputs?: Record<string, string | string[]>;
+  /** Once the job has ended: asked-for files that could not be written, option -> one-line error. */
+  output_errors?: Record<string, string>;
 }
 
 export type StatusReply = ControlReply & Partial<JobRecord>;
