@@ -132,6 +132,18 @@ def test_a_detector_slow_to_give_its_first_frames_is_asked_again_but_no_frame_is
     assert [m["detection_failed"] for m in frames] == [False] * FRAMES
 
 
+def test_detections_that_overtook_their_job_start_count_as_the_job_s_first(stage, clock):
+    for message in detected(0, 2, 3):  # another link: they may come before the job_start
+        stage.on_detections(message)
+    start(stage)
+    stage.on_job_event(messages.job_end("j", FRAMES))
+    for _ in range(delivery.MAX_DETECTION_TRIES + 1):
+        clock[0] += delivery.RESEND_AFTER_MIN_S
+        stage.request_missing()
+    frames = [m for m in stage.job_logs.messages("j") if m["type"] == "frame"]
+    assert [m["detection_failed"] for m in frames] == [False, True, False, False]  # frame 1 given up on, not waited for
+
+
 def test_a_job_that_nothing_moves_ends_with_an_error_after_the_stall_timeout(stage, clock):
     start(stage, 0)
     clock[0] += 59

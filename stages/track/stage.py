@@ -185,6 +185,7 @@ class TrackStage:
             self.early_jobs.pop(job_id, None)
             for message in self.reorder.waiting_items(job_id):  # arrived before its job_start
                 self.recording.record(job_id, "detections", message)
+                self.delivery.detection_arrived(message)
         return self.jobs[job_id]
 
     # --- inputs ------------------------------------------------------------
