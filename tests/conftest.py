@@ -36,26 +36,49 @@ class Collector(threading.Thread):
 
     def __init__(self, endpoint: str, jobs: int = 1, timeout_ms: int = 120_000):
         super().__init__(daemon=True)
-        from bus.client import subscribe
-
         self.messages: list[dict] = []
         self.error: Exception | None = None
-        self._stream = subscribe(endpoint, timeout_ms=timeout_ms)
-        self._jobs = jobs
-        self.subscribed = threading.Event()
+        self._endpoint, self._jobs, self._timeout_ms = endpoint, jobs, timeout_ms
+        self.subscribed = threading.Event()  # the publisher answered the subscriber's handshake
+
+    def wait_subscribed(self, timeout_s: float = 10.0) -> None:
+        """Until the publisher (already running) has answered, and its subscription had a moment to arrive: what
+        it publishes from then on is kept (a fixed 0.5 s was too short on a loaded machine). The monitor is
+        attached just after the connect, so a handshake quicker than that goes unseen: then ``timeout_s``."""
+        self.subscribed.wait(timeout_s)
+        time.sleep(0.2)
 
     def run(self):
+        import zmq
+        from zmq.utils.monitor import recv_monitor_message
+
+        from bus import sockets
+
+        ctx = zmq.Context.instance()
+        sock = sockets.connect(ctx, "results", self._endpoint)
+        monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
         ended = 0
         try:
-            for message in self._stream:
-                self.messages.append(message)
-                ended += message["type"] == "job_end"
-                if ended == self._jobs:
-                    break
+            while ended < self._jobs:
+                ready = dict(poller.poll(self._timeout_ms))
+                if not ready:
+                    raise TimeoutError(f"no message from {self._endpoint} for {self._timeout_ms} ms")
+                if monitor in ready:
+                    recv_monitor_message(monitor)
+                    self.subscribed.set()
+                if sock in ready:
+                    message = sockets.receive(sock, "results")
+                    self.messages.append(message)
+                    ended += message["type"] == "job_end"
         except Exception as exc:  # surfaced by the test
             self.error = exc
         finally:
-            self._stream.close()
+            sock.disable_monitor()
+            monitor.close(linger=0)
+            sock.close(linger=0)
 
     def result(self, timeout: float = 120) -> list[dict]:
         self.join(timeout)
@@ -170,7 +193,7 @@ def run_job(control: Control, results: str, source: Path | str, job: str, **opti
     """Submit a job to ``launch.py serve``; its published messages, up to its job_end."""
     collector = Collector(results, timeout_ms=60_000)
     collector.start()
-    time.sleep(0.5)  # the subscription reaches the XPUB
+    collector.wait_subscribed()
     assert control.submit(str(source), job=job, **options) == job
     return [m for m in collector.result(90) if m["job"] == job]
 
