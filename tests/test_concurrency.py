@@ -145,7 +145,10 @@ def test_concurrent_jobs_each_publish_every_frame_in_order(jobs):
             control.submit(str(VIDEO), job=name)
         assert {control.status(name)["state"] for name in names} == {"running"}  # none waits for another
         published = collector.result(600)
-        states = [control.status(name)["state"] for name in names]
+        deadline = time.monotonic() + 10  # status learns of a job_end on its own link: it can lag a moment
+        while (states := [control.status(name)["state"] for name in names]) != ["done"] * jobs \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
         control.close()
     for name in names:
         assert frames_of(published, name) == list(range(FRAMES)), name  # every frame once, in order
