@@ -42,6 +42,7 @@ import cv2
 import numpy as np
 
 from bench.timing import ROOT, VIDEO, free_port, publish, table
+from video.sources import open_source
 
 SNOW = ROOT.parent / "shared" / "media" / "snow"
 LABELS = SNOW / "labels.txt"
@@ -185,29 +186,23 @@ def draw_misses(video: Path, frames: Iterable[Mapping], score: ClipScore, labels
     people = {m["index"]: m["people"] for m in frames if m.get("type") == "frame"}
     misses, written = set(score.missed), []
     folder.mkdir(parents=True, exist_ok=True)
-    source = cv2.VideoCapture(str(video))
-    try:
-        index = 0
-        while misses:
-            ok, image = source.read()
-            if not ok:
-                break
-            if index in misses:
-                misses.discard(index)
-                rider = labels[index]
-                for person in people.get(index, []):
-                    x, y, w, h = map(int, person["bbox"])
-                    cv2.rectangle(image, (x, y), (x + w, y + h), STATE_COLOURS.get(person["state"], (128, 128, 128)))
-                cv2.rectangle(image, (int(rider.x0), int(rider.y0)), (int(rider.x1), int(rider.y1)), (0, 255, 0))
-                around = rider.grown(2.5)
-                x0, y0 = max(int(around.x0), 0), max(int(around.y0), 0)
-                crop = image[y0:max(int(around.y1), y0 + 1), x0:max(int(around.x1), x0 + 1)]
-                path = folder / f"{score.clip}_{index:04d}.png"
-                cv2.imwrite(str(path), cv2.resize(crop, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST))
-                written.append(path)
-            index += 1
-    finally:
-        source.release()
+    for index, _, image in open_source(str(video)):
+        if not misses:
+            break
+        if index not in misses:
+            continue
+        misses.discard(index)
+        rider = labels[index]
+        for person in people.get(index, []):
+            x, y, w, h = map(int, person["bbox"])
+            cv2.rectangle(image, (x, y), (x + w, y + h), STATE_COLOURS.get(person["state"], (128, 128, 128)))
+        cv2.rectangle(image, (int(rider.x0), int(rider.y0)), (int(rider.x1), int(rider.y1)), (0, 255, 0))
+        around = rider.grown(2.5)
+        x0, y0 = max(int(around.x0), 0), max(int(around.y0), 0)
+        crop = image[y0:max(int(around.y1), y0 + 1), x0:max(int(around.x1), x0 + 1)]
+        path = folder / f"{score.clip}_{index:04d}.png"
+        cv2.imwrite(str(path), cv2.resize(crop, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST))
+        written.append(path)
     return written
 
 
