@@ -125,11 +125,17 @@ class StageMetrics:
             self.job_latencies.pop(next(iter(self.jobs)), None)
             del self.jobs[next(iter(self.jobs))]
         stamps = message.get("timestamps", {})
-        for name, (start, end) in LATENCIES.get(self.stage, {}).items():
+        measured = LATENCIES.get(self.stage, {})
+        if not measured:
+            return
+        job_windows = self.job_latencies.get(job)
+        if job_windows is None:  # made once per job, not per frame: a window holds a 4096-sample deque
+            job_windows = self.job_latencies[job] = {name: LatencyWindow() for name in measured}
+        for name, (start, end) in measured.items():
             if start in stamps and end in stamps:
                 ms = (stamps[end] - stamps[start]) * 1000.0
                 self.latencies[name].add(ms)
-                self.job_latencies.setdefault(job, {}).setdefault(name, LatencyWindow()).add(ms)
+                job_windows[name].add(ms)
 
     def due(self) -> bool:
         return self.clock() - self._last_snapshot >= self.interval
